@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what berth's tests need on a fresh Debian machine, then run the whole suite.
+# Used by the README's test command and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+# The Dokku driver tests run a real OpenSSH server on loopback (sshd) and the client (ssh).
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "installing: ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# Snapshots are checked, never written, in CI.
+export INSTA_UPDATE=no
+cargo test --all-targets --locked "$@"

@@ -1,0 +1,60 @@
+//! The command line: one file per subcommand, each a clap `Args` struct and a `run` function.
+//!
+//! This layer turns raw arguments into calls of the library and maps outcomes to exit codes;
+//! `anyhow` is allowed here and nowhere below.
+
+pub mod schema;
+pub mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::{ColorChoice, Format, Printer};
+
+/// berth keeps a multi-tenant fleet exactly as a git repo of YAML files says.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+pub struct Args {
+    /// When to colour output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check every environment and tenant file and report every problem at once.
+    Validate(validate::ValidateArgs),
+    /// Write the JSON Schemas of the tenant and environment files.
+    Schema(schema::SchemaArgs),
+}
+
+/// Exit code for "something went wrong".
+pub const EXIT_ERROR: u8 = 1;
+
+/// Run a parsed command line.
+#[must_use]
+pub fn run(args: Args) -> ExitCode {
+    let (format, result) = match args.command {
+        Command::Validate(a) => {
+            let format = a.format;
+            let printer = Printer::new(format, args.color);
+            (printer.clone(), validate::run(&a, &printer))
+        }
+        Command::Schema(a) => {
+            let printer = Printer::new(Format::Text, args.color);
+            (printer.clone(), schema::run(&a, &printer))
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            format.error(&error);
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

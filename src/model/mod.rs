@@ -1,0 +1,366 @@
+//! Validated domain types: what the files mean once `validate` has accepted them.
+//!
+//! Unlike `spec`, nothing here is deserialized from input: every value was checked (names are
+//! DNS labels, references resolve, defaults are filled in), so the planner can rely on it
+//! without re-checking. Collections are `BTreeMap`s so everything built from a [`Fleet`] is
+//! deterministic.
+//!
+//! Architecture invariant: pure. No I/O, no clock, no environment.
+
+use std::collections::BTreeMap;
+
+pub use crate::spec::{ProxyKind, RestartPolicy, SecretProviderKind, ServiceKind, TenantState};
+
+/// Everything the repo says, validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fleet {
+    /// Environments by name (the file stem).
+    pub environments: BTreeMap<String, Environment>,
+    /// Tenants by id.
+    pub tenants: BTreeMap<String, Tenant>,
+}
+
+/// One environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    /// Name (file stem).
+    pub name: String,
+    /// Base domain.
+    pub domain: Option<String>,
+    /// Hosts by name.
+    pub hosts: BTreeMap<String, Host>,
+    /// Tiers by name.
+    pub tiers: BTreeMap<String, Tier>,
+    /// Dokku app name template with `{tenant}` and `{app}`.
+    pub dokku_app_template: String,
+    /// Safety policy.
+    pub policy: Policy,
+    /// Secret provider.
+    pub secrets: Secrets,
+    /// Stripe price id → tier.
+    pub stripe_prices: BTreeMap<String, String>,
+    /// Template path for new tenants created by the Stripe bridge.
+    pub stripe_new_tenant: Option<String>,
+    /// Environment-level shared services.
+    pub shared: Option<Stack>,
+}
+
+/// A host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    /// Name in the environment file.
+    pub name: String,
+    /// How to reach it.
+    pub target: HostTarget,
+    /// Most tenants it may carry.
+    pub capacity: Option<u32>,
+    /// Range of publishable host ports (inclusive).
+    pub ports: Option<(u16, u16)>,
+    /// Proxy flavour for Docker hosts.
+    pub proxy: ProxyKind,
+}
+
+/// Host kinds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostTarget {
+    /// A Dokku server over SSH.
+    Dokku(DokkuTarget),
+    /// A Docker Engine.
+    Docker {
+        /// `unix://…`, `tcp://…`, `ssh://…`.
+        endpoint: String,
+    },
+}
+
+impl HostTarget {
+    /// `dokku` or `docker`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HostTarget::Dokku(_) => "dokku",
+            HostTarget::Docker { .. } => "docker",
+        }
+    }
+}
+
+/// SSH coordinates of a Dokku server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DokkuTarget {
+    /// SSH user (normally `dokku`).
+    pub user: String,
+    /// Host name or address.
+    pub address: String,
+    /// SSH port.
+    pub port: u16,
+    /// Pinned host key, `ssh-ed25519 AAAA…`.
+    pub host_key: String,
+    /// Private key path; agent when absent.
+    pub identity: Option<String>,
+    /// Per-command timeout in seconds.
+    pub timeout_secs: u32,
+}
+
+/// Tier defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tier {
+    /// Process counts for the tenant's primary app.
+    pub processes: BTreeMap<String, u32>,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// CPU limit in cores.
+    pub cpus: Option<f64>,
+}
+
+/// Safety policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Most destroys a plan may carry without an override.
+    pub max_destroys: u32,
+    /// Whether the daemon heals drift.
+    pub self_heal: bool,
+    /// Days data of a cancelled tenant is retained.
+    pub retain_data_days: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_destroys: 3,
+            self_heal: true,
+            retain_data_days: 30,
+        }
+    }
+}
+
+/// Secret provider settings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Secrets {
+    /// Provider; `None` when the environment declares no secrets.
+    pub provider: Option<SecretProviderKind>,
+    /// Directory for the `file` provider.
+    pub path: Option<String>,
+    /// Names that may be referenced.
+    pub names: Vec<String>,
+}
+
+/// One tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    /// Id (file stem), a DNS label.
+    pub id: String,
+    /// Path of the tenant file, for messages.
+    pub file: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Environment name.
+    pub environment: String,
+    /// Tier name.
+    pub tier: Option<String>,
+    /// Lifecycle state.
+    pub state: TenantState,
+    /// Pinned host, if any.
+    pub host: Option<String>,
+    /// Apps and services.
+    pub stack: Stack,
+    /// Stripe bridge data.
+    pub billing: Option<crate::spec::BillingSpec>,
+}
+
+/// Apps plus services: what a tenant (or an environment's shared platform) runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stack {
+    /// Pinned host (shared stacks always have one).
+    pub host: Option<String>,
+    /// Apps by name.
+    pub apps: BTreeMap<String, App>,
+    /// Services by name.
+    pub services: BTreeMap<String, Service>,
+}
+
+/// An app with every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    /// Name within the tenant.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Process counts by type.
+    pub processes: BTreeMap<String, u32>,
+    /// Default command (Docker).
+    pub command: Option<Vec<String>>,
+    /// Command per process type (Docker).
+    pub commands: BTreeMap<String, Vec<String>>,
+    /// Routed domains.
+    pub domains: Vec<String>,
+    /// Let's Encrypt.
+    pub tls: bool,
+    /// Health check.
+    pub health: Option<Health>,
+    /// Environment.
+    pub env: BTreeMap<String, EnvValue>,
+    /// Linked services.
+    pub uses: Vec<String>,
+    /// Published ports.
+    pub ports: Vec<Port>,
+    /// Listening port.
+    pub port: Option<u16>,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// CPU limit in cores.
+    pub cpus: Option<f64>,
+    /// Storage mounts.
+    pub storage: Vec<Storage>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+}
+
+/// Env values. The plan never holds a secret: `Generate` and `Secret` are instructions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EnvValue {
+    /// Literal from git.
+    Literal(String),
+    /// Generate `length` characters once; keep the live value if present.
+    Generate {
+        /// Length in characters.
+        length: u32,
+    },
+    /// Resolve through the secret provider at apply time.
+    Secret {
+        /// Secret name.
+        name: String,
+    },
+}
+
+/// Health check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Health {
+    /// HTTP path.
+    pub path: Option<String>,
+    /// Exec command.
+    pub command: Option<Vec<String>>,
+    /// Seconds between probes.
+    pub interval: u32,
+    /// Seconds per probe.
+    pub timeout: u32,
+    /// Failures before unhealthy.
+    pub retries: u32,
+}
+
+/// A published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port {
+    /// Container port.
+    pub container: u16,
+    /// Fixed host port; allocated by the planner when `None`.
+    pub host: Option<u16>,
+}
+
+/// A storage mount.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Storage {
+    /// Volume name within the tenant.
+    pub volume: String,
+    /// Mount path.
+    pub path: String,
+}
+
+/// A backing service with defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// Name within the tenant.
+    pub name: String,
+    /// Kind.
+    pub kind: ServiceKind,
+    /// Image.
+    pub image: String,
+    /// Command.
+    pub command: Option<Vec<String>>,
+    /// Environment.
+    pub env: BTreeMap<String, EnvValue>,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// CPU limit in cores.
+    pub cpus: Option<f64>,
+    /// Health check.
+    pub health: Option<Health>,
+    /// Published ports.
+    pub ports: Vec<Port>,
+    /// Volumes (Postgres and Redis get a `data` volume by default).
+    pub storage: Vec<Storage>,
+}
+
+/// Parse `512M`, `2G`, `1.5G`, `256Mi`, `100k`, or a bare byte count.
+#[must_use]
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: f64 = number.parse().ok()?;
+    let unit = unit.trim_end_matches(['B', 'b']).trim_end_matches('i');
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" | "K" => 1 << 10,
+        "m" | "M" => 1 << 20,
+        "g" | "G" => 1 << 30,
+        _ => return None,
+    };
+    let bytes = number * factor as f64;
+    (1.0..1e15).contains(&bytes).then_some(bytes as u64)
+}
+
+/// Whether `name` is a DNS label: 1–63 of `a-z0-9-`, not starting or ending with `-`.
+///
+/// Names reach remote shells and container names, so this is deliberately strict.
+#[must_use]
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// Whether `name` is a hostname: dot-separated DNS labels, at most 253 characters.
+#[must_use]
+pub fn is_hostname(name: &str) -> bool {
+    name.len() <= 253 && !name.is_empty() && name.split('.').all(is_dns_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory("512M"), Some(512 << 20));
+        assert_eq!(parse_memory("2G"), Some(2 << 30));
+        assert_eq!(parse_memory("1.5g"), Some(3 << 29));
+        assert_eq!(parse_memory("256Mi"), Some(256 << 20));
+        assert_eq!(parse_memory("lots"), None);
+        assert_eq!(parse_memory("0"), None);
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("acme"));
+        assert!(is_dns_label("a-1"));
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a;b",
+            "a/b",
+            "..",
+            "a b",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The planner: `plan(&desired, &live) -> Plan`, pure and deterministic.

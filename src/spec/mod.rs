@@ -1,0 +1,476 @@
+//! The repo format: serde + schemars types that mirror `environments/<env>.yaml` and
+//! `tenants/<id>.yaml` key for key.
+//!
+//! These are the only types in berth that are deserialized from user input. They carry no
+//! meaning beyond the shape of the files: cross-file rules, name checks and defaults live in
+//! `validate`, which turns specs into the validated `model`. Keys are kebab-case and unknown
+//! keys are rejected (a silently ignored `replcas:` is an outage), which is why every struct
+//! carries `deny_unknown_fields`; the structural check in `schema_check` reports all of them
+//! at once with spans before serde ever sees the value.
+//!
+//! Architecture invariant: pure. No I/O, no clock, no environment.
+
+pub mod schema_check;
+pub mod source;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The format version this berth reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+// === Environment ===
+
+/// `environments/<env>.yaml`: the hosts, tiers, policies and integrations of one environment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[schemars(title = "berth environment file")]
+pub struct EnvironmentSpec {
+    /// Format version of this file. Only `1` exists today.
+    #[serde(default, alias = "api-version")]
+    pub version: Option<u32>,
+    /// Base domain: a tenant `acme` gets `acme.<domain>` unless its apps list domains.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// The servers berth deploys to, by name.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostSpec>,
+    /// Plan tiers: the defaults (processes, memory, cpus) a tenant's tier brings.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierSpec>,
+    /// How remote names are built.
+    #[serde(default)]
+    pub naming: Option<NamingSpec>,
+    /// Stripe integration: which price maps to which tier.
+    #[serde(default)]
+    pub stripe: Option<StripeSpec>,
+    /// Safety policy for plans and the daemon.
+    #[serde(default)]
+    pub policy: Option<PolicySpec>,
+    /// Where secret references (`{ secret: name }`) are resolved, and which names exist.
+    #[serde(default)]
+    pub secrets: Option<SecretsSpec>,
+    /// Environment-level shared services: a platform (API, event bus, shared databases) that
+    /// runs beside the tenants on one host of this environment.
+    #[serde(default)]
+    pub shared: Option<SharedSpec>,
+}
+
+/// One server. Exactly one of `dokku` or `docker` says how to reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HostSpec {
+    /// A Dokku server reached over SSH.
+    #[serde(default)]
+    pub dokku: Option<DokkuHostSpec>,
+    /// A Docker Engine.
+    #[serde(default)]
+    pub docker: Option<DockerHostSpec>,
+    /// The most tenants this host may carry.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    /// Range of host ports berth may publish container ports on, `20000-29999`.
+    #[serde(default)]
+    pub ports: Option<String>,
+    /// Reverse proxy that routes domains to containers on a Docker host.
+    #[serde(default)]
+    pub proxy: Option<ProxyKind>,
+}
+
+/// How to reach a Dokku server.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DokkuHostSpec {
+    /// `user@host[:port]`; the user is normally `dokku`.
+    pub ssh: String,
+    /// The server's public host key, as in `known_hosts` (`ssh-ed25519 AAAA…`). Pinned:
+    /// berth refuses to talk to a server that presents any other key.
+    pub host_key: String,
+    /// Path to the private key; the SSH agent is used when absent.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Seconds before one remote command is abandoned.
+    #[serde(default)]
+    pub timeout: Option<u32>,
+}
+
+/// How to reach a Docker Engine.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DockerHostSpec {
+    /// `unix:///var/run/docker.sock`, `tcp://host:2375` or `ssh://user@host`.
+    pub endpoint: String,
+}
+
+/// Reverse proxy flavour for domain routing on Docker hosts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyKind {
+    /// Traefik router labels (the default).
+    Traefik,
+    /// caddy-docker-proxy labels.
+    Caddy,
+}
+
+/// A plan tier: defaults for every tenant on it. Tenants may override each value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TierSpec {
+    /// Process counts per process type, e.g. `{ web: 2, worker: 1 }`.
+    #[serde(default)]
+    pub processes: BTreeMap<String, u32>,
+    /// Memory limit per container, `512M`, `2G`.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// CPU limit per container, in cores.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+}
+
+/// Naming templates. `{tenant}` and `{app}` are replaced.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NamingSpec {
+    /// Dokku app name template; default `{tenant}-{app}`.
+    #[serde(default)]
+    pub dokku_app: Option<String>,
+}
+
+/// Stripe: price ids to tiers, and the template for tenants created at checkout.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StripeSpec {
+    /// `price_…` → tier name.
+    #[serde(default)]
+    pub prices: BTreeMap<String, String>,
+    /// Path (in the repo) of the tenant file template used for a new checkout.
+    #[serde(default)]
+    pub new_tenant: Option<String>,
+}
+
+/// Safety policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PolicySpec {
+    /// A plan destroying more objects than this is refused without an override. Default 3.
+    #[serde(default)]
+    pub max_destroys: Option<u32>,
+    /// Whether the daemon repairs drift by itself (otherwise it only reports it).
+    #[serde(default)]
+    pub self_heal: Option<bool>,
+    /// How long data of a cancelled tenant is kept before `state: purge` may remove it, `30d`.
+    #[serde(default)]
+    pub retain_data: Option<String>,
+}
+
+/// The secret provider and the secret names it offers.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SecretsSpec {
+    /// Where values come from at apply time.
+    pub provider: SecretProviderKind,
+    /// Directory holding one file per secret (provider `file`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The secret names tenant files may reference. Values never appear in git.
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+/// Secret providers.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretProviderKind {
+    /// `BERTH_SECRET_<NAME>` environment variables of the berth process.
+    Env,
+    /// One file per secret in `path`.
+    File,
+}
+
+/// Environment-level shared services (a platform beside its tenants).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SharedSpec {
+    /// The host that runs them.
+    pub host: String,
+    /// Long-running app containers / Dokku apps.
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppSpec>,
+    /// Databases, caches and other backing services.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSpec>,
+}
+
+// === Tenant ===
+
+/// `tenants/<id>.yaml`: one customer deployment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[schemars(title = "berth tenant file")]
+pub struct TenantSpec {
+    /// Format version of this file. Only `1` exists today.
+    #[serde(default, alias = "api-version")]
+    pub version: Option<u32>,
+    /// The tenant id; when given it must equal the file stem.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Display name of the customer.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The environment file (`environments/<name>.yaml`) this tenant lives in.
+    pub environment: String,
+    /// Plan tier from the environment.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Lifecycle state. Default `active`.
+    #[serde(default)]
+    pub state: Option<TenantState>,
+    /// Pin the tenant to one host; otherwise placement chooses.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Apps (Dokku apps or app containers), by name.
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppSpec>,
+    /// Backing services (Postgres, Redis, any image), by name.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Owned by the Stripe bridge.
+    #[serde(default)]
+    pub billing: Option<BillingSpec>,
+}
+
+/// Tenant lifecycle.
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum TenantState {
+    /// Running.
+    Active,
+    /// Processes at zero, everything kept (e.g. payment failed).
+    Suspended,
+    /// Processes at zero, data kept for the retention period.
+    Cancelled,
+    /// Explicit instruction to destroy everything, data included.
+    Purge,
+}
+
+/// An app: a Dokku app, or a set of containers from one image on a Docker host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AppSpec {
+    /// Image reference to deploy, `registry.example.app/app:1.4.2` (a digest is best).
+    pub image: String,
+    /// Process counts per type; default from the tier, else `{ web: 1 }`.
+    #[serde(default)]
+    pub processes: Option<BTreeMap<String, u32>>,
+    /// Docker: command for every process type unless `commands` says otherwise.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Docker: command per process type.
+    #[serde(default)]
+    pub commands: BTreeMap<String, Vec<String>>,
+    /// Domains routed to this app; default `<tenant>.<domain>` for the `web` app.
+    #[serde(default)]
+    pub domains: Option<Vec<String>>,
+    /// Let's Encrypt certificate for the domains.
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// Health check.
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
+    /// Environment: literals, generated secrets or secret references.
+    #[serde(default)]
+    pub env: BTreeMap<String, EnvValueSpec>,
+    /// Services of this tenant linked to the app (`DATABASE_URL`, `REDIS_URL`).
+    #[serde(default)]
+    pub uses: Vec<String>,
+    /// Docker: container ports published on the host.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// Port the app listens on (routing target); default 5000 on Dokku, 8080 on Docker.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Memory limit per container; overrides the tier.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// CPU limit per container; overrides the tier.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Persistent storage mounted into the app.
+    #[serde(default)]
+    pub storage: Vec<StorageSpec>,
+    /// Docker restart policy; default `unless-stopped`.
+    #[serde(default)]
+    pub restart: Option<RestartPolicy>,
+}
+
+/// An env value: a literal, a generated secret, or a reference to a secret provider.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum EnvValueSpec {
+    /// A literal value, kept in git: never put a secret here.
+    Literal(String),
+    /// Generated once on first deploy, kept across redeploys, never in git.
+    Generate(GenerateSpec),
+    /// Resolved through the environment's secret provider at apply time.
+    Secret(SecretRefSpec),
+}
+
+/// `{ generate: 32 }`: a random value of that many characters.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct GenerateSpec {
+    /// Length in characters (alphanumeric).
+    pub generate: u32,
+}
+
+/// `{ secret: name }`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SecretRefSpec {
+    /// A name listed in the environment's `secrets.names`.
+    pub secret: String,
+}
+
+/// Health check.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HealthSpec {
+    /// HTTP path probed on the app port.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Docker: exec-form command instead of an HTTP probe.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Seconds between probes.
+    #[serde(default)]
+    pub interval: Option<u32>,
+    /// Seconds before one probe fails.
+    #[serde(default)]
+    pub timeout: Option<u32>,
+    /// Failed probes before unhealthy.
+    #[serde(default)]
+    pub retries: Option<u32>,
+}
+
+/// A published port: container port → host port (`auto` allocates from the host's range).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PortSpec {
+    /// Port inside the container.
+    pub container: u16,
+    /// Host port; omit to allocate one from the host's `ports` range.
+    #[serde(default)]
+    pub host: Option<u16>,
+}
+
+/// Persistent storage: a named volume (Docker) or storage directory (Dokku) at a path.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StorageSpec {
+    /// Volume name, unique within the tenant.
+    pub volume: String,
+    /// Mount path inside the container.
+    pub path: String,
+}
+
+/// Docker restart policies.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never restart.
+    No,
+    /// Always restart.
+    Always,
+    /// Restart unless stopped by hand (default).
+    UnlessStopped,
+    /// Restart on non-zero exit.
+    OnFailure,
+}
+
+/// A backing service.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// What it is.
+    pub kind: ServiceKind,
+    /// Image; defaults per kind (`postgres:16`, `redis:7`); required for `container`.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Docker: command.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Docker: environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, EnvValueSpec>,
+    /// Memory limit.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// CPU limit.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Health check.
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
+    /// Docker: published ports.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// Docker: named volumes. Postgres and Redis get a data volume by default.
+    #[serde(default)]
+    pub storage: Vec<StorageSpec>,
+}
+
+/// Service kinds.
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceKind {
+    /// PostgreSQL (Dokku: dokku-postgres plugin).
+    Postgres,
+    /// Redis (Dokku: dokku-redis plugin).
+    Redis,
+    /// Any other image (Docker hosts only).
+    Container,
+}
+
+/// The billing block, written by the Stripe bridge.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BillingSpec {
+    /// `cus_…`
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// `sub_…`
+    #[serde(default)]
+    pub subscription: Option<String>,
+    /// Stripe subscription status (`active`, `past_due`, `canceled`, …).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The Stripe price the tier came from.
+    #[serde(default)]
+    pub price: Option<String>,
+    /// Unix time of the newest Stripe event reflected in this file.
+    #[serde(default)]
+    pub updated: Option<u64>,
+}
+
+/// JSON Schema of the tenant file, as committed under `schema/`.
+#[must_use]
+pub fn tenant_schema() -> serde_json::Value {
+    schema_value(schemars::schema_for!(TenantSpec))
+}
+
+/// JSON Schema of the environment file, as committed under `schema/`.
+#[must_use]
+pub fn environment_schema() -> serde_json::Value {
+    schema_value(schemars::schema_for!(EnvironmentSpec))
+}
+
+fn schema_value(schema: schemars::Schema) -> serde_json::Value {
+    schema.to_value()
+}

@@ -1,0 +1,592 @@
+//! Structural check of a spanned YAML tree against the JSON Schema of a spec type.
+//!
+//! serde stops at the first problem in a file and has no spans for values; users want every
+//! problem at once with a label under the text. So the schema that schemars derives from the
+//! spec types (the same one committed under `schema/` for editors) is walked here over the
+//! [`yaml::Node`](super::yaml::Node) tree. The walk reports every unknown key (with a
+//! did-you-mean hint), missing key, wrong type and out-of-range number, and builds the JSON
+//! value serde then deserializes — typed by the schema, so `PORT: 8080` is the string `"8080"`
+//! where a string is expected and the integer `8080` where an integer is.
+//!
+//! Only the subset of JSON Schema that schemars emits for berth's types is understood:
+//! `$ref` into `$defs`, `type`, `anyOf`/`oneOf`, `enum`, `const`, `properties`, `required`,
+//! `additionalProperties`, `items`, `minimum`, `maximum`.
+
+use serde_json::{Map, Value as Json};
+
+use super::source::Span;
+use super::yaml::{Node, Value};
+
+/// One structural problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where.
+    pub span: Span,
+    /// What, lowercase.
+    pub message: String,
+    /// Label under the text.
+    pub label: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+    /// A second place that explains the first (a duplicate key's first occurrence).
+    pub related: Option<(Span, String)>,
+}
+
+/// Check `node` against `schema` (a root schema with `$defs`).
+///
+/// Returns the JSON value to deserialize and every problem found; the value is only
+/// meaningful when the problem list is empty.
+#[must_use]
+pub fn check(node: &Node, schema: &Json) -> (Json, Vec<Problem>) {
+    let checker = Checker { root: schema };
+    let mut problems = Vec::new();
+    let head = first_line(node.span);
+    let value = checker.walk(node, schema, head, &mut problems);
+    (value, problems)
+}
+
+fn first_line(span: Span) -> Span {
+    Span::new(span.start, span.start)
+}
+
+/// What a YAML node is, in schema words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    Integer,
+    Number,
+    String,
+    Object,
+    Array,
+}
+
+impl Kind {
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Null => "nothing",
+            Kind::Bool => "a boolean",
+            Kind::Integer => "an integer",
+            Kind::Number => "a number",
+            Kind::String => "a string",
+            Kind::Object => "a mapping",
+            Kind::Array => "a list",
+        }
+    }
+
+    fn schema_name(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Bool => "boolean",
+            Kind::Integer => "integer",
+            Kind::Number => "number",
+            Kind::String => "string",
+            Kind::Object => "object",
+            Kind::Array => "array",
+        }
+    }
+}
+
+fn kind_of(node: &Node) -> Kind {
+    match &node.value {
+        Value::Empty => Kind::Null,
+        Value::Seq(_) => Kind::Array,
+        Value::Map(_) => Kind::Object,
+        Value::Scalar { text, plain } => {
+            if !plain {
+                Kind::String
+            } else {
+                plain_scalar_kind(text)
+            }
+        }
+    }
+}
+
+/// YAML 1.2 core schema resolution of a plain scalar.
+fn plain_scalar_kind(text: &str) -> Kind {
+    match text {
+        "~" | "null" | "Null" | "NULL" => return Kind::Null,
+        "true" | "True" | "TRUE" | "false" | "False" | "FALSE" => return Kind::Bool,
+        _ => {}
+    }
+    if parse_int(text).is_some() {
+        return Kind::Integer;
+    }
+    if parse_float(text).is_some() {
+        return Kind::Number;
+    }
+    Kind::String
+}
+
+fn parse_int(text: &str) -> Option<i64> {
+    let (sign, digits) = match text.as_bytes().first()? {
+        b'-' => (-1, &text[1..]),
+        b'+' => (1, &text[1..]),
+        _ => (1, text),
+    };
+    if let Some(hex) = digits.strip_prefix("0x") {
+        return i64::from_str_radix(hex, 16).ok().map(|v| v * sign);
+    }
+    if let Some(oct) = digits.strip_prefix("0o") {
+        return i64::from_str_radix(oct, 8).ok().map(|v| v * sign);
+    }
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<i64>().ok().map(|v| v * sign)
+}
+
+fn parse_float(text: &str) -> Option<f64> {
+    match text {
+        ".inf" | ".Inf" | ".INF" | "+.inf" => return Some(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Some(f64::NEG_INFINITY),
+        _ => {}
+    }
+    let ok = text.bytes().any(|b| b.is_ascii_digit())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
+    if ok { text.parse::<f64>().ok() } else { None }
+}
+
+struct Checker<'a> {
+    root: &'a Json,
+}
+
+impl<'a> Checker<'a> {
+    fn resolve(&self, schema: &'a Json) -> &'a Json {
+        let mut schema = schema;
+        // References are a short chain at most; the bound guards against a cycle.
+        for _ in 0..16 {
+            let Some(reference) = schema.get("$ref").and_then(Json::as_str) else {
+                break;
+            };
+            let Some(name) = reference.strip_prefix("#/$defs/") else {
+                break;
+            };
+            match self.root.get("$defs").and_then(|d| d.get(name)) {
+                Some(target) => schema = target,
+                None => break,
+            }
+        }
+        schema
+    }
+
+    /// The kinds a schema accepts, for "expected …" messages and branch choice.
+    fn accepted(&self, schema: &'a Json) -> Vec<Kind> {
+        let schema = self.resolve(schema);
+        if let Some(branches) = any_of(schema) {
+            let mut kinds = Vec::new();
+            for branch in branches {
+                for kind in self.accepted(branch) {
+                    if !kinds.contains(&kind) {
+                        kinds.push(kind);
+                    }
+                }
+            }
+            return kinds;
+        }
+        let mut kinds = Vec::new();
+        match schema.get("type") {
+            Some(Json::String(t)) => kinds.extend(kind_from_name(t)),
+            Some(Json::Array(types)) => {
+                kinds.extend(
+                    types
+                        .iter()
+                        .filter_map(Json::as_str)
+                        .flat_map(kind_from_name),
+                );
+            }
+            _ => {}
+        }
+        if kinds.is_empty() {
+            if schema.get("enum").is_some() || schema.get("const").is_some() {
+                kinds.push(Kind::String);
+            } else if schema.get("properties").is_some() {
+                kinds.push(Kind::Object);
+            }
+        }
+        kinds
+    }
+
+    fn walk(&self, node: &Node, schema: &'a Json, key_span: Span, out: &mut Vec<Problem>) -> Json {
+        let schema = self.resolve(schema);
+        if let Some(branches) = any_of(schema) {
+            return self.walk_any_of(node, schema, branches, key_span, out);
+        }
+        let kind = kind_of(node);
+        let accepted = self.accepted(schema);
+        let is_accepted = |k: Kind| {
+            accepted.is_empty()
+                || accepted.contains(&k)
+                || (k == Kind::Integer && accepted.contains(&Kind::Number))
+        };
+        // Scalars of any kind are acceptable where a string is expected: `PORT: 8080`.
+        let as_string = accepted.contains(&Kind::String)
+            && !is_accepted(kind)
+            && matches!(kind, Kind::Integer | Kind::Number | Kind::Bool);
+        if !is_accepted(kind) && !as_string {
+            out.push(self.type_problem(node, kind, &accepted, key_span));
+            return Json::Null;
+        }
+        match (&node.value, kind) {
+            (Value::Map(entries), _) => self.walk_object(node, entries, schema, key_span, out),
+            (Value::Seq(items), _) => {
+                let item_schema = schema.get("items").unwrap_or(&Json::Bool(true));
+                Json::Array(
+                    items
+                        .iter()
+                        .map(|item| self.walk(item, item_schema, item.span, out))
+                        .collect(),
+                )
+            }
+            (Value::Empty, _) => Json::Null,
+            (Value::Scalar { text, .. }, _) if as_string || kind == Kind::String => {
+                self.check_enum(node, text, schema, out);
+                Json::String(text.clone())
+            }
+            (Value::Scalar { text, .. }, Kind::Null) => {
+                let _ = text;
+                Json::Null
+            }
+            (Value::Scalar { text, .. }, Kind::Bool) => {
+                Json::Bool(matches!(text.as_str(), "true" | "True" | "TRUE"))
+            }
+            (Value::Scalar { text, .. }, Kind::Integer) => {
+                let value = parse_int(text).unwrap_or_default();
+                self.check_range(node, value as f64, schema, out);
+                Json::from(value)
+            }
+            (Value::Scalar { text, .. }, _) => {
+                let value = parse_float(text).unwrap_or_default();
+                self.check_range(node, value, schema, out);
+                serde_json::Number::from_f64(value).map_or(Json::Null, Json::Number)
+            }
+        }
+    }
+
+    fn walk_any_of(
+        &self,
+        node: &Node,
+        schema: &'a Json,
+        branches: &'a [Json],
+        key_span: Span,
+        out: &mut Vec<Problem>,
+    ) -> Json {
+        let kind = kind_of(node);
+        let mut best: Option<(Json, Vec<Problem>)> = None;
+        let mut fits = 0;
+        for branch in branches {
+            let accepted = self.accepted(branch);
+            let fits_kind = accepted.contains(&kind)
+                || (kind == Kind::Integer && accepted.contains(&Kind::Number))
+                || (accepted.contains(&Kind::String)
+                    && matches!(kind, Kind::Integer | Kind::Number | Kind::Bool));
+            if !fits_kind {
+                continue;
+            }
+            fits += 1;
+            let mut problems = Vec::new();
+            let value = self.walk(node, branch, key_span, &mut problems);
+            if problems.is_empty() {
+                return value;
+            }
+            let better = best
+                .as_ref()
+                .is_none_or(|(_, prev)| problems.len() < prev.len());
+            if better {
+                best = Some((value, problems));
+            }
+        }
+        match best {
+            Some((value, problems)) if fits > 0 => {
+                out.extend(problems);
+                value
+            }
+            _ => {
+                let accepted = self.accepted(schema);
+                out.push(self.type_problem(node, kind, &accepted, key_span));
+                Json::Null
+            }
+        }
+    }
+
+    fn walk_object(
+        &self,
+        node: &Node,
+        entries: &[(Node, Node)],
+        schema: &'a Json,
+        key_span: Span,
+        out: &mut Vec<Problem>,
+    ) -> Json {
+        let properties = schema.get("properties").and_then(Json::as_object);
+        let additional = schema.get("additionalProperties");
+        let mut object = Map::new();
+        let mut seen: Vec<(&str, Span)> = Vec::new();
+        for (key, value) in entries {
+            let name = key.as_str().unwrap_or_default();
+            if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+                out.push(Problem {
+                    span: key.span,
+                    message: format!("duplicate key `{name}`"),
+                    label: "set again here".into(),
+                    hint: Some("a key may appear once per mapping; remove one of them".into()),
+                    related: Some((*first, "first set here".into())),
+                });
+                continue;
+            }
+            seen.push((name, key.span));
+            let property = properties.and_then(|p| p.get(name)).or_else(|| {
+                // serde aliases are not in the schema; `api-version` is the one berth has.
+                (name == "api-version")
+                    .then(|| properties.and_then(|p| p.get("version")))
+                    .flatten()
+            });
+            let value_schema = match (property, additional) {
+                (Some(schema), _) => schema,
+                (None, Some(Json::Bool(false))) => {
+                    let known: Vec<&str> = properties
+                        .map(|p| p.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    out.push(unknown_key(key.span, name, &known));
+                    continue;
+                }
+                (None, Some(schema)) if schema.is_object() => schema,
+                (None, _) => &Json::Bool(true),
+            };
+            let json = if value_schema == &Json::Bool(true) {
+                to_plain_json(value)
+            } else {
+                self.walk(value, value_schema, key.span, out)
+            };
+            let stored_name = if name == "api-version" {
+                "version"
+            } else {
+                name
+            };
+            object.insert(stored_name.to_string(), json);
+        }
+        if let Some(required) = schema.get("required").and_then(Json::as_array) {
+            for name in required.iter().filter_map(Json::as_str) {
+                if !object.contains_key(name) && !seen.iter().any(|(n, _)| *n == name) {
+                    let span = if key_span == first_line(node.span) {
+                        first_line(node.span)
+                    } else {
+                        key_span
+                    };
+                    out.push(Problem {
+                        span,
+                        message: format!("missing required key `{name}`"),
+                        label: format!("`{name}` is required here"),
+                        hint: schema
+                            .get("properties")
+                            .and_then(|p| p.get(name))
+                            .and_then(|p| {
+                                self.resolve(p).get("description").or(p.get("description"))
+                            })
+                            .and_then(Json::as_str)
+                            .map(|d| format!("`{name}`: {}", d.trim_end_matches('.'))),
+                        related: None,
+                    });
+                }
+            }
+        }
+        Json::Object(object)
+    }
+
+    fn check_enum(&self, node: &Node, text: &str, schema: &Json, out: &mut Vec<Problem>) {
+        let mut allowed: Vec<&str> = Vec::new();
+        if let Some(values) = schema.get("enum").and_then(Json::as_array) {
+            allowed.extend(values.iter().filter_map(Json::as_str));
+        } else if let Some(value) = schema.get("const").and_then(Json::as_str) {
+            allowed.push(value);
+        } else {
+            return;
+        }
+        if allowed.contains(&text) {
+            return;
+        }
+        let hint = match did_you_mean(text, &allowed) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => format!("expected one of {}", ticked(&allowed)),
+        };
+        out.push(Problem {
+            span: node.span,
+            message: format!("unknown value `{text}`"),
+            label: "not one of the allowed values".into(),
+            hint: Some(hint),
+            related: None,
+        });
+    }
+
+    fn check_range(&self, node: &Node, value: f64, schema: &Json, out: &mut Vec<Problem>) {
+        let min = schema.get("minimum").and_then(Json::as_f64);
+        let max = schema.get("maximum").and_then(Json::as_f64);
+        let too_small = min.is_some_and(|m| value < m);
+        let too_large = max.is_some_and(|m| value > m);
+        if too_small || too_large {
+            let range = match (min, max) {
+                (Some(a), Some(b)) => format!("between {a} and {b}"),
+                (Some(a), None) => format!("at least {a}"),
+                (None, Some(b)) => format!("at most {b}"),
+                (None, None) => String::new(),
+            };
+            out.push(Problem {
+                span: node.span,
+                message: format!("number out of range: must be {range}"),
+                label: "out of range".into(),
+                hint: None,
+                related: None,
+            });
+        }
+    }
+
+    fn type_problem(&self, node: &Node, found: Kind, accepted: &[Kind], key_span: Span) -> Problem {
+        let expected: Vec<&str> = accepted.iter().map(|k| k.describe()).collect();
+        let expected = match expected.as_slice() {
+            [] => "something else".to_string(),
+            [one] => (*one).to_string(),
+            many => {
+                let (last, rest) = many.split_last().unwrap_or((&"", &[]));
+                format!("{} or {last}", rest.join(", "))
+            }
+        };
+        let span = if matches!(node.value, Value::Empty) && key_span != node.span {
+            key_span
+        } else {
+            node.span
+        };
+        let hint = match (found, node.as_str()) {
+            (Kind::String, Some("yes" | "no" | "on" | "off")) if accepted.contains(&Kind::Bool) => {
+                Some("YAML 1.2 booleans are `true` and `false`".to_string())
+            }
+            (Kind::String, Some(_)) if accepted.contains(&Kind::Integer) => {
+                Some("write the number without quotes".to_string())
+            }
+            _ => None,
+        };
+        let _ = Kind::schema_name;
+        Problem {
+            span,
+            message: format!("expected {expected}, found {}", found.describe()),
+            label: format!("this is {}", found.describe()),
+            hint,
+            related: None,
+        }
+    }
+}
+
+fn any_of(schema: &Json) -> Option<&[Json]> {
+    schema
+        .get("anyOf")
+        .or_else(|| schema.get("oneOf"))
+        .and_then(Json::as_array)
+        .map(Vec::as_slice)
+}
+
+fn kind_from_name(name: &str) -> Option<Kind> {
+    Some(match name {
+        "null" => Kind::Null,
+        "boolean" => Kind::Bool,
+        "integer" => Kind::Integer,
+        "number" => Kind::Number,
+        "string" => Kind::String,
+        "object" => Kind::Object,
+        "array" => Kind::Array,
+        _ => return None,
+    })
+}
+
+fn to_plain_json(node: &Node) -> Json {
+    match &node.value {
+        Value::Empty => Json::Null,
+        Value::Scalar { text, .. } => Json::String(text.clone()),
+        Value::Seq(items) => Json::Array(items.iter().map(to_plain_json).collect()),
+        Value::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), to_plain_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn unknown_key(span: Span, name: &str, known: &[&str]) -> Problem {
+    let hint = match did_you_mean(name, known) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None if known.is_empty() => "this mapping takes no keys".to_string(),
+        None => format!("expected one of {}", ticked(known)),
+    };
+    Problem {
+        span,
+        message: format!("unknown key `{name}`"),
+        label: "unknown key".into(),
+        hint: Some(hint),
+        related: None,
+    }
+}
+
+/// The closest candidate, if it is close enough to be a typo.
+#[must_use]
+pub fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(word, c), *c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// `` `a`, `b`, `c` ``
+#[must_use]
+pub fn ticked(words: &[&str]) -> String {
+    words
+        .iter()
+        .map(|w| format!("`{w}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{tenant_schema, yaml};
+
+    fn problems(text: &str) -> Vec<Problem> {
+        let node = yaml::parse(text).unwrap();
+        check(&node, &tenant_schema()).1
+    }
+
+    #[test]
+    fn all_problems_at_once() {
+        let p = problems("environment: prod\nstat: active\napps:\n  web:\n    imge: x\n");
+        let messages: Vec<_> = p.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "unknown key `stat`",
+                "unknown key `imge`",
+                "missing required key `image`"
+            ]
+        );
+        assert_eq!(p[0].hint.as_deref(), Some("did you mean `state`?"));
+    }
+
+    #[test]
+    fn numbers_become_strings_where_strings_are_expected() {
+        let node =
+            yaml::parse("environment: prod\napps: {web: {image: x, env: {PORT: 8080}}}\n").unwrap();
+        let (json, p) = check(&node, &tenant_schema());
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(json["apps"]["web"]["env"]["PORT"], "8080");
+    }
+
+    #[test]
+    fn env_value_variants() {
+        let p = problems(
+            "environment: p\napps: {web: {image: x, env: {A: {generate: 32}, B: {secret: s}, C: {generat: 1}}}}\n",
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[0].hint.as_deref(), Some("did you mean `generate`?"));
+    }
+}

@@ -1,0 +1,10 @@
+//! berth's one integration-test binary (ripgrep / cargo style: one binary links once).
+#![allow(unreachable_pub)] // helpers are `pub` for the sibling test modules
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+mod architecture;
+mod cli;
+mod samples;
+mod schema;
+mod support;
+mod validate;

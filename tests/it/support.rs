@@ -1,0 +1,52 @@
+//! Shared helpers: temporary berth repos and running the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary berth repo on disk.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn new() -> Self {
+        Repo {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write a file (text) relative to the repo root.
+    pub fn write(&self, rel: &str, text: &str) -> &Self {
+        self.write_bytes(rel, text.as_bytes())
+    }
+
+    pub fn write_bytes(&self, rel: &str, bytes: &[u8]) -> &Self {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+        self
+    }
+}
+
+/// Path of the built `berth` binary.
+pub fn berth_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_berth"))
+}
+
+/// Run `berth` with args; NO_COLOR set so output is stable.
+pub fn berth(args: &[&str]) -> Output {
+    Command::new(berth_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run berth")
+}
+
+/// The repo root of this crate.
+pub fn crate_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
