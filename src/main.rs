@@ -5,6 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = berth::cli::Args::parse();
+    let args = berth::cli::Args::parse_from(berth::cli::normalize_args(std::env::args_os()));
     berth::cli::run(args)
 }

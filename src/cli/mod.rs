@@ -3,7 +3,9 @@
 //! This layer turns raw arguments into calls of the library and maps outcomes to exit codes;
 //! `anyhow` is allowed here and nowhere below.
 
+pub mod plan;
 pub mod schema;
+pub mod show;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -29,12 +31,34 @@ pub struct Args {
 pub enum Command {
     /// Check every environment and tenant file and report every problem at once.
     Validate(validate::ValidateArgs),
+    /// Plan the changes that make the hosts match the files.
+    Plan(plan::PlanArgs),
+    /// Render a saved plan file.
+    Show(show::ShowArgs),
     /// Write the JSON Schemas of the tenant and environment files.
     Schema(schema::SchemaArgs),
 }
 
 /// Exit code for "something went wrong".
 pub const EXIT_ERROR: u8 = 1;
+
+/// Accept Terraform's single-dash `-out FILE` as `--out FILE`.
+#[must_use]
+pub fn normalize_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|a| {
+            if a == "-out" {
+                "--out".into()
+            } else if let Some(rest) = a.to_str().and_then(|s| s.strip_prefix("-out=")) {
+                format!("--out={rest}").into()
+            } else {
+                a
+            }
+        })
+        .collect()
+}
 
 /// Run a parsed command line.
 #[must_use]
@@ -44,6 +68,14 @@ pub fn run(args: Args) -> ExitCode {
             let format = a.format;
             let printer = Printer::new(format, args.color);
             (printer.clone(), validate::run(&a, &printer))
+        }
+        Command::Plan(a) => {
+            let printer = Printer::new(a.format, args.color);
+            (printer.clone(), plan::run(&a, &printer))
+        }
+        Command::Show(a) => {
+            let printer = Printer::new(a.format, args.color);
+            (printer.clone(), show::run(&a, &printer))
         }
         Command::Schema(a) => {
             let printer = Printer::new(Format::Text, args.color);

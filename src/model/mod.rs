@@ -9,6 +9,9 @@
 
 use std::collections::BTreeMap;
 
+pub mod desired;
+pub mod live;
+
 pub use crate::spec::{ProxyKind, RestartPolicy, SecretProviderKind, ServiceKind, TenantState};
 
 /// Everything the repo says, validated.

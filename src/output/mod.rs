@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod diagnostics;
+pub mod plan;
 
 use std::io::{IsTerminal, Write};
 

@@ -1173,11 +1173,11 @@ fn check_service<T>(
     if storage.is_empty() {
         match spec.kind {
             ServiceKind::Postgres => storage.push(Storage {
-                volume: "data".into(),
+                volume: format!("{name}-data"),
                 path: "/var/lib/postgresql/data".into(),
             }),
             ServiceKind::Redis => storage.push(Storage {
-                volume: "data".into(),
+                volume: format!("{name}-data"),
                 path: "/data".into(),
             }),
             ServiceKind::Container => {}

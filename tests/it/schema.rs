@@ -55,3 +55,13 @@ fn collect(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         }
     }
 }
+
+#[test]
+fn reference_doc_is_fresh() {
+    let committed =
+        std::fs::read_to_string(crate_root().join("docs/reference.md")).unwrap_or_default();
+    assert!(
+        committed == berth::cli::schema::reference_markdown(),
+        "docs/reference.md is stale; run `cargo run -- schema --reference docs/reference.md`"
+    );
+}

@@ -1,0 +1,382 @@
+//! The in-memory driver: applies plan steps to a [`Live`] value.
+//!
+//! It mimics what Dokku and Docker do to the objects berth reads back (a new Dokku app gets
+//! `web=1` and the default vhost, a deploy sets `GIT_REV`, linking sets `DATABASE_URL`, a new
+//! container records its labels), so "apply, then plan again" is a real convergence test of
+//! the planner. Generated secrets are made here deterministically (this driver runs only in
+//! tests and dry runs), and kept when present, exactly as the real drivers must.
+
+use std::collections::BTreeMap;
+
+use crate::model::ServiceKind;
+use crate::model::desired::{BERTH_TENANT_KEY, ConfigValue, LABEL_PREFIX, short_hash};
+use crate::model::live::{
+    ContainerState, HostRef, Live, LiveContainer, LiveDokkuApp, LiveDokkuService,
+    LiveNetwork, LiveValue, LiveVolume, PortBinding, service_key,
+};
+use crate::plan::{Change, Plan, Step};
+
+/// Why the in-memory driver could not apply a step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemoryError {
+    /// The step names an object that does not exist.
+    #[error("step {step}: {subject} does not exist")]
+    Missing {
+        /// Step id.
+        step: u32,
+        /// What is missing.
+        subject: String,
+    },
+    /// A secret reference has no value in the provider.
+    #[error("step {step}: secret `{name}` has no value")]
+    Secret {
+        /// Step id.
+        step: u32,
+        /// Secret name.
+        name: String,
+    },
+}
+
+/// Apply every step of `plan` to `live`, in order.
+///
+/// # Errors
+/// When a step refers to something missing, as a real host would fail.
+pub fn apply(
+    plan: &Plan,
+    live: &mut Live,
+    secrets: &BTreeMap<String, String>,
+) -> Result<(), MemoryError> {
+    for step in &plan.steps {
+        apply_step(step, live, secrets)?;
+    }
+    Ok(())
+}
+
+/// Apply one step.
+///
+/// # Errors
+/// As [`apply`].
+pub fn apply_step(
+    step: &Step,
+    live: &mut Live,
+    secrets: &BTreeMap<String, String>,
+) -> Result<(), MemoryError> {
+    let host = live
+        .hosts
+        .entry(HostRef::new(&step.environment, &step.host))
+        .or_default();
+    let missing = |subject: String| MemoryError::Missing {
+        step: step.id,
+        subject,
+    };
+    let dokku = &mut host.dokku;
+    match &step.change {
+        Change::CreateApp { app } => {
+            let domains = dokku
+                .global_domains
+                .iter()
+                .map(|g| format!("{app}.{g}"))
+                .collect();
+            dokku.apps.insert(
+                app.clone(),
+                LiveDokkuApp {
+                    processes: BTreeMap::from([("web".to_string(), 1)]),
+                    domains,
+                    ..LiveDokkuApp::default()
+                },
+            );
+        }
+        Change::SetConfig { app, changes } => {
+            let a = dokku
+                .apps
+                .get_mut(app)
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            for change in changes {
+                let value = match &change.new {
+                    ConfigValue::Literal { value } => value.clone(),
+                    ConfigValue::Generate { length } => match a.config.get(&change.key) {
+                        Some(v) => v.0.clone(),
+                        None => generated(app, &change.key, *length),
+                    },
+                    ConfigValue::Secret { name } => {
+                        secrets
+                            .get(name)
+                            .cloned()
+                            .ok_or_else(|| MemoryError::Secret {
+                                step: step.id,
+                                name: name.clone(),
+                            })?
+                    }
+                    ConfigValue::Derived { template, .. } => template.clone(),
+                };
+                a.config.insert(change.key.clone(), LiveValue(value));
+            }
+            a.owner = a.config.get(BERTH_TENANT_KEY).map(|v| v.0.clone());
+        }
+        Change::UnsetConfig { app, keys } => {
+            let a = dokku
+                .apps
+                .get_mut(app)
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            for key in keys {
+                a.config.remove(key);
+            }
+            a.owner = a.config.get(BERTH_TENANT_KEY).map(|v| v.0.clone());
+        }
+        Change::SetDomains { app, domains, .. } => {
+            let a = dokku
+                .apps
+                .get_mut(app)
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            a.domains.clone_from(domains);
+        }
+        Change::DeployImage { app, image, .. } => {
+            let a = dokku
+                .apps
+                .get_mut(app)
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            a.image = Some(image.clone());
+            a.config
+                .insert("GIT_REV".into(), LiveValue(short_hash(image.as_bytes())));
+        }
+        Change::Scale { app, processes, .. } => {
+            let a = dokku
+                .apps
+                .get_mut(app)
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            a.processes.clone_from(processes);
+        }
+        Change::SetLimits { app, memory, cpus } => {
+            let a = dokku
+                .apps
+                .get_mut(app)
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            a.memory.clone_from(memory);
+            a.cpus.clone_from(cpus);
+        }
+        Change::MountStorage { app, mount } => {
+            let a = dokku
+                .apps
+                .get_mut(app)
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            a.storage.push(mount.clone());
+        }
+        Change::UnmountStorage { app, mount } => {
+            let a = dokku
+                .apps
+                .get_mut(app)
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            a.storage.retain(|m| m != mount);
+        }
+        Change::Restart { app } => {
+            dokku
+                .apps
+                .get(app)
+                .ok_or_else(|| missing(format!("app {app}")))?;
+        }
+        Change::CreateService {
+            service_kind,
+            service,
+            image,
+        } => {
+            dokku.services.insert(
+                service_key(*service_kind, service),
+                LiveDokkuService {
+                    kind: *service_kind,
+                    name: service.clone(),
+                    owner: Some(step.tenant.clone()),
+                    links: Vec::new(),
+                    image: Some(image.clone()),
+                },
+            );
+        }
+        Change::LinkService {
+            service_kind,
+            service,
+            app,
+        } => {
+            let key = service_key(*service_kind, service);
+            let s = dokku
+                .services
+                .get_mut(&key)
+                .ok_or_else(|| missing(key.clone()))?;
+            s.links.push(app.clone());
+            let a = dokku
+                .apps
+                .get_mut(app)
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            let var = match service_kind {
+                ServiceKind::Redis => "REDIS_URL",
+                _ => "DATABASE_URL",
+            };
+            a.config
+                .insert(var.into(), LiveValue(generated(service, "dsn", 40)));
+        }
+        Change::UnlinkService {
+            service_kind,
+            service,
+            app,
+        } => {
+            let key = service_key(*service_kind, service);
+            let s = dokku
+                .services
+                .get_mut(&key)
+                .ok_or_else(|| missing(key.clone()))?;
+            s.links.retain(|a| a != app);
+            if let Some(a) = dokku.apps.get_mut(app) {
+                a.config.remove(match service_kind {
+                    ServiceKind::Redis => "REDIS_URL",
+                    _ => "DATABASE_URL",
+                });
+            }
+        }
+        Change::EnableTls { app } => {
+            dokku
+                .apps
+                .get_mut(app)
+                .ok_or_else(|| missing(format!("app {app}")))?
+                .tls = true;
+        }
+        Change::DisableTls { app } => {
+            dokku
+                .apps
+                .get_mut(app)
+                .ok_or_else(|| missing(format!("app {app}")))?
+                .tls = false;
+        }
+        Change::DestroyApp { app } => {
+            dokku
+                .apps
+                .remove(app)
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            for s in dokku.services.values_mut() {
+                s.links.retain(|a| a != app);
+            }
+        }
+        Change::DestroyService {
+            service_kind,
+            service,
+        } => {
+            let key = service_key(*service_kind, service);
+            dokku.services.remove(&key).ok_or_else(|| missing(key))?;
+        }
+        Change::CreateNetwork {
+            network,
+            internal,
+            labels,
+        } => {
+            host.docker.networks.insert(
+                network.clone(),
+                LiveNetwork {
+                    owner: labels.get(&format!("{LABEL_PREFIX}tenant")).cloned(),
+                    internal: *internal,
+                },
+            );
+        }
+        Change::CreateVolume { volume, labels } => {
+            host.docker.volumes.insert(
+                volume.clone(),
+                LiveVolume {
+                    owner: labels.get(&format!("{LABEL_PREFIX}tenant")).cloned(),
+                },
+            );
+        }
+        Change::CreateContainer { spec, start } | Change::RecreateContainer { spec, start, .. } => {
+            let docker = &mut host.docker;
+            if let Some(old) = docker.containers.remove(&spec.name) {
+                for b in old.ports {
+                    docker.ports_in_use.remove(&b.host);
+                }
+            }
+            let ports: Vec<PortBinding> = spec
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    p.host.map(|h| PortBinding {
+                        host: h,
+                        container: p.container,
+                    })
+                })
+                .collect();
+            for b in &ports {
+                docker.ports_in_use.insert(b.host);
+            }
+            let image_id = docker
+                .images
+                .get(&spec.image)
+                .cloned()
+                .unwrap_or_else(|| format!("sha256:{}", short_hash(spec.image.as_bytes())));
+            docker.containers.insert(
+                spec.name.clone(),
+                LiveContainer {
+                    owner: spec.labels.get(&format!("{LABEL_PREFIX}tenant")).cloned(),
+                    spec_hash: spec
+                        .labels
+                        .get(&format!("{LABEL_PREFIX}spec-hash"))
+                        .cloned(),
+                    image_id: Some(image_id),
+                    state: if *start {
+                        ContainerState::Running
+                    } else {
+                        ContainerState::Created
+                    },
+                    health: None,
+                    networks: vec![spec.network.clone()],
+                    volumes: spec.mounts.iter().map(|(v, _)| v.clone()).collect(),
+                    ports,
+                },
+            );
+        }
+        Change::StartContainer { container } => {
+            let c = host
+                .docker
+                .containers
+                .get_mut(container)
+                .ok_or_else(|| missing(format!("container {container}")))?;
+            c.state = ContainerState::Running;
+        }
+        Change::StopContainer { container } => {
+            let c = host
+                .docker
+                .containers
+                .get_mut(container)
+                .ok_or_else(|| missing(format!("container {container}")))?;
+            c.state = ContainerState::Exited;
+        }
+        Change::RemoveContainer { container } => {
+            let c = host
+                .docker
+                .containers
+                .remove(container)
+                .ok_or_else(|| missing(format!("container {container}")))?;
+            for b in c.ports {
+                host.docker.ports_in_use.remove(&b.host);
+            }
+        }
+        Change::RemoveNetwork { network } => {
+            host.docker
+                .networks
+                .remove(network)
+                .ok_or_else(|| missing(format!("network {network}")))?;
+        }
+        Change::RemoveVolume { volume } => {
+            host.docker
+                .volumes
+                .remove(volume)
+                .ok_or_else(|| missing(format!("volume {volume}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// A deterministic stand-in for a generated secret.
+fn generated(scope: &str, key: &str, length: u32) -> String {
+    let mut out = String::new();
+    let mut seed = format!("{scope}/{key}");
+    while out.len() < length as usize {
+        seed = short_hash(seed.as_bytes());
+        out.push_str(&seed);
+    }
+    out.truncate(length as usize);
+    format!("gen{out}")
+}

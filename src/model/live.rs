@@ -1,0 +1,247 @@
+//! The live model: what drivers report about hosts, one value per host.
+//!
+//! Drivers fill it from batched reads (Dokku reports, Docker list calls); tests and
+//! `plan --offline` build it by hand or leave it empty. Objects berth manages carry the tenant
+//! they belong to (`owner`); everything else is reported with `owner: None` and is never
+//! touched — only seen, so name conflicts and taken ports can be found at plan time.
+//!
+//! Live values may hold secrets (config values read back from Dokku, generated passwords). The
+//! planner only compares them and hashes them into fingerprints; it never copies them into a
+//! plan. `Debug` of config values is redacted for the same reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::ServiceKind;
+
+/// Identifies a host across environments.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HostRef {
+    /// Environment name.
+    pub environment: String,
+    /// Host name within the environment.
+    pub host: String,
+}
+
+impl HostRef {
+    /// A host reference.
+    #[must_use]
+    pub fn new(environment: &str, host: &str) -> Self {
+        HostRef {
+            environment: environment.to_string(),
+            host: host.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for HostRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.environment, self.host)
+    }
+}
+
+/// Everything observed, by host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Live {
+    /// Hosts that were observed. A host missing here was not observed (offline planning).
+    pub hosts: BTreeMap<HostRef, LiveHost>,
+}
+
+/// One host's live state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveHost {
+    /// Dokku state, for Dokku hosts.
+    #[serde(default)]
+    pub dokku: LiveDokku,
+    /// Docker state, for Docker hosts.
+    #[serde(default)]
+    pub docker: LiveDocker,
+}
+
+/// A config value read from a host. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LiveValue(pub String);
+
+impl fmt::Debug for LiveValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(live value)")
+    }
+}
+
+/// Dokku state of one host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveDokku {
+    /// Dokku version, when probed.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Global vhosts (`domains:report --global`): new apps get `<app>.<global>` by default.
+    #[serde(default)]
+    pub global_domains: Vec<String>,
+    /// Apps by name.
+    #[serde(default)]
+    pub apps: BTreeMap<String, LiveDokkuApp>,
+    /// Postgres/Redis services by (kind, name).
+    #[serde(default)]
+    pub services: BTreeMap<String, LiveDokkuService>,
+}
+
+/// Key of a Dokku service in [`LiveDokku::services`]: `postgres:acme-db`.
+#[must_use]
+pub fn service_key(kind: ServiceKind, name: &str) -> String {
+    format!("{}:{name}", service_kind_word(kind))
+}
+
+/// `postgres`, `redis` or `container`.
+#[must_use]
+pub fn service_kind_word(kind: ServiceKind) -> &'static str {
+    match kind {
+        ServiceKind::Postgres => "postgres",
+        ServiceKind::Redis => "redis",
+        ServiceKind::Container => "container",
+    }
+}
+
+/// A Dokku app as observed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveDokkuApp {
+    /// Tenant named by the app's `BERTH_TENANT` config key; `None` = not berth's.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// App config (env), Dokku-managed keys included.
+    #[serde(default)]
+    pub config: BTreeMap<String, LiveValue>,
+    /// App vhosts.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Formation.
+    #[serde(default)]
+    pub processes: BTreeMap<String, u32>,
+    /// Deployed image (`deploy-source-metadata`), `None` before the first deploy.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Default-process memory limit as Dokku stores it (`512m`).
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// Default-process CPU limit as Dokku stores it (`0.5`).
+    #[serde(default)]
+    pub cpus: Option<String>,
+    /// Storage mounts, `host-path:container-path`.
+    #[serde(default)]
+    pub storage: Vec<String>,
+    /// Let's Encrypt active.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// A Dokku Postgres/Redis service as observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveDokkuService {
+    /// Kind.
+    pub kind: ServiceKind,
+    /// Service name.
+    pub name: String,
+    /// Tenant it belongs to when berth manages it.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Apps linked to it.
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// Image reference, when known.
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// Docker state of one host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveDocker {
+    /// Networks by name.
+    #[serde(default)]
+    pub networks: BTreeMap<String, LiveNetwork>,
+    /// Volumes by name.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, LiveVolume>,
+    /// Containers by name.
+    #[serde(default)]
+    pub containers: BTreeMap<String, LiveContainer>,
+    /// Image reference → image id, for the references desired containers use.
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
+    /// Host ports published by anything on the host (managed or not).
+    #[serde(default)]
+    pub ports_in_use: BTreeSet<u16>,
+}
+
+/// A Docker network.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveNetwork {
+    /// Tenant label when berth manages it.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Internal (no outside access).
+    #[serde(default)]
+    pub internal: bool,
+}
+
+/// A Docker volume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveVolume {
+    /// Tenant label when berth manages it.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Container states that matter to the planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerState {
+    /// Running.
+    Running,
+    /// Created, never started.
+    Created,
+    /// Exited or stopped.
+    #[default]
+    Exited,
+    /// Paused, dead, restarting, removing…
+    Other,
+}
+
+/// A Docker container, from the list call (no inspect).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveContainer {
+    /// Tenant label when berth manages it.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// `io.berth.spec-hash` label.
+    #[serde(default)]
+    pub spec_hash: Option<String>,
+    /// Image id the container runs.
+    #[serde(default)]
+    pub image_id: Option<String>,
+    /// Run state.
+    #[serde(default)]
+    pub state: ContainerState,
+    /// Health status when the container has a health check.
+    #[serde(default)]
+    pub health: Option<String>,
+    /// Networks it is attached to.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// Named volumes it mounts.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<PortBinding>,
+}
+
+/// A published port of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortBinding {
+    /// Host port.
+    pub host: u16,
+    /// Container port.
+    pub container: u16,
+}

@@ -1,0 +1,459 @@
+//! Rendering plans: text for people, versioned JSON for machines, Markdown for PR comments.
+//!
+//! Symbols carry the meaning (`+` create, `~` change, `-` destroy, `[drift]`); colour only
+//! helps. Secrets never appear: generated values and secret references render as
+//! `(sensitive)`, and old config values are shown only for keys the files declare literal.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+use crate::model::desired::{BERTH_SPEC_KEY, ConfigValue, ContainerSpec};
+use crate::model::live::service_kind_word;
+use crate::plan::{Cause, Change, ConfigChange, Effect, OldValue, Plan, Step};
+
+/// Hidden marker a CI step uses to find and update its own PR comment.
+pub const MARKDOWN_MARKER: &str = "<!-- berth-plan -->";
+
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn marker(&self, effect: Effect) -> String {
+        match effect {
+            Effect::Create => self.paint("32", "+"),
+            Effect::Update => self.paint("33", "~"),
+            Effect::Destroy => self.paint("31", "-"),
+        }
+    }
+}
+
+/// Steps grouped environment → host → tenant.
+fn grouped(plan: &Plan) -> BTreeMap<(&str, &str), BTreeMap<&str, Vec<&Step>>> {
+    let mut groups: BTreeMap<(&str, &str), BTreeMap<&str, Vec<&Step>>> = BTreeMap::new();
+    for step in &plan.steps {
+        groups
+            .entry((step.environment.as_str(), step.host.as_str()))
+            .or_default()
+            .entry(step.tenant.as_str())
+            .or_default()
+            .push(step);
+    }
+    groups
+}
+
+/// The human plan.
+#[must_use]
+pub fn render_text(plan: &Plan, color: bool) -> String {
+    let style = Style { color };
+    let mut out = String::new();
+    for refusal in &plan.refusals {
+        let _ = writeln!(out, "{}: {}", style.paint("31", "refused"), refusal.message);
+        if let Some(flag) = &refusal.override_flag {
+            let _ = writeln!(
+                out,
+                "  hint: review the plan, then pass `{flag}` to proceed"
+            );
+        }
+    }
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "{}: {}", style.paint("33", "warning"), warning.message);
+    }
+    if !plan.refusals.is_empty() || !plan.warnings.is_empty() {
+        out.push('\n');
+    }
+    let placements: BTreeMap<&str, &crate::plan::PlacementView> = plan
+        .placements
+        .iter()
+        .map(|p| (p.tenant.as_str(), p))
+        .collect();
+    let mut last_env = "";
+    for ((env, host), tenants) in grouped(plan) {
+        if env != last_env {
+            let _ = writeln!(out, "environment {}", style.paint("1", env));
+            last_env = env;
+        }
+        let _ = writeln!(out, "  host {host}");
+        for (tenant, steps) in tenants {
+            let placed = match placements.get(tenant) {
+                Some(p) if p.reason == "chosen" => " (new: placed here by capacity)".to_string(),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "    tenant {}{placed}", style.paint("36", tenant));
+            for step in steps {
+                for line in step_lines(step, &style) {
+                    let _ = writeln!(out, "      {line}");
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "{}", summary_line(plan));
+    out
+}
+
+/// `plan: 2 to create, 1 to change, 0 to destroy (1 drift)`.
+#[must_use]
+pub fn summary_line(plan: &Plan) -> String {
+    if plan.is_empty() {
+        return if plan.refusals.is_empty() {
+            "no changes: the hosts match the files".to_string()
+        } else {
+            format!("no changes, {} refused", plan.refusals.len())
+        };
+    }
+    let s = plan.summary();
+    let drift = if s.drift > 0 {
+        format!(" ({} drift)", s.drift)
+    } else {
+        String::new()
+    };
+    let refused = if plan.refusals.is_empty() {
+        String::new()
+    } else {
+        format!("; refused: {} (see above)", plan.refusals.len())
+    };
+    format!(
+        "plan: {} to create, {} to change, {} to destroy{drift}{refused}",
+        s.create, s.update, s.destroy
+    )
+}
+
+fn step_lines(step: &Step, style: &Style) -> Vec<String> {
+    let marker = style.marker(step.change.effect());
+    let drift = if step.cause == Cause::Drift {
+        format!(" {}", style.paint("35", "[drift]"))
+    } else {
+        String::new()
+    };
+    let (head, details) = describe(&step.change);
+    let mut lines = vec![format!("{marker} {head}{drift}")];
+    lines.extend(details.into_iter().map(|d| format!("    {d}")));
+    lines
+}
+
+fn describe(change: &Change) -> (String, Vec<String>) {
+    match change {
+        Change::CreateApp { app } => (format!("app {app}"), vec![]),
+        Change::SetConfig { app, changes } => {
+            (format!("config of app {app}"), config_diff(changes))
+        }
+        Change::UnsetConfig { app, keys } => (
+            format!("unset config {} of app {app}", keys.join(", ")),
+            vec![],
+        ),
+        Change::SetDomains {
+            app,
+            domains,
+            before,
+        } => (
+            format!("domains of app {app}"),
+            vec![format!("{} → {}", list(before), list(domains))],
+        ),
+        Change::DeployImage { app, image, before } => (
+            format!("deploy app {app}"),
+            vec![format!(
+                "image {} → {image}",
+                before.as_deref().unwrap_or("(none)")
+            )],
+        ),
+        Change::Scale {
+            app,
+            processes,
+            before,
+        } => (
+            format!("scale app {app}"),
+            vec![format!("{} → {}", formation(before), formation(processes))],
+        ),
+        Change::SetLimits { app, memory, cpus } => (
+            format!("limits of app {app}"),
+            vec![format!(
+                "memory {}, cpus {}",
+                memory.as_deref().unwrap_or("(none)"),
+                cpus.as_deref().unwrap_or("(none)")
+            )],
+        ),
+        Change::MountStorage { app, mount } => {
+            (format!("mount storage {mount} on app {app}"), vec![])
+        }
+        Change::UnmountStorage { app, mount } => (
+            format!("unmount storage {mount} from app {app}"),
+            vec!["unmounted only: the data directory stays on the host".into()],
+        ),
+        Change::Restart { app } => (format!("restart app {app}"), vec![]),
+        Change::CreateService {
+            service_kind,
+            service,
+            image,
+        } => (
+            format!("{} {service}", service_kind_word(*service_kind)),
+            vec![format!("image {image}")],
+        ),
+        Change::LinkService {
+            service_kind,
+            service,
+            app,
+        } => (
+            format!(
+                "link {} {service} to app {app}",
+                service_kind_word(*service_kind)
+            ),
+            vec![],
+        ),
+        Change::UnlinkService {
+            service_kind,
+            service,
+            app,
+        } => (
+            format!(
+                "unlink {} {service} from app {app}",
+                service_kind_word(*service_kind)
+            ),
+            vec!["the service and its data stay".into()],
+        ),
+        Change::EnableTls { app } => (format!("enable tls for app {app}"), vec![]),
+        Change::DisableTls { app } => (format!("disable tls for app {app}"), vec![]),
+        Change::DestroyApp { app } => (format!("app {app}"), vec![]),
+        Change::DestroyService {
+            service_kind,
+            service,
+        } => (
+            format!("{} {service}", service_kind_word(*service_kind)),
+            vec!["destroys its data (tenant is in `state: purge`)".into()],
+        ),
+        Change::CreateNetwork {
+            network, internal, ..
+        } => (
+            format!(
+                "network {network}{}",
+                if *internal { " (internal)" } else { "" }
+            ),
+            vec![],
+        ),
+        Change::CreateVolume { volume, .. } => (format!("volume {volume}"), vec![]),
+        Change::CreateContainer { spec, start } => (
+            format!(
+                "container {}{}",
+                spec.name,
+                if *start { "" } else { " (created stopped)" }
+            ),
+            container_details(spec),
+        ),
+        Change::RecreateContainer {
+            spec,
+            start,
+            reasons,
+        } => {
+            let mut details = vec![format!("recreate: {}", reasons.join(", "))];
+            details.extend(container_details(spec));
+            if !start {
+                details.push("left stopped".into());
+            }
+            (format!("container {}", spec.name), details)
+        }
+        Change::StartContainer { container } => (format!("start container {container}"), vec![]),
+        Change::StopContainer { container } => (format!("stop container {container}"), vec![]),
+        Change::RemoveContainer { container } => (format!("container {container}"), vec![]),
+        Change::RemoveNetwork { network } => (format!("network {network}"), vec![]),
+        Change::RemoveVolume { volume } => (
+            format!("volume {volume}"),
+            vec!["destroys its data (tenant is in `state: purge`)".into()],
+        ),
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn formation(p: &BTreeMap<String, u32>) -> String {
+    if p.is_empty() {
+        return "(none)".into();
+    }
+    p.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shown(value: &ConfigValue) -> String {
+    match value {
+        ConfigValue::Literal { value } => format!("{value:?}"),
+        _ => "(sensitive)".into(),
+    }
+}
+
+/// A `similar` line diff of the changed keys: old lines from what may be shown of the live
+/// values, new lines from the plan's instructions.
+fn config_diff(changes: &[ConfigChange]) -> Vec<String> {
+    let mut old = String::new();
+    let mut new = String::new();
+    let visible: Vec<&ConfigChange> = changes.iter().filter(|c| c.key != BERTH_SPEC_KEY).collect();
+    if visible.is_empty() {
+        return vec!["berth's spec marker only (no restart)".to_string()];
+    }
+    for c in visible {
+        match &c.old {
+            OldValue::Absent => {}
+            OldValue::Present { value: Some(v) } => {
+                let _ = writeln!(old, "{}={v:?}", c.key);
+            }
+            OldValue::Present { value: None } => {
+                let _ = writeln!(old, "{}=(sensitive)", c.key);
+            }
+        }
+        let value = match (&c.old, &c.new) {
+            (OldValue::Present { .. }, v) if v.is_sensitive() => "(sensitive, changed)".into(),
+            (_, v) => shown(v),
+        };
+        let _ = writeln!(new, "{}={value}", c.key);
+    }
+    let diff = similar::TextDiff::from_lines(&old, &new);
+    diff.iter_all_changes()
+        .map(|change| {
+            let sign = match change.tag() {
+                similar::ChangeTag::Delete => "-",
+                similar::ChangeTag::Insert => "+",
+                similar::ChangeTag::Equal => " ",
+            };
+            format!("{sign} {}", change.value().trim_end())
+        })
+        .collect()
+}
+
+fn container_details(spec: &ContainerSpec) -> Vec<String> {
+    let mut details = vec![format!("image {}", spec.image)];
+    if let Some(command) = &spec.command {
+        details.push(format!("command {}", command.join(" ")));
+    }
+    if !spec.ports.is_empty() {
+        let ports: Vec<String> = spec
+            .ports
+            .iter()
+            .map(|p| match p.host {
+                Some(h) => format!("{h}→{}", p.container),
+                None => format!("?→{}", p.container),
+            })
+            .collect();
+        details.push(format!("ports {}", ports.join(", ")));
+    }
+    if let Some(memory) = spec.memory {
+        details.push(format!("memory {}M", memory >> 20));
+    }
+    for (key, value) in &spec.env {
+        details.push(format!("env {key}={}", shown(value)));
+    }
+    for (volume, path) in &spec.mounts {
+        details.push(format!("volume {volume} at {path}"));
+    }
+    details
+}
+
+/// The versioned JSON document (`plan --format json`, plan files).
+#[must_use]
+pub fn render_json(plan: &Plan) -> serde_json::Value {
+    let mut value = serde_json::to_value(plan).unwrap_or_default();
+    let s = plan.summary();
+    value["summary"] = json!({
+        "create": s.create, "change": s.update, "destroy": s.destroy, "drift": s.drift,
+        "refused": plan.refusals.len(),
+    });
+    value
+}
+
+/// The PR comment.
+#[must_use]
+pub fn render_markdown(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{MARKDOWN_MARKER}");
+    let _ = writeln!(out, "### berth plan");
+    out.push('\n');
+    let commit = plan
+        .commit
+        .as_deref()
+        .map(|c| format!(" for `{}`", &c[..c.len().min(12)]))
+        .unwrap_or_default();
+    let _ = writeln!(out, "**{}**{commit}", summary_line(plan));
+    out.push('\n');
+    if !plan.refusals.is_empty() {
+        let _ = writeln!(out, "> [!CAUTION]\n> **This plan is refused:**");
+        for r in &plan.refusals {
+            let flag = r
+                .override_flag
+                .as_deref()
+                .map(|f| format!(" (override: `{f}`)"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "> - {}{flag}", r.message);
+        }
+        out.push('\n');
+    }
+    if !plan.warnings.is_empty() {
+        let _ = writeln!(out, "> [!WARNING]");
+        for w in &plan.warnings {
+            let _ = writeln!(out, "> - {}", w.message);
+        }
+        out.push('\n');
+    }
+    let groups = grouped(plan);
+    if !groups.is_empty() {
+        let _ = writeln!(
+            out,
+            "| host | create | change | destroy | drift |\n|---|---:|---:|---:|---:|"
+        );
+        for ((env, host), tenants) in &groups {
+            let (mut c, mut u, mut d, mut drift) = (0, 0, 0, 0);
+            for step in tenants.values().flatten() {
+                match step.change.effect() {
+                    Effect::Create => c += 1,
+                    Effect::Update => u += 1,
+                    Effect::Destroy => d += 1,
+                }
+                if step.cause == Cause::Drift {
+                    drift += 1;
+                }
+            }
+            let _ = writeln!(out, "| `{env}/{host}` | {c} | {u} | {d} | {drift} |");
+        }
+        out.push('\n');
+    }
+    let style = Style { color: false };
+    for ((env, host), tenants) in groups {
+        for (tenant, steps) in tenants {
+            let _ = writeln!(
+                out,
+                "<details><summary><code>{tenant}</code> on <code>{env}/{host}</code>: {} {}</summary>\n",
+                steps.len(),
+                if steps.len() == 1 {
+                    "change"
+                } else {
+                    "changes"
+                }
+            );
+            let _ = writeln!(out, "```diff");
+            for step in steps {
+                for line in step_lines(step, &style) {
+                    // `diff` highlighting keys on the first column; keep `~` lines neutral.
+                    let line = line
+                        .strip_prefix('~')
+                        .map_or(line.clone(), |rest| format!("!{rest}"));
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            let _ = writeln!(out, "```\n\n</details>\n");
+        }
+    }
+    out
+}

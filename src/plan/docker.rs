@@ -1,0 +1,319 @@
+//! Diffing one Docker host: networks, volumes, containers, published ports.
+//!
+//! Compose's rule decides recreation: a container is recreated when the spec hash label
+//! differs, when the image id behind its tag changed, or when it is off its network or lacks
+//! a volume. Published ports are allocated here, deterministically: a container keeps the
+//! host port it already has; new ones take the lowest free port of the host's range that
+//! nothing on the host (managed or not) holds.
+
+use std::collections::BTreeSet;
+
+use super::{Cause, Change, HostCx, RefusalRule};
+use crate::model::TenantState;
+use crate::model::desired::{Container, LABEL_PREFIX};
+use crate::model::live::{ContainerState, LiveContainer};
+
+pub(super) fn diff(cx: &mut HostCx<'_>) {
+    let live = &cx.live.docker;
+    let desired = cx.desired;
+    let mut infra: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
+    for (name, network) in &desired.networks {
+        match live.networks.get(name) {
+            None => {
+                let id = cx.step(
+                    &network.tenant,
+                    Cause::Intended,
+                    Change::CreateNetwork {
+                        network: name.clone(),
+                        internal: network.internal,
+                        labels: network.labels.clone(),
+                    },
+                    Vec::new(),
+                );
+                infra.insert(name.clone(), id);
+            }
+            Some(l) if l.owner.as_deref() != Some(network.tenant.as_str()) => {
+                cx.refuse(
+                    RefusalRule::NameConflict,
+                    format!(
+                        "network `{name}` on host `{}` exists but is not berth's",
+                        cx.host
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, volume) in &desired.volumes {
+        match live.volumes.get(name) {
+            None => {
+                let id = cx.step(
+                    &volume.tenant,
+                    Cause::Intended,
+                    Change::CreateVolume {
+                        volume: name.clone(),
+                        labels: volume.labels.clone(),
+                    },
+                    Vec::new(),
+                );
+                infra.insert(name.clone(), id);
+            }
+            Some(l) if l.owner.as_deref() != Some(volume.tenant.as_str()) => {
+                cx.refuse(
+                    RefusalRule::NameConflict,
+                    format!(
+                        "volume `{name}` on host `{}` exists but is not berth's",
+                        cx.host
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    let containers = allocate_ports(cx);
+    // Services before apps so that dependency ids exist when apps are planned.
+    let mut ordered: Vec<&Container> = containers.iter().collect();
+    ordered.sort_by_key(|c| (c.depends_on.len(), c.spec.name.clone()));
+    let mut container_steps: std::collections::BTreeMap<String, u32> =
+        std::collections::BTreeMap::new();
+    for container in ordered {
+        let name = &container.spec.name;
+        let mut after: Vec<u32> = Vec::new();
+        after.extend(infra.get(&container.spec.network).copied());
+        for (volume, _) in &container.spec.mounts {
+            after.extend(infra.get(volume).copied());
+        }
+        for dep in &container.depends_on {
+            after.extend(container_steps.get(dep).copied());
+        }
+        let in_baseline = cx
+            .baseline
+            .and_then(|b| b.containers.get(name))
+            .is_some_and(|b| b.spec.hash() == container.spec.hash());
+        match live.containers.get(name) {
+            None => {
+                let id = cx.step(
+                    &container.tenant,
+                    if in_baseline {
+                        Cause::Drift
+                    } else {
+                        Cause::Intended
+                    },
+                    Change::CreateContainer {
+                        spec: container.spec.clone(),
+                        start: container.running,
+                    },
+                    after,
+                );
+                container_steps.insert(name.clone(), id);
+            }
+            Some(l) if l.owner.as_deref() != Some(container.tenant.as_str()) => {
+                cx.refuse(
+                    RefusalRule::NameConflict,
+                    format!(
+                        "container `{name}` on host `{}` exists but is not berth's",
+                        cx.host
+                    ),
+                );
+            }
+            Some(l) => {
+                let hash = container.spec.hash();
+                let reasons = recreate_reasons(cx, container, l, &hash);
+                let drift = l.spec_hash.as_deref() == Some(hash.as_str()) || in_baseline;
+                let cause = if drift { Cause::Drift } else { Cause::Intended };
+                if !reasons.is_empty() {
+                    let id = cx.step(
+                        &container.tenant,
+                        cause,
+                        Change::RecreateContainer {
+                            spec: container.spec.clone(),
+                            start: container.running,
+                            reasons,
+                        },
+                        after,
+                    );
+                    container_steps.insert(name.clone(), id);
+                } else if container.running && l.state != ContainerState::Running {
+                    let id = cx.step(
+                        &container.tenant,
+                        cause,
+                        Change::StartContainer {
+                            container: name.clone(),
+                        },
+                        after,
+                    );
+                    container_steps.insert(name.clone(), id);
+                } else if !container.running && l.state == ContainerState::Running {
+                    cx.step(
+                        &container.tenant,
+                        if l.spec_hash.as_deref() == Some(hash.as_str())
+                            && cx.tenant_state(&container.tenant) == Some(TenantState::Active)
+                        {
+                            Cause::Drift
+                        } else {
+                            Cause::Intended
+                        },
+                        Change::StopContainer {
+                            container: name.clone(),
+                        },
+                        Vec::new(),
+                    );
+                }
+            }
+        }
+    }
+
+    // Managed objects nothing desires any more.
+    let mut removed: Vec<u32> = Vec::new();
+    for (name, l) in &live.containers {
+        let Some(owner) = &l.owner else { continue };
+        if !desired.containers.contains_key(name) {
+            removed.push(cx.step(
+                owner,
+                Cause::Intended,
+                Change::RemoveContainer {
+                    container: name.clone(),
+                },
+                Vec::new(),
+            ));
+        }
+    }
+    for (name, l) in &live.networks {
+        let Some(owner) = &l.owner else { continue };
+        if !desired.networks.contains_key(name) {
+            cx.step(
+                owner,
+                Cause::Intended,
+                Change::RemoveNetwork {
+                    network: name.clone(),
+                },
+                removed.clone(),
+            );
+        }
+    }
+    for (name, l) in &live.volumes {
+        let Some(owner) = &l.owner else { continue };
+        if desired.volumes.contains_key(name) {
+            continue;
+        }
+        if cx.tenant_state(owner) == Some(TenantState::Purge) {
+            cx.step(
+                owner,
+                Cause::Intended,
+                Change::RemoveVolume {
+                    volume: name.clone(),
+                },
+                removed.clone(),
+            );
+        } else {
+            cx.warn(
+                Some(owner),
+                format!("volume `{name}` is kept: its data is only removed by `state: purge`"),
+            );
+        }
+    }
+}
+
+fn recreate_reasons(cx: &HostCx<'_>, c: &Container, l: &LiveContainer, hash: &str) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if l.spec_hash.as_deref() != Some(hash) {
+        reasons.push("configuration changed".to_string());
+    }
+    if let (Some(want), Some(have)) = (cx.live.docker.images.get(&c.spec.image), &l.image_id) {
+        if want != have {
+            reasons.push("image changed behind its tag".to_string());
+        }
+    }
+    if !l.networks.contains(&c.spec.network) {
+        reasons.push(format!("not attached to network {}", c.spec.network));
+    }
+    for (volume, _) in &c.spec.mounts {
+        if !l.volumes.contains(volume) {
+            reasons.push(format!("does not mount volume {volume}"));
+        }
+    }
+    reasons
+}
+
+/// Give every published port a host port and stamp the final spec hash label.
+fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
+    let live = &cx.live.docker;
+    let mut used: BTreeSet<u16> = live.ports_in_use.clone();
+    let mut containers: Vec<Container> = cx.desired.containers.values().cloned().collect();
+    let mut conflicts = Vec::new();
+    // Fixed ports first: they are the file's word.
+    for c in &containers {
+        for p in &c.spec.ports {
+            let Some(host_port) = p.host else { continue };
+            let ours = live
+                .containers
+                .get(&c.spec.name)
+                .filter(|l| l.owner.as_deref() == Some(c.tenant.as_str()))
+                .is_some_and(|l| l.ports.iter().any(|b| b.host == host_port));
+            if live.ports_in_use.contains(&host_port) && !ours {
+                conflicts.push(format!(
+                    "host port {host_port} wanted by container `{}` on host `{}` is already in use",
+                    c.spec.name, cx.host
+                ));
+            }
+            used.insert(host_port);
+        }
+    }
+    // Ports a container already holds stay with it.
+    for c in &mut containers {
+        let Some(l) = live
+            .containers
+            .get(&c.spec.name)
+            .filter(|l| l.owner.as_deref() == Some(c.tenant.as_str()))
+        else {
+            continue;
+        };
+        for p in &mut c.spec.ports {
+            if p.host.is_none() {
+                if let Some(b) = l.ports.iter().find(|b| b.container == p.container) {
+                    p.host = Some(b.host);
+                    used.insert(b.host);
+                }
+            }
+        }
+    }
+    let range = cx.desired.ports;
+    let mut exhausted = Vec::new();
+    for c in &mut containers {
+        for p in &mut c.spec.ports {
+            if p.host.is_some() {
+                continue;
+            }
+            let free = range.and_then(|(low, high)| (low..=high).find(|port| !used.contains(port)));
+            match free {
+                Some(port) => {
+                    used.insert(port);
+                    p.host = Some(port);
+                }
+                None => exhausted.push(c.spec.name.clone()),
+            }
+        }
+        let hash = c.spec.hash();
+        c.spec
+            .labels
+            .insert(format!("{LABEL_PREFIX}spec-hash"), hash);
+    }
+    for message in conflicts {
+        cx.refuse(RefusalRule::PortConflict, message);
+    }
+    for name in exhausted {
+        let message = match range {
+            None => format!(
+                "container `{name}` publishes a port but host `{}` has no `ports` range",
+                cx.host
+            ),
+            Some((low, high)) => format!(
+                "no free port in {low}-{high} on host `{}` for container `{name}`",
+                cx.host
+            ),
+        };
+        cx.refuse(RefusalRule::PortsExhausted, message);
+    }
+    containers
+}

@@ -1,0 +1,462 @@
+//! Diffing one Dokku host: apps, config, domains, formation, image, limits, storage, services,
+//! links, TLS.
+//!
+//! Order within an app follows what Dokku needs and what keeps restarts to one: create the
+//! app, set config (`--no-restart`, one batch), domains, links (`--no-restart`), storage and
+//! limits, then either deploy the image or restart once, then scale, then TLS.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Cause, Change, ConfigChange, HostCx, OldValue, RefusalRule};
+use crate::model::TenantState;
+use crate::model::desired::{BERTH_SPEC_KEY, BERTH_TENANT_KEY, ConfigValue, DokkuApp};
+use crate::model::live::{LiveDokkuApp, service_key};
+
+/// Whether Dokku (not berth, not the user) owns this config key: such keys are never drift.
+#[must_use]
+pub fn dokku_managed_key(key: &str) -> bool {
+    key == "GIT_REV"
+        || key == "NO_VHOST"
+        || key == "DATABASE_URL"
+        || key == "REDIS_URL"
+        || key.starts_with("DOKKU_")
+}
+
+pub(super) fn diff(cx: &mut HostCx<'_>) {
+    let live = &cx.live.dokku;
+    let desired = cx.desired;
+    // Services first: apps link to them.
+    let mut service_steps: BTreeMap<String, u32> = BTreeMap::new();
+    for (key, service) in &desired.dokku_services {
+        match live.services.get(key) {
+            None => {
+                let cause = cause_missing(
+                    cx.baseline
+                        .is_some_and(|b| b.dokku_services.get(key) == Some(service)),
+                );
+                let id = cx.step(
+                    &service.tenant,
+                    cause,
+                    Change::CreateService {
+                        service_kind: service.kind,
+                        service: service.name.clone(),
+                        image: service.image.clone(),
+                    },
+                    Vec::new(),
+                );
+                service_steps.insert(key.clone(), id);
+            }
+            Some(l) if l.owner.as_deref() != Some(service.tenant.as_str()) => {
+                cx.refuse(
+                    RefusalRule::NameConflict,
+                    format!(
+                        "service `{key}` on host `{}` exists but {}; berth will not take it over",
+                        cx.host,
+                        owner_words(l.owner.as_deref())
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    let mut destroyed_apps: Vec<(String, u32)> = Vec::new();
+    for (name, app) in &desired.dokku_apps {
+        match live.apps.get(name) {
+            Some(l) if l.owner.is_none() && adoptable(l) => {
+                // `apps:create` succeeded but berth stopped before writing its marker: the
+                // app is empty and was never deployed, so finishing the job is safe.
+                cx.warn(
+                    Some(&app.tenant),
+                    format!(
+                        "app `{name}` exists without berth's marker but is empty; berth adopts it"
+                    ),
+                );
+                diff_app(cx, name, app, Some(l), &service_steps);
+            }
+            Some(l) if l.owner.as_deref() != Some(app.tenant.as_str()) => {
+                cx.refuse(
+                    RefusalRule::NameConflict,
+                    format!(
+                        "Dokku app `{name}` on host `{}` exists but {}; berth will not take it over",
+                        cx.host,
+                        owner_words(l.owner.as_deref())
+                    ),
+                );
+            }
+            l => diff_app(cx, name, app, l, &service_steps),
+        }
+    }
+    // Apps berth manages that nothing desires any more.
+    for (name, l) in &live.apps {
+        let Some(owner) = &l.owner else { continue };
+        if desired.dokku_apps.contains_key(name) {
+            continue;
+        }
+        let id = cx.step(
+            owner,
+            Cause::Intended,
+            Change::DestroyApp { app: name.clone() },
+            Vec::new(),
+        );
+        destroyed_apps.push((name.clone(), id));
+    }
+    // Services berth manages that nothing desires: data, so only purge removes them.
+    for (key, l) in &live.services {
+        let Some(owner) = &l.owner else { continue };
+        if desired.dokku_services.contains_key(key) {
+            continue;
+        }
+        if cx.tenant_state(owner) == Some(TenantState::Purge) {
+            // Dokku refuses to destroy a linked service; destroying the apps unlinks them.
+            let after = destroyed_apps
+                .iter()
+                .filter(|(app, _)| l.links.contains(app))
+                .map(|(_, id)| *id)
+                .collect();
+            cx.step(
+                owner,
+                Cause::Intended,
+                Change::DestroyService {
+                    service_kind: l.kind,
+                    service: l.name.clone(),
+                },
+                after,
+            );
+        } else {
+            let why = match cx.tenant_state(owner) {
+                None => format!("tenant `{owner}` has no file any more"),
+                Some(_) => format!("tenant `{owner}` no longer lists it"),
+            };
+            cx.warn(
+                Some(owner),
+                format!("{key} is kept: {why}; its data is only removed by `state: purge`"),
+            );
+        }
+    }
+}
+
+/// An app a crashed run created and never configured: no user config, never deployed.
+fn adoptable(app: &LiveDokkuApp) -> bool {
+    app.image.is_none() && app.config.keys().all(|k| dokku_managed_key(k))
+}
+
+fn owner_words(owner: Option<&str>) -> String {
+    match owner {
+        None => "berth does not manage it".to_string(),
+        Some(other) => format!("belongs to tenant `{other}`"),
+    }
+}
+
+fn cause_missing(in_baseline: bool) -> Cause {
+    if in_baseline {
+        Cause::Drift
+    } else {
+        Cause::Intended
+    }
+}
+
+#[allow(clippy::too_many_lines)]
+fn diff_app(
+    cx: &mut HostCx<'_>,
+    name: &str,
+    app: &DokkuApp,
+    live: Option<&LiveDokkuApp>,
+    service_steps: &BTreeMap<String, u32>,
+) {
+    let tenant = app.tenant.as_str();
+    let recorded = live
+        .and_then(|l| l.config.get(BERTH_SPEC_KEY))
+        .map(|v| v.0.as_str());
+    let in_baseline = cx
+        .baseline
+        .and_then(|b| b.dokku_apps.get(name))
+        .is_some_and(|b| b.spec_hash == app.spec_hash);
+    // Drift: berth applied exactly this spec before (recorded on the app or in the
+    // baseline), so any difference now is the host's doing.
+    let cause = if recorded == Some(app.spec_hash.as_str()) || in_baseline {
+        Cause::Drift
+    } else {
+        Cause::Intended
+    };
+    let empty = LiveDokkuApp::default();
+    let (l, created) = match live {
+        Some(l) => (l, None),
+        None => {
+            let id = cx.step(
+                tenant,
+                cause_missing(in_baseline),
+                Change::CreateApp {
+                    app: name.to_string(),
+                },
+                Vec::new(),
+            );
+            (&empty, Some(id))
+        }
+    };
+    let base: Vec<u32> = created.into_iter().collect();
+    let cause = if created.is_some() {
+        cause_missing(in_baseline)
+    } else {
+        cause
+    };
+    let mut prepared: Vec<u32> = base.clone();
+    let mut needs_restart = false;
+
+    // Config: one batch, no restart.
+    let mut changes = Vec::new();
+    for (key, value) in &app.config {
+        let old = l.config.get(key);
+        let differs = match (value, old) {
+            (ConfigValue::Literal { value }, Some(old)) => &old.0 != value,
+            (_, None) => true,
+            // Generated and referenced secrets are kept once present.
+            (_, Some(_)) => false,
+        };
+        if differs {
+            let old = match old {
+                None => OldValue::Absent,
+                Some(v) => OldValue::Present {
+                    value: matches!(value, ConfigValue::Literal { .. }).then(|| v.0.clone()),
+                },
+            };
+            if key != BERTH_SPEC_KEY && key != BERTH_TENANT_KEY {
+                needs_restart = true;
+            }
+            changes.push(ConfigChange {
+                key: key.clone(),
+                new: value.clone(),
+                old,
+            });
+        }
+    }
+    let only_markers = changes
+        .iter()
+        .all(|c| c.key == BERTH_SPEC_KEY || c.key == BERTH_TENANT_KEY);
+    if !changes.is_empty() {
+        // A changed marker alone is bookkeeping of an intended change, never drift.
+        let step_cause = if only_markers { Cause::Intended } else { cause };
+        let id = cx.step(
+            tenant,
+            step_cause,
+            Change::SetConfig {
+                app: name.to_string(),
+                changes,
+            },
+            base.clone(),
+        );
+        prepared.push(id);
+    }
+    let unset: Vec<String> = l
+        .config
+        .keys()
+        .filter(|k| !app.config.contains_key(*k) && !dokku_managed_key(k))
+        .cloned()
+        .collect();
+    if !unset.is_empty() {
+        needs_restart = true;
+        let id = cx.step(
+            tenant,
+            cause,
+            Change::UnsetConfig {
+                app: name.to_string(),
+                keys: unset,
+            },
+            base.clone(),
+        );
+        prepared.push(id);
+    }
+
+    // Domains: the default vhost is Dokku's, not drift, when the files list none.
+    let defaults: BTreeSet<String> = cx
+        .live
+        .dokku
+        .global_domains
+        .iter()
+        .map(|g| format!("{name}.{g}"))
+        .collect();
+    let live_domains: BTreeSet<&String> = l.domains.iter().collect();
+    let want: BTreeSet<&String> = app.domains.iter().collect();
+    let domains_ok = if app.domains.is_empty() {
+        live_domains.iter().all(|d| defaults.contains(*d))
+    } else {
+        live_domains == want
+    };
+    if !domains_ok {
+        let id = cx.step(
+            tenant,
+            cause,
+            Change::SetDomains {
+                app: name.to_string(),
+                domains: app.domains.clone(),
+                before: l.domains.clone(),
+            },
+            base.clone(),
+        );
+        prepared.push(id);
+    }
+
+    // Links: desired ones missing, and managed links to this app nobody wants.
+    for key in &app.links {
+        let Some(service) = cx.desired.dokku_services.get(key) else {
+            continue;
+        };
+        let linked = cx
+            .live
+            .dokku
+            .services
+            .get(key)
+            .is_some_and(|s| s.links.iter().any(|a| a == name));
+        if !linked {
+            let mut after = base.clone();
+            after.extend(service_steps.get(key).copied());
+            let id = cx.step(
+                tenant,
+                cause,
+                Change::LinkService {
+                    service_kind: service.kind,
+                    service: service.name.clone(),
+                    app: name.to_string(),
+                },
+                after,
+            );
+            needs_restart = true;
+            prepared.push(id);
+        }
+    }
+    for (key, service) in &cx.live.dokku.services {
+        if service.owner.is_none() || !service.links.iter().any(|a| a == name) {
+            continue;
+        }
+        if !app.links.contains(key) {
+            let id = cx.step(
+                tenant,
+                cause,
+                Change::UnlinkService {
+                    service_kind: service.kind,
+                    service: service.name.clone(),
+                    app: name.to_string(),
+                },
+                base.clone(),
+            );
+            needs_restart = true;
+            prepared.push(id);
+        }
+    }
+    let _ = service_key;
+
+    // Storage and limits apply at the next container creation.
+    for mount in &app.storage {
+        if !l.storage.contains(mount) {
+            let id = cx.step(
+                tenant,
+                cause,
+                Change::MountStorage {
+                    app: name.to_string(),
+                    mount: mount.clone(),
+                },
+                base.clone(),
+            );
+            needs_restart = true;
+            prepared.push(id);
+        }
+    }
+    for mount in &l.storage {
+        if !app.storage.contains(mount) {
+            let id = cx.step(
+                tenant,
+                cause,
+                Change::UnmountStorage {
+                    app: name.to_string(),
+                    mount: mount.clone(),
+                },
+                base.clone(),
+            );
+            needs_restart = true;
+            prepared.push(id);
+        }
+    }
+    if l.memory != app.memory || l.cpus != app.cpus {
+        let id = cx.step(
+            tenant,
+            cause,
+            Change::SetLimits {
+                app: name.to_string(),
+                memory: app.memory.clone(),
+                cpus: app.cpus.clone(),
+            },
+            base.clone(),
+        );
+        needs_restart = true;
+        prepared.push(id);
+    }
+
+    // Deploy or restart, once.
+    let mut rolled = prepared.clone();
+    if l.image.as_deref() != Some(app.image.as_str()) {
+        let id = cx.step(
+            tenant,
+            cause,
+            Change::DeployImage {
+                app: name.to_string(),
+                image: app.image.clone(),
+                before: l.image.clone(),
+            },
+            prepared.clone(),
+        );
+        rolled = vec![id];
+    } else if needs_restart && l.image.is_some() {
+        let id = cx.step(
+            tenant,
+            cause,
+            Change::Restart {
+                app: name.to_string(),
+            },
+            prepared.clone(),
+        );
+        rolled = vec![id];
+    }
+
+    // Formation: process types missing from the live report count as zero.
+    let formation_ok = app
+        .processes
+        .iter()
+        .all(|(p, n)| l.processes.get(p).copied().unwrap_or(0) == *n)
+        && l.processes
+            .iter()
+            .all(|(p, n)| *n == 0 || app.processes.contains_key(p));
+    if !formation_ok {
+        let mut processes = app.processes.clone();
+        for p in l.processes.keys() {
+            processes.entry(p.clone()).or_insert(0);
+        }
+        cx.step(
+            tenant,
+            cause,
+            Change::Scale {
+                app: name.to_string(),
+                processes,
+                before: l.processes.clone(),
+            },
+            rolled.clone(),
+        );
+    }
+    if app.tls && !l.tls {
+        cx.step(
+            tenant,
+            cause,
+            Change::EnableTls {
+                app: name.to_string(),
+            },
+            rolled,
+        );
+    } else if !app.tls && l.tls {
+        cx.step(
+            tenant,
+            cause,
+            Change::DisableTls {
+                app: name.to_string(),
+            },
+            Vec::new(),
+        );
+    }
+}
