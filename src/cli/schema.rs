@@ -9,7 +9,7 @@ use crate::output::Printer;
 /// Arguments of `berth schema`.
 #[derive(Debug, clap::Args)]
 pub struct SchemaArgs {
-    /// Directory to write `tenant.schema.json` and `environment.schema.json` into.
+    /// Directory to write `tenant.schema.json`, `environment.schema.json` and `plan.schema.json` into.
     #[arg(long, default_value = "schema")]
     pub out: PathBuf,
     /// Also write the Markdown file reference (docs/reference.md) to this path.

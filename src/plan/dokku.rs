@@ -178,7 +178,18 @@ fn diff_app(
     } else {
         Cause::Intended
     };
-    let empty = LiveDokkuApp::default();
+    // A new app starts as Dokku leaves it after `apps:create`: `web=1`, default vhosts.
+    let empty = LiveDokkuApp {
+        processes: BTreeMap::from([("web".to_string(), 1)]),
+        domains: cx
+            .live
+            .dokku
+            .global_domains
+            .iter()
+            .map(|g| format!("{name}.{g}"))
+            .collect(),
+        ..LiveDokkuApp::default()
+    };
     let (l, created) = match live {
         Some(l) => (l, None),
         None => {

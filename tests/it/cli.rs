@@ -72,3 +72,70 @@ fn schema_writes_both_files() {
         assert!(v["$defs"].is_object());
     }
 }
+
+#[test]
+fn plan_offline_on_the_samples() {
+    let root = crate_root();
+    let out = berth(&["plan", "--offline", "--repo", root.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tenant acme"), "{text}");
+    assert!(text.lines().last().unwrap().starts_with("plan: "), "{text}");
+    let detailed = berth(&["plan", "--offline", "--detailed-exitcode", "--repo", root.to_str().unwrap()]);
+    assert_eq!(detailed.status.code(), Some(2), "changes pending");
+}
+
+#[test]
+fn plan_detailed_exitcode_is_zero_without_changes() {
+    let repo = Repo::new();
+    repo.write("environments/local.yaml", "hosts:\n  h:\n    docker: { endpoint: unix:///var/run/docker.sock }\n");
+    let out = berth(&["plan", "--offline", "--detailed-exitcode", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no changes: the hosts match the files");
+}
+
+#[test]
+fn plan_without_offline_says_what_is_missing() {
+    let out = berth(&["plan", "--repo", crate_root().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hint: plan against empty hosts with `berth plan --offline`"), "{err}");
+}
+
+#[test]
+fn plan_on_invalid_files_reports_diagnostics() {
+    let repo = Repo::new();
+    repo.write("tenants/acme.yaml", "environment: nowhere\n");
+    let out = berth(&["plan", "--offline", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown environment `nowhere`"), "{err}");
+}
+
+#[test]
+fn plan_file_round_trips_through_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.json");
+    let root = crate_root();
+    // Terraform's spelling `-out` works too.
+    let out = berth(&["plan", "--offline", "--repo", root.to_str().unwrap(), "-out", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(saved["version"], 1);
+    assert!(saved["fingerprints"].as_object().unwrap().values().all(|v| v == "unobserved"));
+    let shown = berth(&["show", file.to_str().unwrap()]);
+    assert_eq!(shown.status.code(), Some(0));
+    assert_eq!(shown.stdout, out.stdout, "show renders the saved plan exactly as plan did");
+    let md = berth(&["show", file.to_str().unwrap(), "--format", "markdown"]);
+    assert!(String::from_utf8_lossy(&md.stdout).starts_with("<!-- berth-plan -->\n"));
+}
+
+#[test]
+fn show_refuses_other_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.json");
+    std::fs::write(&file, "{\"version\": 99, \"steps\": []}").unwrap();
+    let out = berth(&["show", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plan format 99"));
+}

@@ -4,6 +4,7 @@
 
 mod architecture;
 mod cli;
+mod invariants;
 mod plan;
 mod samples;
 mod schema;
