@@ -15,7 +15,11 @@ use berth::spec::source::{FileKind, SourceFile, SourceSet};
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 10_000 } else { 50 };
-    let options = PlanOptions { allow_destroys: true, allow_empty: true, baseline: None };
+    let options = PlanOptions {
+        allow_destroys: true,
+        allow_empty: true,
+        baseline: None,
+    };
     let secrets = BTreeMap::from([("openai".to_string(), "sk-bench".to_string())]);
 
     let sources = repo(n, None);
@@ -48,10 +52,19 @@ fn main() {
         one = one.min(started.elapsed().as_secs_f64());
         steps = p.steps.len();
     }
-    println!("plan benchmark: {n} tenants (half Dokku, half Docker), in-memory live state, best of {runs}");
-    println!("  from empty hosts     {:>8.1} ms  ({} steps)", from_empty.as_secs_f64() * 1e3, first.steps.len());
+    println!(
+        "plan benchmark: {n} tenants (half Dokku, half Docker), in-memory live state, best of {runs}"
+    );
+    println!(
+        "  from empty hosts     {:>8.1} ms  ({} steps)",
+        from_empty.as_secs_f64() * 1e3,
+        first.steps.len()
+    );
     println!("  no-op plan           {:>8.1} ms", noop * 1e3);
-    println!("  one tenant changed   {:>8.1} ms  ({steps} steps)", one * 1e3);
+    println!(
+        "  one tenant changed   {:>8.1} ms  ({steps} steps)",
+        one * 1e3
+    );
 }
 
 fn repo(n: usize, changed: Option<usize>) -> SourceSet {
@@ -64,14 +77,26 @@ fn repo(n: usize, changed: Option<usize>) -> SourceSet {
             h + 1
         ));
     }
-    let mut files = vec![SourceFile { path: "environments/prod.yaml".into(), kind: FileKind::Environment, text: Ok(env) }];
+    let mut files = vec![SourceFile {
+        path: "environments/prod.yaml".into(),
+        kind: FileKind::Environment,
+        text: Ok(env),
+    }];
     for i in 0..n {
         let image = if changed == Some(i) { "2.0.0" } else { "1.4.2" };
-        let host = if i % 2 == 0 { format!("dokku-{}", i % 20) } else { format!("docker-{}", i % 20) };
+        let host = if i % 2 == 0 {
+            format!("dokku-{}", i % 20)
+        } else {
+            format!("docker-{}", i % 20)
+        };
         let text = format!(
             "environment: prod\ntier: pro\nhost: {host}\napps:\n  web:\n    image: registry.example.app/app:{image}\n    env:\n      LOG_LEVEL: info\n      SECRET_KEY: {{ generate: 32 }}\n      OPENAI_KEY: {{ secret: openai }}\n    uses: [db, cache]\nservices:\n  db: {{ kind: postgres }}\n  cache: {{ kind: redis }}\n"
         );
-        files.push(SourceFile { path: format!("tenants/t{i:05}.yaml"), kind: FileKind::Tenant, text: Ok(text) });
+        files.push(SourceFile {
+            path: format!("tenants/t{i:05}.yaml"),
+            kind: FileKind::Tenant,
+            text: Ok(text),
+        });
     }
     SourceSet { files }
 }

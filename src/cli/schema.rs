@@ -137,11 +137,10 @@ fn type_words(root: &serde_json::Value, schema: &serde_json::Value) -> String {
     if let Some(props) = schema
         .get("properties")
         .and_then(serde_json::Value::as_object)
+        && props.len() == 1
     {
-        if props.len() == 1 {
-            let (k, v) = props.iter().next().unwrap_or_else(|| unreachable!());
-            return format!("`{{ {k}: {} }}`", type_words(root, v));
-        }
+        let (k, v) = props.iter().next().unwrap_or_else(|| unreachable!());
+        return format!("`{{ {k}: {} }}`", type_words(root, v));
     }
     match types.first().copied() {
         Some("array") => format!(

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use crate::model::ServiceKind;
 use crate::model::desired::{BERTH_TENANT_KEY, ConfigValue, LABEL_PREFIX, short_hash};
 use crate::model::live::{
-    ContainerState, HostRef, Live, LiveContainer, LiveDokkuApp, LiveDokkuService,
-    LiveNetwork, LiveValue, LiveVolume, PortBinding, service_key,
+    ContainerState, HostRef, Live, LiveContainer, LiveDokkuApp, LiveDokkuService, LiveNetwork,
+    LiveValue, LiveVolume, PortBinding, service_key,
 };
 use crate::plan::{Change, Plan, Step};
 

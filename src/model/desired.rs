@@ -450,18 +450,18 @@ pub fn compile(fleet: &Fleet, placements: &[Placement]) -> Desired {
                 },
             );
         }
-        if let Some(shared) = &env.shared {
-            if let Some(host) = &shared.host {
-                let key = HostRef::new(&env.name, host);
-                if let Some(dh) = desired.hosts.get_mut(&key) {
-                    add_stack(
-                        dh,
-                        env,
-                        crate::validate::SHARED_STACK_ID,
-                        shared,
-                        TenantState::Active,
-                    );
-                }
+        if let Some(shared) = &env.shared
+            && let Some(host) = &shared.host
+        {
+            let key = HostRef::new(&env.name, host);
+            if let Some(dh) = desired.hosts.get_mut(&key) {
+                add_stack(
+                    dh,
+                    env,
+                    crate::validate::SHARED_STACK_ID,
+                    shared,
+                    TenantState::Active,
+                );
             }
         }
     }

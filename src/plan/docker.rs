@@ -220,10 +220,10 @@ fn recreate_reasons(cx: &HostCx<'_>, c: &Container, l: &LiveContainer, hash: &st
     if l.spec_hash.as_deref() != Some(hash) {
         reasons.push("configuration changed".to_string());
     }
-    if let (Some(want), Some(have)) = (cx.live.docker.images.get(&c.spec.image), &l.image_id) {
-        if want != have {
-            reasons.push("image changed behind its tag".to_string());
-        }
+    if let (Some(want), Some(have)) = (cx.live.docker.images.get(&c.spec.image), &l.image_id)
+        && want != have
+    {
+        reasons.push("image changed behind its tag".to_string());
     }
     if !l.networks.contains(&c.spec.network) {
         reasons.push(format!("not attached to network {}", c.spec.network));
@@ -270,11 +270,11 @@ fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
             continue;
         };
         for p in &mut c.spec.ports {
-            if p.host.is_none() {
-                if let Some(b) = l.ports.iter().find(|b| b.container == p.container) {
-                    p.host = Some(b.host);
-                    used.insert(b.host);
-                }
+            if p.host.is_none()
+                && let Some(b) = l.ports.iter().find(|b| b.container == p.container)
+            {
+                p.host = Some(b.host);
+                used.insert(b.host);
             }
         }
     }

@@ -245,7 +245,11 @@ fn diff_app(
         .all(|c| c.key == BERTH_SPEC_KEY || c.key == BERTH_TENANT_KEY);
     if !changes.is_empty() {
         // A changed marker alone is bookkeeping of an intended change, never drift.
-        let step_cause = if only_markers { Cause::Intended } else { cause };
+        let step_cause = if only_markers && created.is_none() {
+            Cause::Intended
+        } else {
+            cause
+        };
         let id = cx.step(
             tenant,
             step_cause,

@@ -157,11 +157,12 @@ fn location(file: &SourceFile, root: &Node, path: &[&str], key: bool, label: &st
     let mut span = Span::new(root.span.start, root.span.start);
     for (i, part) in path.iter().enumerate() {
         let last = i + 1 == path.len();
-        if key && last {
-            if let Some(k) = node.key(part) {
-                span = k.span;
-                break;
-            }
+        if key
+            && last
+            && let Some(k) = node.key(part)
+        {
+            span = k.span;
+            break;
         }
         match node.at(&[part]) {
             Some(next) => {
@@ -294,20 +295,20 @@ fn read<T: serde::de::DeserializeOwned>(
 }
 
 fn check_version<T>(cx: &mut Cx, parsed: &Parsed<'_, T>, version: Option<u32>) {
-    if let Some(version) = version {
-        if version != spec::FORMAT_VERSION {
-            cx.error(
-                parsed,
-                "berth::version",
-                &["version"],
-                format!("unsupported format version {version}"),
-                "unknown version",
-                Some(format!(
-                    "this berth reads version {}; upgrade berth or change the file",
-                    spec::FORMAT_VERSION
-                )),
-            );
-        }
+    if let Some(version) = version
+        && version != spec::FORMAT_VERSION
+    {
+        cx.error(
+            parsed,
+            "berth::version",
+            &["version"],
+            format!("unsupported format version {version}"),
+            "unknown version",
+            Some(format!(
+                "this berth reads version {}; upgrade berth or change the file",
+                spec::FORMAT_VERSION
+            )),
+        );
     }
 }
 
@@ -331,17 +332,17 @@ fn check_environment(
             .with_hint("rename the file: environment names are DNS labels"),
         );
     }
-    if let Some(domain) = &spec.domain {
-        if !is_hostname(domain) {
-            cx.error(
-                parsed,
-                "berth::invalid-domain",
-                &["domain"],
-                format!("`{}` is not a valid domain", printable(domain)),
-                "invalid domain",
-                None,
-            );
-        }
+    if let Some(domain) = &spec.domain
+        && !is_hostname(domain)
+    {
+        cx.error(
+            parsed,
+            "berth::invalid-domain",
+            &["domain"],
+            format!("`{}` is not a valid domain", printable(domain)),
+            "invalid domain",
+            None,
+        );
     }
     let mut hosts = BTreeMap::new();
     for (host_name, host) in &spec.hosts {
@@ -574,17 +575,17 @@ fn check_host(
                     ),
                 );
             }
-            if let Some(identity) = &dokku.identity {
-                if identity.chars().any(char::is_control) {
-                    cx.error(
-                        parsed,
-                        "berth::invalid-path",
-                        &["hosts", name, "dokku", "identity"],
-                        "identity path contains control characters".into(),
-                        "invalid path",
-                        None,
-                    );
-                }
+            if let Some(identity) = &dokku.identity
+                && identity.chars().any(char::is_control)
+            {
+                cx.error(
+                    parsed,
+                    "berth::invalid-path",
+                    &["hosts", name, "dokku", "identity"],
+                    "identity path contains control characters".into(),
+                    "invalid path",
+                    None,
+                );
             }
             let _ = path;
             let (user, address, port) = ssh?;
@@ -1245,17 +1246,17 @@ fn check_memory<T>(
 }
 
 fn check_cpus<T>(cx: &mut Cx, parsed: &Parsed<'_, T>, path: &[&str], cpus: Option<f64>) {
-    if let Some(cpus) = cpus {
-        if !(cpus > 0.0 && cpus <= 1024.0) {
-            cx.error(
-                parsed,
-                "berth::invalid-cpus",
-                path,
-                format!("{cpus} is not a CPU limit"),
-                "out of range",
-                Some("cpus is a positive number of cores, e.g. `0.5`".into()),
-            );
-        }
+    if let Some(cpus) = cpus
+        && !(cpus > 0.0 && cpus <= 1024.0)
+    {
+        cx.error(
+            parsed,
+            "berth::invalid-cpus",
+            path,
+            format!("{cpus} is not a CPU limit"),
+            "out of range",
+            Some("cpus is a positive number of cores, e.g. `0.5`".into()),
+        );
     }
 }
 
@@ -1434,24 +1435,23 @@ fn check_ports<T>(
                 None,
             );
         }
-        if let (Some(host_port), Some(host)) = (port.host, scx.host) {
-            if let Some((low, high)) = host.ports {
-                if !(low..=high).contains(&host_port) {
-                    let mut p = path.clone();
-                    p.push("host");
-                    cx.error(
-                        parsed,
-                        "berth::port-out-of-range",
-                        &p,
-                        format!(
-                            "host port {host_port} is outside host `{}`'s range {low}-{high}",
-                            host.name
-                        ),
-                        "outside the range",
-                        Some("omit `host:` to let berth allocate one".into()),
-                    );
-                }
-            }
+        if let (Some(host_port), Some(host)) = (port.host, scx.host)
+            && let Some((low, high)) = host.ports
+            && !(low..=high).contains(&host_port)
+        {
+            let mut p = path.clone();
+            p.push("host");
+            cx.error(
+                parsed,
+                "berth::port-out-of-range",
+                &p,
+                format!(
+                    "host port {host_port} is outside host `{}`'s range {low}-{high}",
+                    host.name
+                ),
+                "outside the range",
+                Some("omit `host:` to let berth allocate one".into()),
+            );
         }
         if let Some(0) = port.host {
             let mut p = path.clone();

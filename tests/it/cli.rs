@@ -77,21 +77,44 @@ fn schema_writes_both_files() {
 fn plan_offline_on_the_samples() {
     let root = crate_root();
     let out = berth(&["plan", "--offline", "--repo", root.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("tenant acme"), "{text}");
     assert!(text.lines().last().unwrap().starts_with("plan: "), "{text}");
-    let detailed = berth(&["plan", "--offline", "--detailed-exitcode", "--repo", root.to_str().unwrap()]);
+    let detailed = berth(&[
+        "plan",
+        "--offline",
+        "--detailed-exitcode",
+        "--repo",
+        root.to_str().unwrap(),
+    ]);
     assert_eq!(detailed.status.code(), Some(2), "changes pending");
 }
 
 #[test]
 fn plan_detailed_exitcode_is_zero_without_changes() {
     let repo = Repo::new();
-    repo.write("environments/local.yaml", "hosts:\n  h:\n    docker: { endpoint: unix:///var/run/docker.sock }\n");
-    let out = berth(&["plan", "--offline", "--detailed-exitcode", "--repo", repo.path().to_str().unwrap()]);
+    repo.write(
+        "environments/local.yaml",
+        "hosts:\n  h:\n    docker: { endpoint: unix:///var/run/docker.sock }\n",
+    );
+    let out = berth(&[
+        "plan",
+        "--offline",
+        "--detailed-exitcode",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no changes: the hosts match the files");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "no changes: the hosts match the files"
+    );
 }
 
 #[test]
@@ -99,7 +122,10 @@ fn plan_without_offline_says_what_is_missing() {
     let out = berth(&["plan", "--repo", crate_root().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("hint: plan against empty hosts with `berth plan --offline`"), "{err}");
+    assert!(
+        err.contains("hint: plan against empty hosts with `berth plan --offline`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -118,14 +144,36 @@ fn plan_file_round_trips_through_show() {
     let file = dir.path().join("plan.json");
     let root = crate_root();
     // Terraform's spelling `-out` works too.
-    let out = berth(&["plan", "--offline", "--repo", root.to_str().unwrap(), "-out", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let out = berth(&[
+        "plan",
+        "--offline",
+        "--repo",
+        root.to_str().unwrap(),
+        "-out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(saved["version"], 1);
-    assert!(saved["fingerprints"].as_object().unwrap().values().all(|v| v == "unobserved"));
+    assert!(
+        saved["fingerprints"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v == "unobserved")
+    );
     let shown = berth(&["show", file.to_str().unwrap()]);
     assert_eq!(shown.status.code(), Some(0));
-    assert_eq!(shown.stdout, out.stdout, "show renders the saved plan exactly as plan did");
+    assert_eq!(
+        shown.stdout, out.stdout,
+        "show renders the saved plan exactly as plan did"
+    );
     let md = berth(&["show", file.to_str().unwrap(), "--format", "markdown"]);
     assert!(String::from_utf8_lossy(&md.stdout).starts_with("<!-- berth-plan -->\n"));
 }

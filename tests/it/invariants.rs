@@ -46,13 +46,41 @@ struct AppGen {
 }
 
 fn app_gen() -> impl Strategy<Value = AppGen> {
-    (0u8..3, proptest::option::of(0u8..3), 0u8..4, proptest::collection::vec(0usize..3, 0..3), any::<bool>(), any::<bool>(), any::<bool>())
-        .prop_map(|(image, processes, env, uses, domain, tls, port)| AppGen { image, processes, env, uses, domain, tls, port })
+    (
+        0u8..3,
+        proptest::option::of(0u8..3),
+        0u8..4,
+        proptest::collection::vec(0usize..3, 0..3),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(image, processes, env, uses, domain, tls, port)| AppGen {
+            image,
+            processes,
+            env,
+            uses,
+            domain,
+            tls,
+            port,
+        })
 }
 
 fn tenant_gen() -> impl Strategy<Value = TenantGen> {
-    (0u8..3, 0u8..6, any::<bool>(), proptest::collection::vec(app_gen(), 1..3), proptest::collection::vec(0u8..2, 0..3))
-        .prop_map(|(host, state, tier, apps, services)| TenantGen { host, state, tier, apps, services })
+    (
+        0u8..3,
+        0u8..6,
+        any::<bool>(),
+        proptest::collection::vec(app_gen(), 1..3),
+        proptest::collection::vec(0u8..2, 0..3),
+    )
+        .prop_map(|(host, state, tier, apps, services)| TenantGen {
+            host,
+            state,
+            tier,
+            apps,
+            services,
+        })
 }
 
 fn fleet_gen() -> impl Strategy<Value = BTreeMap<u8, TenantGen>> {
@@ -73,17 +101,33 @@ fn tenant_yaml(id: &str, t: &TenantGen) -> String {
         5 => "state: purge\n",
         _ => "state: active\n",
     });
-    y.push_str(if t.tier { "tier: big\n" } else { "tier: small\n" });
+    y.push_str(if t.tier {
+        "tier: big\n"
+    } else {
+        "tier: small\n"
+    });
     let services: Vec<(String, &str)> = t
         .services
         .iter()
         .enumerate()
-        .map(|(i, k)| (format!("svc{i}"), if *k == 0 { "postgres" } else { "redis" }))
+        .map(|(i, k)| {
+            (
+                format!("svc{i}"),
+                if *k == 0 { "postgres" } else { "redis" },
+            )
+        })
         .collect();
     y.push_str("apps:\n");
     for (i, a) in t.apps.iter().enumerate() {
-        let name = if i == 0 { "web".to_string() } else { format!("app{i}") };
-        y.push_str(&format!("  {name}:\n    image: registry.example/app:{}\n", a.image));
+        let name = if i == 0 {
+            "web".to_string()
+        } else {
+            format!("app{i}")
+        };
+        y.push_str(&format!(
+            "  {name}:\n    image: registry.example/app:{}\n",
+            a.image
+        ));
         if let Some(p) = a.processes {
             y.push_str(&format!("    processes: {{ web: {p} }}\n"));
         }
@@ -145,7 +189,11 @@ fn secrets() -> BTreeMap<String, String> {
     BTreeMap::from([("openai".to_string(), "sk-generated-test".to_string())])
 }
 
-const OPTIONS: PlanOptions<'static> = PlanOptions { allow_destroys: true, allow_empty: true, baseline: None };
+const OPTIONS: PlanOptions<'static> = PlanOptions {
+    allow_destroys: true,
+    allow_empty: true,
+    baseline: None,
+};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]

@@ -4,9 +4,11 @@
 
 mod architecture;
 mod cli;
+mod dokku;
 mod invariants;
 mod plan;
 mod samples;
 mod schema;
+mod sshd;
 mod support;
 mod validate;

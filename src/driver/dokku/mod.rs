@@ -1,0 +1,510 @@
+//! The Dokku driver: observe a Dokku host in a few waves of batched reads, apply plan steps
+//! as Dokku commands over SSH.
+//!
+//! Pure pieces live in [`command`] (change → command lines, quoting) and [`parse`] (stdout →
+//! values); [`transport`] is the SSH connection. This file sequences them.
+//!
+//! Observation follows reference/dokku.md §14.2: a first wave (version, app list, global
+//! domains, service lists, berth's own records), then one wave with every all-app
+//! `:report --format json` plus the per-app reads Dokku has no all-app form for
+//! (`config:export`, `ps:scale`) and one `links` read per service — all in parallel on one
+//! connection. Hosts older than Dokku 0.38.21 (no JSON app list or formation) are refused with
+//! the version found.
+
+// Errors carry host, tenant, app, command and output on purpose: they are the message.
+#![allow(clippy::result_large_err)]
+
+pub mod command;
+pub mod parse;
+pub mod transport;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::join_all;
+
+use self::command::{RemoteCommand, STATE_APP, Tolerate};
+use self::transport::{Output, Transport, TransportError};
+use super::secrets::{MissingSecret, SecretProvider, generate};
+use crate::model::desired::{BERTH_TENANT_KEY, ConfigValue};
+use crate::model::live::{
+    HostRef, LiveDokku, LiveDokkuApp, LiveDokkuService, LiveHost, LiveValue, service_key,
+};
+use crate::model::{DokkuTarget, ServiceKind};
+use crate::plan::{Change, Step};
+
+/// Oldest Dokku with `apps:list --format json` and `ps:scale --format json`.
+pub const MIN_VERSION: (u32, u32, u32) = (0, 38, 21);
+
+/// Dokku driver failures. Messages name host, tenant, app and the (redacted) command.
+#[derive(Debug, thiserror::Error)]
+pub enum DokkuError {
+    /// SSH trouble.
+    #[error("SSH to Dokku host failed")]
+    Transport(#[source] TransportError),
+    /// A command exited non-zero.
+    #[error("`{command}` failed on `{host}` (tenant `{tenant}`{app}, exit {code}): {stderr_tail}", app = app.as_ref().map(|a| format!(", app `{a}`")).unwrap_or_default(), code = code.map_or("none".into(), |c| c.to_string()))]
+    Command {
+        /// Host.
+        host: HostRef,
+        /// Tenant of the step.
+        tenant: String,
+        /// App, when the command names one.
+        app: Option<String>,
+        /// The command, secrets redacted.
+        command: String,
+        /// Exit code (`None` = killed).
+        code: Option<i32>,
+        /// Last lines Dokku printed, secrets redacted.
+        stderr_tail: String,
+    },
+    /// The host runs a Dokku berth cannot drive.
+    #[error("Dokku on `{host}` is {found}; berth needs {}.{}.{} or newer", MIN_VERSION.0, MIN_VERSION.1, MIN_VERSION.2)]
+    UnsupportedVersion {
+        /// Host.
+        host: HostRef,
+        /// Version found.
+        found: String,
+    },
+    /// Output berth could not read.
+    #[error("cannot read the output of `{command}` on `{host}`")]
+    Parse {
+        /// Host.
+        host: HostRef,
+        /// Command.
+        command: String,
+        /// What was expected.
+        #[source]
+        source: parse::ParseError,
+    },
+    /// A secret reference without a value.
+    #[error("cannot resolve config for tenant `{tenant}` on `{host}`")]
+    Secret {
+        /// Host.
+        host: HostRef,
+        /// Tenant.
+        tenant: String,
+        /// Which secret.
+        #[source]
+        source: MissingSecret,
+    },
+    /// A change that cannot be sent safely, or is not a Dokku change.
+    #[error("cannot build the Dokku command for tenant `{tenant}` on `{host}`")]
+    Build {
+        /// Host.
+        host: HostRef,
+        /// Tenant.
+        tenant: String,
+        /// Why.
+        #[source]
+        source: command::CommandError,
+    },
+    /// Apps were created or destroyed while the host was being read.
+    #[error("apps on `{host}` changed while they were being read")]
+    ScanRace {
+        /// Host.
+        host: HostRef,
+    },
+}
+
+impl DokkuError {
+    /// Transient failures are retried with backoff; permanent ones are not.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DokkuError::Transport(t) => t.is_transient(),
+            DokkuError::Command { code, .. } => matches!(code, None | Some(255)),
+            DokkuError::ScanRace { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// A connected Dokku host.
+pub struct DokkuDriver {
+    transport: Transport,
+    secrets: SecretProvider,
+    /// Mutations of one app are serialised (Dokku rewrites config files without locking).
+    app_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn read(words: &[&str]) -> RemoteCommand {
+    // Scan commands are fixed words and validated names; they always build.
+    command::command(words).unwrap_or_else(|_| RemoteCommand {
+        wire: words.iter().map(|w| command::quote(w)).collect(),
+        display: words.join(" "),
+        tolerate: Tolerate::Nothing,
+    })
+}
+
+impl DokkuDriver {
+    /// Connect to a Dokku host.
+    ///
+    /// # Errors
+    /// When the SSH connection cannot be made or the host key does not match.
+    pub async fn connect(
+        host: &HostRef,
+        target: &DokkuTarget,
+        secrets: SecretProvider,
+    ) -> Result<Self, DokkuError> {
+        let transport = Transport::connect(host, target)
+            .await
+            .map_err(DokkuError::Transport)?;
+        Ok(DokkuDriver {
+            transport,
+            secrets,
+            app_locks: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The host.
+    #[must_use]
+    pub fn host(&self) -> &HostRef {
+        self.transport.host()
+    }
+
+    async fn run_read(&self, command: &RemoteCommand) -> Result<Output, DokkuError> {
+        self.transport
+            .run(command)
+            .await
+            .map_err(DokkuError::Transport)
+    }
+
+    fn parse_error(&self, command: &RemoteCommand, source: parse::ParseError) -> DokkuError {
+        DokkuError::Parse {
+            host: self.host().clone(),
+            command: command.display.clone(),
+            source,
+        }
+    }
+
+    /// Read the whole host. Retries once when apps change mid-scan.
+    ///
+    /// # Errors
+    /// Transport failures, unsupported versions, unreadable output.
+    pub async fn observe(&self) -> Result<LiveHost, DokkuError> {
+        match self.scan().await {
+            Err(DokkuError::ScanRace { .. }) => self.scan().await,
+            other => other,
+        }
+    }
+
+    #[allow(clippy::too_many_lines)]
+    async fn scan(&self) -> Result<LiveHost, DokkuError> {
+        let first = [
+            read(&["version"]),
+            read(&["apps:list", "--format", "json"]),
+            read(&["domains:report", "--global", "--format", "json"]),
+            read(&["--quiet", "postgres:list"]),
+            read(&["--quiet", "redis:list"]),
+            read(&["config:export", "--format", "json", STATE_APP]),
+        ];
+        let results = join_all(first.iter().map(|c| self.run_read(c))).await;
+        let mut results = results.into_iter();
+        let mut next = || {
+            results
+                .next()
+                .unwrap_or_else(|| unreachable!("one result per command"))
+        };
+        let version_out = next()?;
+        let version =
+            parse::version(&version_out.stdout).map_err(|e| self.parse_error(&first[0], e))?;
+        if version < MIN_VERSION {
+            return Err(DokkuError::UnsupportedVersion {
+                host: self.host().clone(),
+                found: format!("{}.{}.{}", version.0, version.1, version.2),
+            });
+        }
+        let apps_out = next()?;
+        let all_apps = parse::json_string_list(&apps_out.stdout)
+            .map_err(|e| self.parse_error(&first[1], e))?;
+        let global = next()?;
+        let global =
+            parse::json_report_lines(&global.stdout).map_err(|e| self.parse_error(&first[2], e))?;
+        let global_domains: Vec<String> = global
+            .first()
+            .and_then(|g| parse::lookup(g, "domains", "global-vhosts"))
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut service_names: Vec<(ServiceKind, String)> = Vec::new();
+        for kind in [ServiceKind::Postgres, ServiceKind::Redis] {
+            let out = next()?;
+            // A missing plugin answers "not a dokku command" (exit 1): no services of it.
+            if out.code == Some(0) {
+                service_names.extend(
+                    parse::name_lines(&out.stdout)
+                        .into_iter()
+                        .map(|n| (kind, n)),
+                );
+            }
+        }
+        let registry_out = next()?;
+        let registry = if registry_out.code == Some(0) {
+            parse::config_export(&registry_out.stdout)
+                .map_err(|e| self.parse_error(&first[5], e))?
+        } else {
+            BTreeMap::new()
+        };
+
+        let apps: Vec<&String> = all_apps.iter().filter(|a| *a != STATE_APP).collect();
+        let mut second = Vec::new();
+        if !all_apps.is_empty() {
+            for report in [
+                "apps:report",
+                "domains:report",
+                "resource:report",
+                "storage:report",
+                "letsencrypt:report",
+            ] {
+                second.push(read(&[report, "--format", "json"]));
+            }
+        }
+        for app in &apps {
+            second.push(read(&["config:export", "--format", "json", app]));
+            second.push(read(&["ps:scale", app, "--format", "json"]));
+        }
+        for (kind, name) in &service_names {
+            let word = format!("{}:links", crate::model::live::service_kind_word(*kind));
+            second.push(read(&[&word, name]));
+        }
+        let outputs = join_all(second.iter().map(|c| self.run_read(c))).await;
+        let mut outputs: Vec<Output> = outputs.into_iter().collect::<Result<_, _>>()?;
+        let mut idx = 0;
+        let mut take = || {
+            let o = std::mem::replace(
+                &mut outputs[idx],
+                Output {
+                    code: None,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                },
+            );
+            idx += 1;
+            o
+        };
+        let mut reports: Vec<Vec<BTreeMap<String, String>>> = Vec::new();
+        if !all_apps.is_empty() {
+            for report_command in &second[..5] {
+                let out = take();
+                let lines = if out.code == Some(0) {
+                    parse::json_report_lines(&out.stdout)
+                        .map_err(|e| self.parse_error(report_command, e))?
+                } else {
+                    Vec::new()
+                };
+                reports.push(lines);
+            }
+            // All-app reports carry no app name: attribute by position, checked against the
+            // app report's `dir` (reference/dokku.md §14.1).
+            let app_reports = &reports[0];
+            let aligned = app_reports.len() == all_apps.len()
+                && app_reports.iter().zip(&all_apps).all(|(r, name)| {
+                    parse::lookup(r, "app", "dir")
+                        .is_none_or(|dir| dir.rsplit('/').next() == Some(name.as_str()))
+                });
+            let others_aligned = reports[1..4].iter().all(|r| r.len() == all_apps.len());
+            if !aligned || !others_aligned {
+                return Err(DokkuError::ScanRace {
+                    host: self.host().clone(),
+                });
+            }
+        }
+        let position = |name: &str| all_apps.iter().position(|a| a == name);
+        let field = |report: usize, app: &str, plugin: &str, key: &str| -> Option<String> {
+            let i = position(app)?;
+            reports
+                .get(report)?
+                .get(i)
+                .and_then(|r| parse::lookup(r, plugin, key))
+                .map(str::to_string)
+        };
+        let mut live = LiveDokku {
+            version: Some(format!("{}.{}.{}", version.0, version.1, version.2)),
+            global_domains,
+            ..LiveDokku::default()
+        };
+        for app in &apps {
+            let config_out = take();
+            let scale_out = take();
+            let config = if config_out.code == Some(0) {
+                parse::config_export(&config_out.stdout)
+                    .map_err(|e| self.parse_error(&read(&["config:export", app]), e))?
+            } else {
+                // Destroyed since the app list was read.
+                return Err(DokkuError::ScanRace {
+                    host: self.host().clone(),
+                });
+            };
+            let processes = parse::scale(&scale_out.stdout)
+                .map_err(|e| self.parse_error(&read(&["ps:scale", app]), e))?;
+            let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+            live.apps.insert(
+                (*app).clone(),
+                LiveDokkuApp {
+                    owner: config.get(BERTH_TENANT_KEY).cloned(),
+                    config: config.into_iter().map(|(k, v)| (k, LiveValue(v))).collect(),
+                    domains: field(1, app, "domains", "app-vhosts")
+                        .map(|v| v.split_whitespace().map(str::to_string).collect())
+                        .unwrap_or_default(),
+                    processes,
+                    image: nonempty(field(0, app, "app", "deploy-source-metadata")),
+                    memory: nonempty(field(2, app, "resource", "_default_.limit.memory")),
+                    cpus: nonempty(field(2, app, "resource", "_default_.limit.cpu")),
+                    storage: field(3, app, "storage", "deploy-mounts")
+                        .map(|m| parse::mounts(&m))
+                        .unwrap_or_default(),
+                    tls: field(4, app, "letsencrypt", "active").as_deref() == Some("true"),
+                },
+            );
+        }
+        for (kind, name) in service_names {
+            let links_out = take();
+            let owner = registry.get(&command::registry_key(kind, &name)).cloned();
+            live.services.insert(
+                service_key(kind, &name),
+                LiveDokkuService {
+                    kind,
+                    name,
+                    owner,
+                    links: parse::name_lines(&links_out.stdout),
+                    image: None,
+                },
+            );
+        }
+        Ok(LiveHost {
+            dokku: live,
+            ..LiveHost::default()
+        })
+    }
+
+    fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .app_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(app.to_string()).or_default().clone()
+    }
+
+    /// Apply one step.
+    ///
+    /// # Errors
+    /// The first command that fails, with the tail of what Dokku printed.
+    pub async fn apply(&self, step: &Step) -> Result<(), DokkuError> {
+        let host = self.host().clone();
+        let mut values = BTreeMap::new();
+        if let Change::SetConfig { changes, .. } = &step.change {
+            for c in changes {
+                let value = match &c.new {
+                    ConfigValue::Literal { value } => value.clone(),
+                    // The plan asks for a value only when the app has none: make it here.
+                    ConfigValue::Generate { length } => generate(*length),
+                    ConfigValue::Secret { name } => {
+                        self.secrets
+                            .get(name)
+                            .map_err(|source| DokkuError::Secret {
+                                host: host.clone(),
+                                tenant: step.tenant.clone(),
+                                source,
+                            })?
+                    }
+                    ConfigValue::Derived { .. } => {
+                        return Err(DokkuError::Build {
+                            host,
+                            tenant: step.tenant.clone(),
+                            source: command::CommandError::NotDokku {
+                                kind: "derived-config",
+                            },
+                        });
+                    }
+                };
+                values.insert(c.key.clone(), value);
+            }
+        }
+        let commands = command::build(&step.change, &step.tenant, &values).map_err(|source| {
+            DokkuError::Build {
+                host: host.clone(),
+                tenant: step.tenant.clone(),
+                source,
+            }
+        })?;
+        let app = app_of(&step.change);
+        let lock = app.as_deref().map(|a| self.app_lock(a));
+        let _guard = match &lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        for cmd in &commands {
+            let out = self
+                .transport
+                .run(cmd)
+                .await
+                .map_err(DokkuError::Transport)?;
+            if out.code == Some(0) {
+                continue;
+            }
+            let said = format!("{}\n{}", out.stderr, out.stdout);
+            let tolerated = match cmd.tolerate {
+                Tolerate::NoChanges => said.contains("No changes detected"),
+                Tolerate::AlreadyExists => said.contains("Name is already taken"),
+                Tolerate::Nothing => false,
+            };
+            if tolerated {
+                continue;
+            }
+            let mut tail = parse::tail(
+                if out.stderr.trim().is_empty() {
+                    &out.stdout
+                } else {
+                    &out.stderr
+                },
+                5,
+            );
+            for value in values.values().filter(|v| v.len() >= 4) {
+                tail = tail.replace(value.as_str(), "<redacted>");
+            }
+            return Err(DokkuError::Command {
+                host,
+                tenant: step.tenant.clone(),
+                app,
+                command: cmd.display.clone(),
+                code: out.code,
+                stderr_tail: tail,
+            });
+        }
+        Ok(())
+    }
+
+    /// Run a read-only command on the host (status, leases).
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn run(&self, command: &RemoteCommand) -> Result<Output, DokkuError> {
+        self.run_read(command).await
+    }
+
+    /// Close the connection.
+    pub async fn close(self) {
+        self.transport.close().await;
+    }
+}
+
+fn app_of(change: &Change) -> Option<String> {
+    match change {
+        Change::CreateApp { app }
+        | Change::SetConfig { app, .. }
+        | Change::UnsetConfig { app, .. }
+        | Change::SetDomains { app, .. }
+        | Change::DeployImage { app, .. }
+        | Change::Scale { app, .. }
+        | Change::SetLimits { app, .. }
+        | Change::MountStorage { app, .. }
+        | Change::UnmountStorage { app, .. }
+        | Change::Restart { app }
+        | Change::LinkService { app, .. }
+        | Change::UnlinkService { app, .. }
+        | Change::EnableTls { app }
+        | Change::DisableTls { app }
+        | Change::DestroyApp { app } => Some(app.clone()),
+        _ => None,
+    }
+}

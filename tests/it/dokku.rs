@@ -1,0 +1,526 @@
+//! The Dokku driver over real SSH against the simulator (tests/it/sshd.rs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
+
+use berth::driver::dokku::DokkuDriver;
+use berth::driver::secrets::SecretProvider;
+use berth::execute::{AnyDriver, Drivers, ExecOptions, Report, Silent, execute, observe_all};
+use berth::model::desired::{self, Desired};
+use berth::model::live::HostRef;
+use berth::model::{Fleet, HostTarget};
+use berth::plan::{Cause, Plan, PlanOptions, plan};
+
+use crate::sshd::DokkuHost;
+use crate::support::Repo;
+
+const SECRET: &str = "sk-live-Dokku-TEST-5e3b";
+
+fn env_file(host: &DokkuHost) -> String {
+    format!(
+        "version: 1\ndomain: example.app\nhosts:\n{}tiers:\n  starter: {{ processes: {{ web: 1 }}, memory: 512M, cpus: 0.5 }}\n  pro: {{ processes: {{ web: 2, worker: 1 }}, memory: 1G, cpus: 1 }}\npolicy: {{ max-destroys: 10 }}\nsecrets: {{ provider: env, names: [openai] }}\n",
+        host.env_host("dokku-1")
+    )
+}
+
+const ACME: &str = "\
+environment: prod
+tier: pro
+apps:
+  web:
+    image: registry.example.app/app:1.4.2
+    domains: [acme.example.app, www.acme.example]
+    tls: true
+    env:
+      LOG_LEVEL: info
+      SECRET_KEY: { generate: 32 }
+      OPENAI_KEY: { secret: openai }
+    uses: [db, cache]
+    storage: [{ volume: uploads, path: /app/uploads }]
+services:
+  db: { kind: postgres }
+  cache: { kind: redis }
+";
+
+const BOLT: &str = "\
+environment: prod
+tier: starter
+apps:
+  web:
+    image: registry.example.app/app:1.4.2
+    uses: [db]
+services:
+  db: { kind: postgres, image: postgres:16 }
+";
+
+struct Rig {
+    host: DokkuHost,
+    repo: Repo,
+}
+
+impl Rig {
+    fn start() -> Option<Rig> {
+        let host = DokkuHost::start()?;
+        let repo = Repo::new();
+        repo.write("environments/prod.yaml", &env_file(&host));
+        Some(Rig { host, repo })
+    }
+
+    fn tenant(&self, id: &str, text: &str) {
+        self.repo.write(&format!("tenants/{id}.yaml"), text);
+    }
+
+    fn fleet(&self) -> Fleet {
+        let sources = berth::repo::load_dir(self.repo.path()).unwrap();
+        let (fleet, diags) = berth::validate::validate(&sources);
+        fleet.unwrap_or_else(|| panic!("{diags:?}"))
+    }
+
+    async fn drivers(&self) -> Drivers {
+        let fleet = self.fleet();
+        let HostTarget::Dokku(target) = &fleet.environments["prod"].hosts["dokku-1"].target else {
+            panic!("dokku host")
+        };
+        let secrets =
+            SecretProvider::Map(BTreeMap::from([("openai".to_string(), SECRET.to_string())]));
+        let host = HostRef::new("prod", "dokku-1");
+        let driver = DokkuDriver::connect(&host, target, secrets)
+            .await
+            .expect("connect");
+        Drivers {
+            hosts: BTreeMap::from([(host, AnyDriver::Dokku(driver))]),
+        }
+    }
+
+    fn baseline(&self) -> Desired {
+        let fleet = self.fleet();
+        desired::compile(
+            &fleet,
+            &desired::place(&fleet, &berth::model::live::Live::default()),
+        )
+    }
+}
+
+async fn plan_now(fleet: &Fleet, drivers: &Drivers, baseline: Option<&Desired>) -> Plan {
+    let live = observe_all(drivers)
+        .await
+        .map_err(|(h, e)| format!("{h}: {}", e.chain()))
+        .unwrap();
+    plan(
+        fleet,
+        &live,
+        &PlanOptions {
+            allow_destroys: true,
+            allow_empty: false,
+            baseline,
+        },
+    )
+}
+
+async fn apply(plan: &Plan, drivers: &Drivers) -> Report {
+    let options = ExecOptions {
+        attempts: 1,
+        ..ExecOptions::default()
+    };
+    execute(
+        plan,
+        drivers,
+        &options,
+        &Silent,
+        &AtomicBool::new(false),
+        &BTreeSet::new(),
+    )
+    .await
+}
+
+/// Apply until converged, asserting the second plan is empty.
+async fn converge(rig: &Rig, drivers: &Drivers) -> Plan {
+    let fleet = rig.fleet();
+    let first = plan_now(&fleet, drivers, None).await;
+    assert!(first.refusals.is_empty(), "{:?}", first.refusals);
+    let report = apply(&first, drivers).await;
+    assert!(report.success(), "{:?}", report.outcomes);
+    let again = plan_now(&fleet, drivers, None).await;
+    assert!(
+        again.steps.is_empty(),
+        "plan after apply:\n{}",
+        berth::output::plan::render_text(&again, false)
+    );
+    first
+}
+
+fn kinds(plan: &Plan) -> Vec<&'static str> {
+    plan.steps.iter().map(|s| s.change.kind_name()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_applies_from_empty_then_plans_empty() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("acme", ACME);
+    rig.tenant("bolt", BOLT);
+    let drivers = rig.drivers().await;
+    let first = converge(&rig, &drivers).await;
+    let kinds: BTreeSet<&str> = kinds(&first).into_iter().collect();
+    for k in [
+        "create-app",
+        "set-config",
+        "set-domains",
+        "create-service",
+        "link-service",
+        "mount-storage",
+        "set-limits",
+        "deploy-image",
+        "scale",
+        "enable-tls",
+    ] {
+        assert!(kinds.contains(k), "missing {k} in {kinds:?}");
+    }
+    let state = rig.host.state();
+    let web = &state["apps"]["acme-web"];
+    assert_eq!(web["env"]["OPENAI_KEY"], SECRET);
+    assert_eq!(web["env"]["SECRET_KEY"].as_str().unwrap().len(), 32);
+    assert_eq!(web["env"]["BERTH_TENANT"], "acme");
+    assert_eq!(web["scale"]["worker"], 1);
+    assert_eq!(web["limits"]["_default_.limit.memory"], "1024m");
+    assert_eq!(web["letsencrypt"], true);
+    assert_eq!(web["source_image"], "registry.example.app/app:1.4.2");
+    assert!(
+        state["services"]["postgres:acme-db"]["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "acme-web")
+    );
+    assert_eq!(state["services"]["postgres:bolt-db"]["version"], "16");
+    // A second apply changes nothing: no mutating command is sent.
+    rig.host.clear_log();
+    let noop = plan_now(&rig.fleet(), &drivers, None).await;
+    assert!(noop.steps.is_empty());
+    let mutations: Vec<_> = rig
+        .host
+        .commands()
+        .into_iter()
+        .filter(|c| !is_read(c))
+        .collect();
+    assert!(mutations.is_empty(), "{mutations:?}");
+}
+
+fn is_read(argv: &[String]) -> bool {
+    let word = argv
+        .iter()
+        .find(|w| !w.starts_with("--"))
+        .cloned()
+        .unwrap_or_default();
+    word == "version"
+        || word.ends_with(":report")
+        || word.ends_with(":list")
+        || word.ends_with(":export")
+        || word.ends_with(":links")
+        || (word == "ps:scale" && argv.iter().any(|a| a == "json"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_change_kind_alone_converges() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("acme", ACME);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    // Each edit builds on the previous one, so every plan holds exactly one kind of change.
+    let edits: [(&str, &str, &str, &[&str]); 7] = [
+        ("image", "app:1.4.2", "app:1.5.0", &["deploy-image"]),
+        (
+            "env",
+            "LOG_LEVEL: info",
+            "LOG_LEVEL: debug",
+            &["set-config", "restart"],
+        ),
+        (
+            "tier",
+            "tier: pro",
+            "tier: starter",
+            &["set-limits", "scale"],
+        ),
+        (
+            "domains",
+            "www.acme.example",
+            "shop.acme.example",
+            &["set-domains"],
+        ),
+        ("tls", "tls: true", "tls: false", &["disable-tls"]),
+        (
+            "unlink",
+            "uses: [db, cache]",
+            "uses: [db]",
+            &["unlink-service"],
+        ),
+        (
+            "suspend",
+            "tier: starter",
+            "state: suspended\ntier: starter",
+            &["scale"],
+        ),
+    ];
+    let mut text = ACME.to_string();
+    for (what, from, to, expect) in edits {
+        assert!(text.contains(from), "{what}");
+        text = text.replace(from, to);
+        rig.tenant("acme", &text);
+        let plan = converge(&rig, &drivers).await;
+        let got = kinds(&plan);
+        for k in expect {
+            assert!(got.contains(k), "{what}: expected {k} in {got:?}");
+        }
+        assert!(
+            !got.contains(&"deploy-image") || what == "image",
+            "{what}: unexpected deploy in {got:?}"
+        );
+    }
+    let state = rig.host.state();
+    assert!(
+        state["apps"]["acme-web"]["scale"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|n| n == 0),
+        "suspended"
+    );
+    assert!(
+        state["services"]["postgres:acme-db"].is_object(),
+        "data kept"
+    );
+    // Purge destroys the app and, only now, the data.
+    rig.tenant("acme", &text.replace("state: suspended", "state: purge"));
+    let plan = converge(&rig, &drivers).await;
+    assert!(kinds(&plan).contains(&"destroy-service"));
+    let state = rig.host.state();
+    assert!(
+        state["apps"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|a| a == "berth-state")
+    );
+    assert!(state["services"].as_object().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_made_drift_is_detected_and_healed() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("acme", ACME);
+    rig.tenant("bolt", BOLT);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    for cmd in [
+        "config:set acme-web LOG_LEVEL=trace",
+        "ps:scale acme-web web=5",
+        "domains:add acme-web evil.example",
+        "postgres:unlink acme-db acme-web",
+        "--force apps:destroy bolt-web",
+    ] {
+        let out = rig.host.ssh(cmd);
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let baseline = rig.baseline();
+    let drift = plan_now(&rig.fleet(), &drivers, Some(&baseline)).await;
+    assert!(!drift.steps.is_empty());
+    for step in &drift.steps {
+        assert_eq!(
+            step.cause,
+            Cause::Drift,
+            "{:?} should be drift",
+            step.change
+        );
+    }
+    let text = berth::output::plan::render_text(&drift, false);
+    for needle in [
+        "LOG_LEVEL",
+        "scale app acme-web",
+        "domains of app acme-web",
+        "link postgres acme-db",
+        "+ app bolt-web",
+    ] {
+        assert!(text.contains(needle), "{needle} missing in\n{text}");
+    }
+    let report = apply(&drift, &drivers).await;
+    assert!(report.success(), "{:?}", report.outcomes);
+    let again = plan_now(&rig.fleet(), &drivers, None).await;
+    assert!(
+        again.steps.is_empty(),
+        "{}",
+        berth::output::plan::render_text(&again, false)
+    );
+    assert_eq!(
+        rig.host.state()["apps"]["acme-web"]["env"]["LOG_LEVEL"],
+        "info"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_values_arrive_byte_exact_and_stay_out_of_argv() {
+    let Some(rig) = Rig::start() else { return };
+    let values = [
+        ("QUOTES", "it's a \"quoted\" 'value'"),
+        ("SPACES", "  two  spaces  "),
+        ("NEWLINE", "line one\nline two"),
+        ("SUBST", "$(touch /tmp/berth-pwned) and `id`"),
+        ("SEMI", "a; rm -rf / ; b"),
+        ("UNICODE", "Zürich ☃ 東京"),
+        ("FLAGLIKE", "-n"),
+    ];
+    let mut env = String::new();
+    for (k, v) in values {
+        env.push_str(&format!(
+            "      {k}: {}\n",
+            serde_json::to_string(v).unwrap()
+        ));
+    }
+    rig.tenant("acme", &format!("environment: prod\napps:\n  web:\n    image: registry.example.app/app:1.4.2\n    env:\n{env}"));
+    let drivers = rig.drivers().await;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = std::process::Command::new("ps")
+                    .args(["-eo", "args"])
+                    .output()
+                    .unwrap();
+                seen.push(String::from_utf8_lossy(&out.stdout).into_owned());
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            seen
+        })
+    };
+    converge(&rig, &drivers).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let snapshots = watcher.join().unwrap();
+    let state = rig.host.state();
+    for (k, v) in values {
+        assert_eq!(
+            state["apps"]["acme-web"]["env"][k], v,
+            "{k} arrived altered"
+        );
+    }
+    assert!(
+        !std::path::Path::new("/tmp/berth-pwned").exists(),
+        "a value was executed"
+    );
+    let log = std::fs::read_to_string(rig.host.state_dir().join("commands.log")).unwrap();
+    for (k, v) in values.iter().filter(|(_, v)| v.len() > 3) {
+        assert!(!log.contains(v), "{k} appears in the remote argv log");
+        for ps in &snapshots {
+            assert!(!ps.contains(v), "{k} appears in `ps` output");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_host_key_is_refused() {
+    let Some(rig) = Rig::start() else { return };
+    let other = tempfile::tempdir().unwrap();
+    let key = other.path().join("k");
+    std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", ""])
+        .arg("-f")
+        .arg(&key)
+        .status()
+        .unwrap();
+    let wrong = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let wrong: Vec<&str> = wrong.split_whitespace().take(2).collect();
+    let env = env_file(&rig.host).replace(&rig.host.host_key, &wrong.join(" "));
+    rig.repo.write("environments/prod.yaml", &env);
+    let fleet = rig.fleet();
+    let HostTarget::Dokku(target) = &fleet.environments["prod"].hosts["dokku-1"].target else {
+        panic!()
+    };
+    let err = DokkuDriver::connect(
+        &HostRef::new("prod", "dokku-1"),
+        target,
+        SecretProvider::None,
+    )
+    .await
+    .err()
+    .expect("refused");
+    let text = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    assert!(
+        text.contains("does not match the pinned `host-key`"),
+        "{text}"
+    );
+    assert!(!err.is_transient());
+    assert!(
+        rig.host.commands().is_empty(),
+        "no command ran on a host with the wrong key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connection_is_a_clear_error_and_a_rerun_converges() {
+    let Some(mut rig) = Rig::start() else { return };
+    rig.tenant("acme", ACME);
+    let fleet = rig.fleet();
+    let drivers = rig.drivers().await;
+    let first = plan_now(&fleet, &drivers, None).await;
+    // Apply the first few steps, then cut the connection.
+    let head = Plan {
+        steps: first.steps[..4].to_vec(),
+        ..first.clone()
+    };
+    assert!(apply(&head, &drivers).await.success());
+    rig.host.stop();
+    let report = apply(&first, &drivers).await;
+    let failed: Vec<_> = report
+        .outcomes
+        .values()
+        .filter(|o| matches!(o, berth::execute::Outcome::Failed { .. }))
+        .collect();
+    assert!(!failed.is_empty());
+    let berth::execute::Outcome::Failed { error, .. } = failed[0] else {
+        unreachable!()
+    };
+    assert!(
+        error.contains("prod/dokku-1"),
+        "the error names the host: {error}"
+    );
+    rig.host.restart();
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_dokku_is_refused_with_the_version_found() {
+    let Some(rig) = Rig::start() else { return };
+    let mut state = rig.host.state();
+    state["version"] = "0.37.5".into();
+    rig.host.write_state(&state);
+    let drivers = rig.drivers().await;
+    let err = observe_all(&drivers).await.expect_err("refused").1;
+    let text = err.chain();
+    assert!(
+        text.contains("0.37.5") && text.contains("0.38.21"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_costs_eleven_commands_plus_two_per_app_and_one_per_service() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("acme", ACME);
+    rig.tenant("bolt", BOLT);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    rig.host.clear_log();
+    let _ = observe_all(&drivers).await.unwrap();
+    // 2 apps + berth-state; 3 services.
+    let n = rig.host.commands().len();
+    assert_eq!(n, 6 + 5 + 2 * 2 + 3, "{:?}", rig.host.commands());
+}

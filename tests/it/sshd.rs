@@ -1,0 +1,323 @@
+//! A real OpenSSH server on loopback with the Dokku simulator as its forced command, set up
+//! exactly as Dokku's sshcommand does (reference/dokku.md §1.1, §16): an `authorized_keys`
+//! line `command="FINGERPRINT=… NAME=\"admin\" \`cat …/.sshcommand\` $SSH_ORIGINAL_COMMAND",…`.
+//!
+//! Each host gets a fresh host key and client key. sshd is Debian's `openssh-server`
+//! (installed by scripts/test.sh). Locally the tests skip with a printed reason when sshd is
+//! absent; under CI (`CI` set) a missing sshd is a failure, never a skip.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running sshd + simulator.
+pub struct DokkuHost {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub port: u16,
+    /// `ssh-ed25519 AAAA…` of the server.
+    pub host_key: String,
+    pub client_key: PathBuf,
+    pub user: String,
+}
+
+fn sshd_path() -> Option<PathBuf> {
+    ["/usr/sbin/sshd", "/usr/local/sbin/sshd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Path of the simulator binary, built on demand (`cargo test --test it` alone does not build
+/// examples).
+pub fn simulator() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/it-… → target/<profile>/examples/dokku-sim
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let sim = profile_dir.join("examples").join("dokku-sim");
+    if !sim.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--example", "dokku-sim"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the Dokku simulator failed");
+    }
+    sim
+}
+
+fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", ""])
+        .arg("-f")
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(status.success());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl DokkuHost {
+    /// Start a host, or `None` (with the reason printed) when sshd is not installed locally.
+    pub fn start() -> Option<DokkuHost> {
+        let Some(sshd) = sshd_path() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "sshd is missing in CI: scripts/test.sh must install openssh-server"
+            );
+            eprintln!(
+                "skipping: sshd is not installed (run scripts/test.sh to install openssh-server)"
+            );
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("berth-dokku-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path().to_path_buf();
+        let d = d.as_path();
+        std::fs::create_dir_all(d.join("state")).unwrap();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("client_key"));
+        let host_key = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
+        let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+        let client_pub = std::fs::read_to_string(d.join("client_key.pub")).unwrap();
+        let fingerprint = String::from_utf8(
+            Command::new("ssh-keygen")
+                .arg("-lf")
+                .arg(d.join("client_key.pub"))
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let fingerprint = fingerprint
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("SHA256:unknown")
+            .to_string();
+        std::fs::write(
+            d.join(".sshcommand"),
+            format!("{}\n", simulator().display()),
+        )
+        .unwrap();
+        // Exactly the shape `sshcommand acl-add` writes (reference/dokku.md §1.1).
+        let line = format!(
+            "command=\"FINGERPRINT={fingerprint} NAME=\\\"admin\\\" `cat {}` $SSH_ORIGINAL_COMMAND\",no-agent-forwarding,no-user-rc,no-X11-forwarding,no-port-forwarding {}",
+            d.join(".sshcommand").display(),
+            client_pub.trim()
+        );
+        std::fs::write(d.join("authorized_keys"), format!("{line}\n")).unwrap();
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        // Global vhost and Let's Encrypt email, as a configured Dokku server has them.
+        std::fs::write(
+            d.join("state/state.json"),
+            r#"{"global_vhosts": ["dokku.test"], "letsencrypt_email": "ops@example.test"}"#,
+        )
+        .unwrap();
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let mut host = DokkuHost {
+            dir,
+            child: None,
+            port: free_port(),
+            host_key: host_key.join(" "),
+            client_key: d.join("client_key"),
+            user,
+        };
+        host.spawn(&sshd);
+        Some(host)
+    }
+
+    fn spawn(&mut self, sshd: &Path) {
+        let d = self.dir.path();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin yes\n\
+             StrictModes no\nUsePAM no\nMaxSessions 10\nMaxStartups 100:30:200\nSetEnv DOKKU_SIM_ROOT={d}/state\nLogLevel ERROR\n",
+            port = self.port,
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let log = std::fs::File::create(d.join("sshd.log")).unwrap();
+        let child = Command::new(sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("sshd starts");
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "sshd did not listen: {}",
+                std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kill sshd and every session it serves (a dropped connection). Only this server's
+    /// process tree is touched: other tests' servers keep running.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let tree = descendants(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            for pid in tree {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+
+    /// Start sshd again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn(&sshd_path().unwrap());
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The `hosts:` entry for an environment file.
+    pub fn env_host(&self, name: &str) -> String {
+        format!(
+            "  {name}:\n    dokku:\n      ssh: {}@127.0.0.1:{}\n      host-key: \"{}\"\n      identity: {}\n      timeout: 30\n",
+            self.user,
+            self.port,
+            self.host_key,
+            self.client_key.display()
+        )
+    }
+
+    /// Every command the simulator ran, as parsed argv.
+    pub fn commands(&self) -> Vec<Vec<String>> {
+        std::fs::read_to_string(self.state_dir().join("commands.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["argv"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    pub fn clear_log(&self) {
+        let _ = std::fs::remove_file(self.state_dir().join("commands.log"));
+    }
+
+    pub fn set_latency(&self, ms: u64) {
+        std::fs::write(self.state_dir().join("latency_ms"), ms.to_string()).unwrap();
+    }
+
+    /// The simulator's state file, parsed.
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.state_dir().join("state.json")).unwrap())
+            .unwrap()
+    }
+
+    pub fn write_state(&self, state: &serde_json::Value) {
+        std::fs::write(
+            self.state_dir().join("state.json"),
+            serde_json::to_string(state).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Run a Dokku command with the ssh CLI, as an operator would by hand.
+    pub fn ssh(&self, command: &str) -> Output {
+        let d = self.dir.path();
+        let known = d.join("known_hosts_cli");
+        std::fs::write(
+            &known,
+            format!("[127.0.0.1]:{} {}\n", self.port, self.host_key),
+        )
+        .unwrap();
+        Command::new("ssh")
+            .args([
+                "-F",
+                "/dev/null",
+                "-T",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known.display()))
+            .arg("-i")
+            .arg(&self.client_key)
+            .args(["-p", &self.port.to_string()])
+            .arg("--")
+            .arg(format!("{}@127.0.0.1", self.user))
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+/// Every process below `root` in the process tree.
+fn descendants(root: u32) -> Vec<u32> {
+    let out = Command::new("ps")
+        .args(["-eo", "pid=,ppid="])
+        .output()
+        .unwrap();
+    let pairs: Vec<(u32, u32)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            pairs
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+impl Drop for DokkuHost {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
