@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
+use crate::driver::docker::{DockerDriver, DockerError};
 use crate::driver::dokku::{DokkuDriver, DokkuError};
 use crate::driver::memory::{self, MemoryError};
 use crate::model::live::{HostRef, Live, LiveHost};
@@ -31,6 +32,8 @@ pub enum AnyDriver {
     ),
     /// A Dokku host over SSH.
     Dokku(DokkuDriver),
+    /// A Docker Engine.
+    Docker(DockerDriver),
 }
 
 /// A driver failure, whichever driver.
@@ -42,6 +45,9 @@ pub enum DriverError {
     /// Dokku driver.
     #[error("Dokku driver failed")]
     Dokku(#[source] DokkuError),
+    /// Docker driver.
+    #[error("Docker driver failed")]
+    Docker(#[source] DockerError),
     /// No driver is connected for the step's host.
     #[error("no driver for host `{host}`")]
     NoDriver {
@@ -56,6 +62,7 @@ impl DriverError {
     pub fn is_transient(&self) -> bool {
         match self {
             DriverError::Dokku(e) => e.is_transient(),
+            DriverError::Docker(e) => e.is_transient(),
             DriverError::Memory(_) | DriverError::NoDriver { .. } => false,
         }
     }
@@ -88,6 +95,7 @@ impl AnyDriver {
                 .cloned()
                 .unwrap_or_default()),
             AnyDriver::Dokku(d) => d.observe().await.map_err(DriverError::Dokku),
+            AnyDriver::Docker(d) => d.observe().await.map_err(DriverError::Docker),
         }
     }
 
@@ -105,6 +113,7 @@ impl AnyDriver {
                 memory::apply_step(step, &mut *live.lock().await, &map).map_err(DriverError::Memory)
             }
             AnyDriver::Dokku(d) => d.apply(step).await.map_err(DriverError::Dokku),
+            AnyDriver::Docker(d) => d.apply(step).await.map_err(DriverError::Docker),
         }
     }
 }

@@ -357,9 +357,9 @@ impl Change {
         )
     }
 
-    /// The object the step acts on, `app acme-web`.
+    /// The Dokku app the change acts on, when it acts on one (links included).
     #[must_use]
-    pub fn subject(&self) -> String {
+    pub fn app(&self) -> Option<&str> {
         match self {
             Change::CreateApp { app }
             | Change::SetConfig { app, .. }
@@ -371,9 +371,28 @@ impl Change {
             | Change::MountStorage { app, .. }
             | Change::UnmountStorage { app, .. }
             | Change::Restart { app }
+            | Change::LinkService { app, .. }
+            | Change::UnlinkService { app, .. }
             | Change::EnableTls { app }
             | Change::DisableTls { app }
-            | Change::DestroyApp { app } => format!("app {app}"),
+            | Change::DestroyApp { app } => Some(app),
+            _ => None,
+        }
+    }
+
+    /// The object the step acts on, `app acme-web`.
+    #[must_use]
+    pub fn subject(&self) -> String {
+        if let (Some(app), false) = (
+            self.app(),
+            matches!(
+                self,
+                Change::LinkService { .. } | Change::UnlinkService { .. }
+            ),
+        ) {
+            return format!("app {app}");
+        }
+        match self {
             Change::CreateService {
                 service_kind,
                 service,
@@ -402,6 +421,7 @@ impl Change {
             Change::StartContainer { container }
             | Change::StopContainer { container }
             | Change::RemoveContainer { container } => format!("container {container}"),
+            _ => format!("app {}", self.app().unwrap_or_default()),
         }
     }
 

@@ -173,13 +173,15 @@ fn log(root: &Path, words: &[String]) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let line = serde_json::json!({ "t": now, "argv": words }).to_string();
+    // One write per line: parallel commands append to the same file (O_APPEND keeps a single
+    // write whole).
+    let line = serde_json::json!({ "t": now, "argv": words }).to_string() + "\n";
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(root.join("commands.log"))
     {
-        let _ = writeln!(f, "{line}");
+        let _ = f.write_all(line.as_bytes());
     }
 }
 

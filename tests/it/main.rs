@@ -4,6 +4,8 @@
 
 mod architecture;
 mod cli;
+mod docker;
+mod dockerhost;
 mod dokku;
 mod invariants;
 mod plan;

@@ -125,10 +125,7 @@ impl DokkuHost {
             client_pub.trim()
         );
         std::fs::write(d.join("authorized_keys"), format!("{line}\n")).unwrap();
-        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_string();
+        let user = dokku_user(d);
         // Global vhost and Let's Encrypt email, as a configured Dokku server has them.
         std::fs::write(
             d.join("state/state.json"),
@@ -285,6 +282,53 @@ impl DokkuHost {
             .output()
             .unwrap()
     }
+}
+
+/// The login user for the forced command: a `dokku` user, as on a real Dokku server, created
+/// when the tests run as root (CI does); otherwise the current user. A dedicated user also
+/// keeps the runner's own shell start-up files (a slow `~/.bashrc`) out of every command.
+fn dokku_user(dir: &Path) -> String {
+    let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    if me != "root" {
+        return me;
+    }
+    let exists = Command::new("id")
+        .arg("dokku")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        let created = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/bash", "dokku"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        // Another test may have created it at the same moment.
+        let exists_now = Command::new("id")
+            .arg("dokku")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !created && !exists_now {
+            return me;
+        }
+    }
+    // A new account is locked (`!` password), which sshd refuses without PAM; `*` means "no
+    // password" as Dokku's own `adduser --disabled-password` leaves it.
+    let _ = Command::new("usermod").args(["-p", "*", "dokku"]).status();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _ = Command::new("chown")
+        .args(["-R", "dokku"])
+        .arg(dir.join("state"))
+        .status();
+    "dokku".to_string()
 }
 
 /// Every process below `root` in the process tree.

@@ -427,7 +427,7 @@ impl DokkuDriver {
                 source,
             }
         })?;
-        let app = app_of(&step.change);
+        let app = step.change.app().map(str::to_string);
         let lock = app.as_deref().map(|a| self.app_lock(a));
         let _guard = match &lock {
             Some(l) => Some(l.lock().await),
@@ -485,26 +485,5 @@ impl DokkuDriver {
     /// Close the connection.
     pub async fn close(self) {
         self.transport.close().await;
-    }
-}
-
-fn app_of(change: &Change) -> Option<String> {
-    match change {
-        Change::CreateApp { app }
-        | Change::SetConfig { app, .. }
-        | Change::UnsetConfig { app, .. }
-        | Change::SetDomains { app, .. }
-        | Change::DeployImage { app, .. }
-        | Change::Scale { app, .. }
-        | Change::SetLimits { app, .. }
-        | Change::MountStorage { app, .. }
-        | Change::UnmountStorage { app, .. }
-        | Change::Restart { app }
-        | Change::LinkService { app, .. }
-        | Change::UnlinkService { app, .. }
-        | Change::EnableTls { app }
-        | Change::DisableTls { app }
-        | Change::DestroyApp { app } => Some(app.clone()),
-        _ => None,
     }
 }

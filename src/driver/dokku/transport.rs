@@ -19,8 +19,9 @@ use super::command::RemoteCommand;
 use crate::model::DokkuTarget;
 use crate::model::live::HostRef;
 
-/// Most commands in flight on one connection (below sshd's default `MaxSessions` of 10).
-pub const MAX_CHANNELS: usize = 8;
+/// Most commands in flight on one connection: below sshd's default `MaxSessions` of 10, with
+/// room for sessions the server is still closing.
+pub const MAX_CHANNELS: usize = 6;
 
 /// What a remote command printed.
 #[derive(Debug, Clone)]
@@ -191,25 +192,39 @@ impl Transport {
                 command: command.display.clone(),
                 secs: 0,
             })?;
-        let mut words = command.wire.iter();
-        let first = words.next().cloned().unwrap_or_default();
-        let mut cmd = self.session.raw_command(first);
-        cmd.raw_args(words)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let output = tokio::time::timeout(self.timeout, cmd.output())
-            .await
-            .map_err(|_| TransportError::Timeout {
-                host: self.host.clone(),
-                command: command.display.clone(),
-                secs: self.timeout.as_secs(),
-            })?
-            .map_err(|source| TransportError::Channel {
-                host: self.host.clone(),
-                command: command.display.clone(),
-                source,
-            })?;
+        // sshd refuses (does not queue) sessions beyond MaxSessions, and closes finished
+        // ones a little after the client sees them end: a refusal means "try again shortly".
+        let mut refused = 0u32;
+        let output = loop {
+            let mut words = command.wire.iter();
+            let first = words.next().cloned().unwrap_or_default();
+            let mut cmd = self.session.raw_command(first);
+            cmd.raw_args(words)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let result = tokio::time::timeout(self.timeout, cmd.output())
+                .await
+                .map_err(|_| TransportError::Timeout {
+                    host: self.host.clone(),
+                    command: command.display.clone(),
+                    secs: self.timeout.as_secs(),
+                })?;
+            match result {
+                Ok(output) => break output,
+                Err(source) if refused < 200 && format!("{source}").contains("refused") => {
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(u64::from(refused.min(10)) * 5)).await;
+                }
+                Err(source) => {
+                    return Err(TransportError::Channel {
+                        host: self.host.clone(),
+                        command: command.display.clone(),
+                        source,
+                    });
+                }
+            }
+        };
         Ok(Output {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -1,0 +1,239 @@
+//! bollard types ↔ berth's model (pure).
+//!
+//! Observation reads only list calls (reference/docker.md §2.3): container summaries carry
+//! labels, state, image id, networks, mounts and ports, which is all the planner compares.
+//! The spec → create-body conversion is the one place berth's container spec meets the
+//! Engine API.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings,
+    HealthConfig, HostConfig, Mount, MountType, NetworkingConfig, PortBinding as ApiPortBinding,
+    RestartPolicy as ApiRestart, RestartPolicyNameEnum,
+};
+
+use crate::model::RestartPolicy;
+use crate::model::desired::{ContainerSpec, LABEL_PREFIX};
+use crate::model::live::{ContainerState, LiveContainer, PortBinding};
+
+/// The container's name without Docker's leading `/`.
+#[must_use]
+pub fn container_name(summary: &ContainerSummary) -> Option<String> {
+    summary
+        .names
+        .as_ref()?
+        .first()
+        .map(|n| n.trim_start_matches('/').to_string())
+}
+
+/// The tenant owning an object, when berth manages it *for this environment*. Objects of
+/// another environment sharing the engine are foreign here: seen, never touched.
+#[must_use]
+pub fn managed_owner(
+    labels: Option<&HashMap<String, String>>,
+    environment: &str,
+) -> Option<String> {
+    let labels = labels?;
+    let managed = labels
+        .get(&format!("{LABEL_PREFIX}managed"))
+        .map(String::as_str)
+        == Some("true");
+    let ours = labels
+        .get(&format!("{LABEL_PREFIX}environment"))
+        .map(String::as_str)
+        == Some(environment);
+    if !managed || !ours {
+        return None;
+    }
+    labels.get(&format!("{LABEL_PREFIX}tenant")).cloned()
+}
+
+/// Health from the list's `Status` text (`Up 3 seconds (healthy)`): the list carries no
+/// `Health` field before API 1.52, and inspecting every container is what we avoid.
+#[must_use]
+pub fn health_from_status(status: &str) -> Option<String> {
+    if status.contains("(healthy)") {
+        Some("healthy".into())
+    } else if status.contains("(unhealthy)") {
+        Some("unhealthy".into())
+    } else if status.contains("(health: starting)") {
+        Some("starting".into())
+    } else {
+        None
+    }
+}
+
+/// A container summary as the live model sees it, for the host of `environment`.
+#[must_use]
+pub fn live_container(summary: &ContainerSummary, environment: &str) -> LiveContainer {
+    let labels = summary.labels.as_ref();
+    let state = match summary.state {
+        Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
+        Some(ContainerSummaryStateEnum::EXITED) => ContainerState::Exited,
+        _ => ContainerState::Other,
+    };
+    let mut ports: Vec<PortBinding> = summary
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            p.public_port.map(|h| PortBinding {
+                host: h,
+                container: p.private_port,
+            })
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    let mut networks: Vec<String> = summary
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|n| n.keys().cloned().collect())
+        .unwrap_or_default();
+    networks.sort();
+    let mut volumes: Vec<String> = summary
+        .mounts
+        .iter()
+        .flatten()
+        .filter_map(|m| m.name.clone())
+        .collect();
+    volumes.sort();
+    LiveContainer {
+        owner: managed_owner(labels, environment),
+        spec_hash: labels.and_then(|l| l.get(&format!("{LABEL_PREFIX}spec-hash")).cloned()),
+        image_id: summary.image_id.clone(),
+        state,
+        health: summary.status.as_deref().and_then(health_from_status),
+        networks,
+        volumes,
+        ports,
+    }
+}
+
+/// Nanoseconds from seconds, for health check timings.
+fn nanos(secs: u32) -> i64 {
+    i64::from(secs) * 1_000_000_000
+}
+
+/// The create body for a spec whose env values are resolved (`env` maps key → value).
+#[must_use]
+pub fn create_body(spec: &ContainerSpec, env: &BTreeMap<String, String>) -> ContainerCreateBody {
+    let mut port_bindings = HashMap::new();
+    let mut exposed = Vec::new();
+    for p in &spec.ports {
+        let key = format!("{}/tcp", p.container);
+        exposed.push(key.clone());
+        if let Some(host) = p.host {
+            port_bindings.insert(
+                key,
+                Some(vec![ApiPortBinding {
+                    host_ip: Some("0.0.0.0".into()),
+                    host_port: Some(host.to_string()),
+                }]),
+            );
+        }
+    }
+    let restart = match spec.restart {
+        RestartPolicy::No => RestartPolicyNameEnum::NO,
+        RestartPolicy::Always => RestartPolicyNameEnum::ALWAYS,
+        RestartPolicy::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+        RestartPolicy::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+    };
+    let mounts = spec
+        .mounts
+        .iter()
+        .map(|(volume, path)| Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(volume.clone()),
+            target: Some(path.clone()),
+            ..Mount::default()
+        })
+        .collect();
+    let host_config = HostConfig {
+        port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+        memory: spec.memory.and_then(|m| i64::try_from(m).ok()),
+        nano_cpus: spec.nano_cpus,
+        restart_policy: Some(ApiRestart {
+            name: Some(restart),
+            maximum_retry_count: None,
+        }),
+        mounts: Some(mounts),
+        network_mode: Some(spec.network.clone()),
+        ..HostConfig::default()
+    };
+    let endpoints = HashMap::from([(
+        spec.network.clone(),
+        EndpointSettings {
+            aliases: (!spec.aliases.is_empty()).then(|| spec.aliases.clone()),
+            ..EndpointSettings::default()
+        },
+    )]);
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        labels: Some(
+            spec.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        healthcheck: spec.health.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: Some(nanos(h.interval)),
+            timeout: Some(nanos(h.timeout)),
+            retries: Some(i64::from(h.retries)),
+            start_period: None,
+            start_interval: None,
+        }),
+        host_config: Some(host_config),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(endpoints),
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// `KEY=VALUE` lines (inspect's `Config.Env`) → map. Later keys win, as in Docker.
+#[must_use]
+pub fn env_map(lines: &[String]) -> BTreeMap<String, String> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_is_read_from_status_text() {
+        assert_eq!(
+            health_from_status("Up 5 seconds (healthy)").as_deref(),
+            Some("healthy")
+        );
+        assert_eq!(
+            health_from_status("Up 1 second (health: starting)").as_deref(),
+            Some("starting")
+        );
+        assert_eq!(
+            health_from_status("Up 2 minutes (unhealthy)").as_deref(),
+            Some("unhealthy")
+        );
+        assert_eq!(health_from_status("Exited (0) 3 seconds ago"), None);
+    }
+
+    #[test]
+    fn env_lines_split_on_the_first_equals() {
+        let env = env_map(&["A=1".into(), "URL=postgres://u:p@h/db?x=y".into()]);
+        assert_eq!(env["URL"], "postgres://u:p@h/db?x=y");
+    }
+}

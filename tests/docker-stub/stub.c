@@ -1,0 +1,85 @@
+/*
+ * berth-stub: the tiny static program every Docker test image is made of (test code only).
+ *
+ *   stub serve [--port N]   HTTP on N (default 8080): /health answers 200, or 500 when
+ *                           STUB_UNHEALTHY is set or /tmp/unhealthy exists; anything else
+ *                           answers 200 with the image's /etc/stub-version
+ *   stub work               a worker: sleeps forever
+ *   stub health --port N    exit 0 when http://127.0.0.1:N/health answers 200 (health checks)
+ *   stub fail               exit 1 at once (a container that cannot start)
+ *
+ * SIGTERM/SIGINT end it at once, so `docker stop` does not wait for its timeout while the
+ * stub runs as PID 1. Built with `gcc -static`, imported with `docker import`: no registry.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void bye(int sig) { (void)sig; _exit(0); }
+
+static int port_arg(int argc, char **argv) {
+    for (int i = 0; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--port") == 0) return atoi(argv[i + 1]);
+    return 8080;
+}
+
+static int serve(int port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    if (bind(s, (struct sockaddr *)&a, sizeof a) != 0 || listen(s, 64) != 0) { perror("listen"); return 1; }
+    char version[128] = "berth-stub";
+    FILE *f = fopen("/etc/stub-version", "r");
+    if (f) { if (!fgets(version, sizeof version, f)) strcpy(version, "berth-stub"); fclose(f); }
+    version[strcspn(version, "\n")] = 0;
+    for (;;) {
+        int c = accept(s, 0, 0);
+        if (c < 0) continue;
+        char req[1024] = {0};
+        ssize_t n = read(c, req, sizeof req - 1);
+        (void)n;
+        int health = strncmp(req, "GET /health", 11) == 0;
+        int sick = health && (getenv("STUB_UNHEALTHY") || access("/tmp/unhealthy", F_OK) == 0);
+        char out[512];
+        const char *body = health ? (sick ? "unhealthy" : "ok") : version;
+        int len = snprintf(out, sizeof out, "HTTP/1.0 %s\r\nContent-Length: %zu\r\n\r\n%s",
+                           sick ? "500 Internal Server Error" : "200 OK", strlen(body), body);
+        if (write(c, out, len) < 0) perror("write");
+        close(c);
+    }
+}
+
+static int health(int port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) return 1;
+    const char *req = "GET /health HTTP/1.0\r\n\r\n";
+    if (write(s, req, strlen(req)) < 0) return 1;
+    char resp[64] = {0};
+    if (read(s, resp, sizeof resp - 1) <= 0) return 1;
+    return strstr(resp, " 200 ") ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    signal(SIGTERM, bye);
+    signal(SIGINT, bye);
+    const char *mode = argc > 1 ? argv[1] : "serve";
+    if (strcmp(mode, "serve") == 0) return serve(port_arg(argc, argv));
+    if (strcmp(mode, "health") == 0) return health(port_arg(argc, argv));
+    if (strcmp(mode, "work") == 0) for (;;) pause();
+    if (strcmp(mode, "fail") == 0) return 1;
+    fprintf(stderr, "usage: stub serve|work|health|fail [--port N]\n");
+    return 2;
+}

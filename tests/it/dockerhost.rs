@@ -1,0 +1,211 @@
+//! The real Docker Engine for tests: offline test images and per-run cleanup.
+//!
+//! No registry is reachable, so images are made here: tests/docker-stub/stub.c compiled with
+//! `gcc -static`, packed into a tar (with a version file so every tag has its own image id)
+//! and imported (`docker import` = `POST /images/create?fromSrc=-`). Everything berth creates
+//! in a test carries the label `io.berth.environment=<per-run environment>`; a guard removes
+//! it all when the test ends, even when it fails.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use bollard::Docker;
+use bollard::query_parameters::CreateImageOptionsBuilder;
+use futures_util::StreamExt;
+
+/// Image tags the tests use; each has a distinct image id.
+pub const TAGS: &[&str] = &["v1", "v2", "v3"];
+
+fn build_stub() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/berth-stub");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("stub");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/docker-stub/stub.c");
+    let tmp = dir.join(format!("stub.{}", std::process::id()));
+    let status = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .status()
+        .expect("gcc runs");
+    assert!(
+        status.success(),
+        "building the stub failed (gcc -static needs libc6-dev)"
+    );
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
+/// A minimal ustar archive: enough for `docker import`.
+fn tar(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data, mode) in entries {
+        let mut header = [0u8; 512];
+        let is_dir = name.ends_with('/');
+        header[..name.len()].copy_from_slice(name.as_bytes());
+        let octal =
+            |value: u64, width: usize| format!("{value:0w$o}\0", w = width - 1).into_bytes();
+        header[100..108].copy_from_slice(&octal(u64::from(*mode), 8));
+        header[108..116].copy_from_slice(&octal(0, 8));
+        header[116..124].copy_from_slice(&octal(0, 8));
+        header[124..136].copy_from_slice(&octal(if is_dir { 0 } else { data.len() as u64 }, 12));
+        header[136..148].copy_from_slice(&octal(1_700_000_000, 12));
+        header[156] = if is_dir { b'5' } else { b'0' };
+        header[257..263].copy_from_slice(b"ustar\0");
+        header[263..265].copy_from_slice(b"00");
+        header[148..156].copy_from_slice(b"        ");
+        let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+        header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&header);
+        if !is_dir {
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// Connect to the local engine, or `None` (reason printed) when there is none locally.
+/// Under CI a missing engine is a failure, never a skip.
+pub async fn docker() -> Option<Docker> {
+    let docker = Docker::connect_with_local_defaults()
+        .ok()?
+        .negotiate_version()
+        .await;
+    match docker {
+        Ok(d) if d.ping().await.is_ok() => Some(d),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the Docker Engine is not reachable in CI"
+            );
+            eprintln!("skipping: no Docker Engine at the default socket");
+            None
+        }
+    }
+}
+
+static IMAGES: OnceLock<()> = OnceLock::new();
+static IMPORT: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+
+/// Import `berth-stub:v1..v3` once per test process.
+pub async fn images(docker: &Docker) {
+    if IMAGES.get().is_some() {
+        return;
+    }
+    let mut done = IMPORT.lock().await;
+    if *done {
+        return;
+    }
+    let stub = std::fs::read(build_stub()).unwrap();
+    for tag in TAGS {
+        let version = format!("berth-stub {tag}\n");
+        let archive = tar(&[
+            ("stub", &stub, 0o755),
+            ("etc/", b"", 0o755),
+            ("etc/stub-version", version.as_bytes(), 0o644),
+            ("tmp/", b"", 0o1777),
+        ]);
+        let options = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo("berth-stub")
+            .tag(tag)
+            .changes(vec![
+                "CMD [\"/stub\",\"serve\",\"--port\",\"8080\"]".to_string(),
+                "EXPOSE 8080/tcp".to_string(),
+            ])
+            .build();
+        let mut stream = docker.create_image(
+            Some(options),
+            Some(bollard::body_full(archive.into())),
+            None,
+        );
+        while let Some(item) = stream.next().await {
+            item.expect("image import");
+        }
+    }
+    *done = true;
+    let _ = IMAGES.set(());
+}
+
+static NEXT: AtomicU16 = AtomicU16::new(0);
+
+/// A per-test environment: a unique name (the per-run label) and its own port range.
+pub struct Run {
+    pub env: String,
+    pub id: String,
+    pub ports: (u16, u16),
+}
+
+impl Run {
+    pub fn new() -> Run {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{:x}{n}", std::process::id() % 0xffff);
+        // Ranges per test, away from the ports other tests and services use.
+        let base = 32000 + (std::process::id() % 50) as u16 * 200 + n * 20;
+        Run {
+            env: format!("it{id}"),
+            id,
+            ports: (base, base + 9),
+        }
+    }
+
+    /// A tenant id unique to this run.
+    pub fn tenant(&self, name: &str) -> String {
+        format!("{name}-{}", self.id)
+    }
+
+    /// The environment file.
+    pub fn env_file(&self) -> String {
+        format!(
+            "version: 1\ndomain: it.test\nhosts:\n  local:\n    docker: {{ endpoint: unix:///var/run/docker.sock }}\n    ports: {}-{}\ntiers:\n  team: {{ processes: {{ web: 1 }}, memory: 64M, cpus: 0.5 }}\npolicy: {{ max-destroys: 100 }}\nsecrets: {{ provider: env, names: [openai] }}\n",
+            self.ports.0, self.ports.1
+        )
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let label = format!("label=io.berth.environment={}", self.env);
+        let list = |args: &[&str]| -> Vec<String> {
+            let out = Command::new("docker").args(args).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        let containers = list(&["ps", "-aq", "--filter", &label]);
+        let foreign = list(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=berth-test-run={}", self.env),
+        ]);
+        let all: Vec<String> = containers.into_iter().chain(foreign).collect();
+        if !all.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&all)
+                .output();
+        }
+        let networks = list(&["network", "ls", "-q", "--filter", &label]);
+        if !networks.is_empty() {
+            let _ = Command::new("docker")
+                .args(["network", "rm"])
+                .args(&networks)
+                .output();
+        }
+        let volumes = list(&["volume", "ls", "-q", "--filter", &label]);
+        if !volumes.is_empty() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&volumes)
+                .output();
+        }
+    }
+}
