@@ -5,7 +5,12 @@
 //! `cargo bench --bench dokku` prints the figures recorded in docs/benchmarks.md (takes a few
 //! minutes: the baseline is slow, which is the point). `BENCH_TENANTS=N` changes the size.
 //! Under `cargo test` it runs a 5-tenant smoke pass.
-#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used, unreachable_pub)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    unreachable_pub
+)]
 
 #[path = "../tests/it/sshd.rs"]
 mod sshd;

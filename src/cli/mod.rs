@@ -3,6 +3,8 @@
 //! This layer turns raw arguments into calls of the library and maps outcomes to exit codes;
 //! `anyhow` is allowed here and nowhere below.
 
+pub mod apply;
+pub mod lock;
 pub mod plan;
 pub mod schema;
 pub mod show;
@@ -33,14 +35,47 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Plan the changes that make the hosts match the files.
     Plan(plan::PlanArgs),
+    /// Make the hosts match the files (or execute a saved plan).
+    Apply(apply::ApplyArgs),
     /// Render a saved plan file.
     Show(show::ShowArgs),
+    /// Show or break the per-host leases that keep applies apart.
+    Lock(lock::LockArgs),
     /// Write the JSON Schemas of the tenant and environment files.
     Schema(schema::SchemaArgs),
 }
 
 /// Exit code for "something went wrong".
 pub const EXIT_ERROR: u8 = 1;
+
+/// A tokio runtime for the commands that talk to hosts.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Load and validate a repo; invalid files become one error with the report printed.
+pub(crate) fn load_fleet(
+    repo: &std::path::Path,
+    printer: &Printer,
+) -> anyhow::Result<crate::model::Fleet> {
+    let sources = crate::repo::load_dir(repo)?;
+    let (fleet, diags) = crate::validate::validate(&sources);
+    fleet.ok_or_else(|| {
+        printer.status(&crate::output::diagnostics::render_text(
+            &sources,
+            &diags,
+            printer.color_stderr,
+        ));
+        crate::output::Hinted {
+            message: crate::output::diagnostics::summary(&sources, &diags),
+            hint: "fix the files above; `berth validate` shows the same report".into(),
+        }
+        .into()
+    })
+}
 
 /// Accept Terraform's single-dash `-out FILE` as `--out FILE`.
 #[must_use]
@@ -72,6 +107,14 @@ pub fn run(args: Args) -> ExitCode {
         Command::Plan(a) => {
             let printer = Printer::new(a.format, args.color);
             (printer.clone(), plan::run(&a, &printer))
+        }
+        Command::Apply(a) => {
+            let printer = Printer::new(a.format, args.color);
+            (printer.clone(), apply::run(&a, &printer))
+        }
+        Command::Lock(a) => {
+            let printer = Printer::new(Format::Text, args.color);
+            (printer.clone(), lock::run(&a, &printer))
         }
         Command::Show(a) => {
             let printer = Printer::new(a.format, args.color);

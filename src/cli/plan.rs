@@ -54,11 +54,16 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
     let live = if args.offline {
         Live::default()
     } else {
-        return Err(Hinted {
-            message: "observing hosts needs the Dokku and Docker drivers, which this build does not have yet".into(),
-            hint: "plan against empty hosts with `berth plan --offline`".into(),
-        }
-        .into());
+        let runtime = super::runtime()?;
+        runtime.block_on(async {
+            let hosts = crate::reconcile::hosts_in_use(&fleet);
+            let drivers = crate::reconcile::connect(&fleet, Some(&hosts))
+                .await
+                .map_err(|e| hinted_connect(&e))?;
+            crate::reconcile::observe(&drivers)
+                .await
+                .map_err(|e| hinted_connect(&e))
+        })?
     };
     let options = PlanOptions {
         allow_destroys: args.allow_destroys,
@@ -75,6 +80,21 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
     }
     print_plan(&plan, printer)?;
     Ok(exit_code(&plan, args.detailed_exitcode))
+}
+
+/// A connection error with the hint to plan offline.
+pub(crate) fn hinted_connect(e: &crate::reconcile::ConnectError) -> anyhow::Error {
+    let mut chain = vec![e.to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    Hinted {
+        message: chain.join(": "),
+        hint: "check the host entry in the environment file; `berth plan --offline` plans without contacting hosts".into(),
+    }
+    .into()
 }
 
 /// Render a plan in the printer's format.
@@ -100,8 +120,8 @@ pub(crate) fn exit_code(plan: &Plan, detailed: bool) -> u8 {
     }
 }
 
-/// The commit of the repo's HEAD, when the repo is a git work tree with a clean state.
-fn head_commit(repo: &std::path::Path) -> Option<String> {
+/// The commit of the repo's HEAD, when the repo is a git work tree.
+pub(crate) fn head_commit(repo: &std::path::Path) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(repo)

@@ -465,3 +465,14 @@ pub async fn observe_all(drivers: &Drivers) -> Result<Live, (HostRef, DriverErro
     }
     Ok(live)
 }
+
+/// Sends every event to several reporters (progress output and the journal).
+pub struct Tee<'a>(pub Vec<&'a dyn Reporter>);
+
+impl Reporter for Tee<'_> {
+    fn event(&self, event: &Event<'_>) {
+        for reporter in &self.0 {
+            reporter.event(event);
+        }
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod diagnostics;
 pub mod plan;
+pub mod progress;
 
 use std::io::{IsTerminal, Write};
 

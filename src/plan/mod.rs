@@ -819,3 +819,9 @@ impl HostCx<'_> {
         self.tenants.get(tenant).map(|(_, s)| *s)
     }
 }
+
+/// A short stable id of any serializable value (plan ids for the journal, lease tokens).
+#[must_use]
+pub fn short_hash_of<T: Serialize>(value: &T) -> String {
+    short_hash(&serde_json::to_vec(value).unwrap_or_default())
+}

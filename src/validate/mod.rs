@@ -1716,6 +1716,18 @@ fn claim_stack<T>(
                 .dokku_app_template
                 .replace("{tenant}", owner)
                 .replace("{app}", app_name);
+            if dokku_name.starts_with("berth-") {
+                let mut path: Vec<&str> = base.to_vec();
+                path.extend(["apps", app_name]);
+                cx.push(
+                    Diagnostic::error(
+                        "berth::reserved-name",
+                        format!("Dokku app name `{dokku_name}` is reserved for berth's own records"),
+                        cx.key_loc(parsed, &path, "reserved"),
+                    )
+                    .with_hint("names starting with `berth-` hold berth's leases and records; rename the tenant or app"),
+                );
+            }
             let mut path: Vec<&str> = base.to_vec();
             path.extend(["apps", app_name]);
             let location = cx.key_loc(parsed, &path, "app defined here");

@@ -2,6 +2,7 @@
 #![allow(unreachable_pub)] // helpers are `pub` for the sibling test modules
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
+mod apply;
 mod architecture;
 mod cli;
 mod docker;

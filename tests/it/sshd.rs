@@ -34,25 +34,28 @@ fn sshd_path() -> Option<PathBuf> {
 /// Path of the simulator binary, built on demand (`cargo test --test it` alone does not build
 /// examples).
 pub fn simulator() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/it-… → target/<profile>/examples/dokku-sim
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let sim = profile_dir.join("examples").join("dokku-sim");
-    if !sim.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--example", "dokku-sim"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the Dokku simulator failed");
-    }
-    sim
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/it-… → target/<profile>/examples/dokku-sim
+            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            // Always ask cargo (a no-op when fresh) so a stale simulator is never used.
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--quiet", "--example", "dokku-sim"]);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .unwrap();
+            assert!(status.success(), "building the Dokku simulator failed");
+            profile_dir.join("examples").join("dokku-sim")
+        })
+        .clone()
 }
 
 fn keygen(path: &Path) {

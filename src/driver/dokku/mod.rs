@@ -246,7 +246,11 @@ impl DokkuDriver {
             BTreeMap::new()
         };
 
-        let apps: Vec<&String> = all_apps.iter().filter(|a| *a != STATE_APP).collect();
+        // berth's own apps (records, leases) are not tenant apps.
+        let apps: Vec<&String> = all_apps
+            .iter()
+            .filter(|a| *a != STATE_APP && !a.starts_with("berth-lease-"))
+            .collect();
         let mut second = Vec::new();
         if !all_apps.is_empty() {
             for report in [

@@ -98,7 +98,8 @@ impl TransportError {
 /// A connection to one Dokku host.
 pub struct Transport {
     host: HostRef,
-    session: Arc<Session>,
+    target: DokkuTarget,
+    session: tokio::sync::RwLock<Arc<Session>>,
     channels: Arc<Semaphore>,
     timeout: Duration,
     _files: tempfile::TempDir,
@@ -114,6 +115,47 @@ pub fn known_hosts_line(target: &DokkuTarget) -> String {
     };
     let key: Vec<&str> = target.host_key.split_whitespace().take(2).collect();
     format!("{who} {}\n", key.join(" "))
+}
+
+/// Open a master connection with the pinned host key and an empty ssh config.
+async fn open(
+    host: &HostRef,
+    target: &DokkuTarget,
+    files: &tempfile::TempDir,
+) -> Result<Session, TransportError> {
+    let known_hosts = files.path().join("known_hosts");
+    let config = files.path().join("config");
+    let mut builder = SessionBuilder::default();
+    builder
+        .user(target.user.clone())
+        .port(target.port)
+        .known_hosts_check(KnownHosts::Strict)
+        .user_known_hosts_file(&known_hosts)
+        .config_file(&config)
+        .control_directory(files.path())
+        .connect_timeout(Duration::from_secs(15))
+        .server_alive_interval(Duration::from_secs(15));
+    if let Some(identity) = &target.identity {
+        builder.keyfile(PathBuf::from(identity));
+    }
+    let connect = if std::env::var_os("BERTH_SSH_PROCESS_MUX").is_some() {
+        builder.connect(&target.address).await
+    } else {
+        builder.connect_mux(&target.address).await
+    };
+    connect.map_err(|source| {
+        let text = format!("{source:?} {source}");
+        if text.contains("Host key verification failed")
+            || text.contains("HOST IDENTIFICATION HAS CHANGED")
+        {
+            TransportError::HostKey { host: host.clone() }
+        } else {
+            TransportError::Connect {
+                host: host.clone(),
+                source,
+            }
+        }
+    })
 }
 
 impl Transport {
@@ -134,38 +176,11 @@ impl Transport {
         std::fs::write(&known_hosts, known_hosts_line(target)).map_err(local)?;
         let config = files.path().join("config");
         std::fs::write(&config, "").map_err(local)?;
-        let mut builder = SessionBuilder::default();
-        builder
-            .user(target.user.clone())
-            .port(target.port)
-            .known_hosts_check(KnownHosts::Strict)
-            .user_known_hosts_file(&known_hosts)
-            .config_file(&config)
-            .control_directory(files.path())
-            .connect_timeout(Duration::from_secs(15))
-            .server_alive_interval(Duration::from_secs(15));
-        if let Some(identity) = &target.identity {
-            builder.keyfile(PathBuf::from(identity));
-        }
-        let session = builder
-            .connect_mux(&target.address)
-            .await
-            .map_err(|source| {
-                let text = format!("{source:?} {source}");
-                if text.contains("Host key verification failed")
-                    || text.contains("HOST IDENTIFICATION HAS CHANGED")
-                {
-                    TransportError::HostKey { host: host.clone() }
-                } else {
-                    TransportError::Connect {
-                        host: host.clone(),
-                        source,
-                    }
-                }
-            })?;
+        let session = open(host, target, &files).await?;
         Ok(Transport {
             host: host.clone(),
-            session: Arc::new(session),
+            target: target.clone(),
+            session: tokio::sync::RwLock::new(Arc::new(session)),
             channels: Arc::new(Semaphore::new(MAX_CHANNELS)),
             timeout: Duration::from_secs(u64::from(target.timeout_secs.max(1))),
             _files: files,
@@ -196,9 +211,10 @@ impl Transport {
         // ones a little after the client sees them end: a refusal means "try again shortly".
         let mut refused = 0u32;
         let output = loop {
+            let session = self.session.read().await.clone();
             let mut words = command.wire.iter();
             let first = words.next().cloned().unwrap_or_default();
-            let mut cmd = self.session.raw_command(first);
+            let mut cmd = session.raw_command(first);
             cmd.raw_args(words)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -215,6 +231,11 @@ impl Transport {
                 Err(source) if refused < 200 && format!("{source}").contains("refused") => {
                     refused += 1;
                     tokio::time::sleep(Duration::from_millis(u64::from(refused.min(10)) * 5)).await;
+                    // Refused for a long while: the server holds on to sessions of this
+                    // connection; a fresh master connection starts with none.
+                    if refused.is_multiple_of(40) {
+                        self.reconnect(&session).await?;
+                    }
                 }
                 Err(source) => {
                     return Err(TransportError::Channel {
@@ -232,9 +253,19 @@ impl Transport {
         })
     }
 
+    /// Replace the master connection `stale` with a new one (unless another task already did).
+    async fn reconnect(&self, stale: &Arc<Session>) -> Result<(), TransportError> {
+        let mut current = self.session.write().await;
+        if Arc::ptr_eq(&current, stale) {
+            let fresh = open(&self.host, &self.target, &self._files).await?;
+            *current = Arc::new(fresh);
+        }
+        Ok(())
+    }
+
     /// Close the master connection.
     pub async fn close(self) {
-        if let Ok(session) = Arc::try_unwrap(self.session) {
+        if let Ok(session) = Arc::try_unwrap(self.session.into_inner()) {
             let _ = session.close().await;
         }
     }
