@@ -356,6 +356,20 @@ async fn apply_locked(
         report = execute(&plan, drivers, &exec, &reporter, cancel, &skip) => report,
         () = renewing => unreachable!("renewal never ends"),
     };
+    // Record on each host the commit it now reflects (only when everything converged).
+    if report.success() {
+        if let Some(commit) = &plan.commit {
+            for host in held {
+                if let Err(e) =
+                    crate::reconcile::applied::record(&drivers.hosts[host], host, commit).await
+                {
+                    printer.warn(&format!(
+                        "could not record the applied commit on {host}: {e}"
+                    ));
+                }
+            }
+        }
+    }
     let tenants = report.tenants(&plan);
     let failed = tenants
         .values()

@@ -8,6 +8,7 @@ pub mod lock;
 pub mod plan;
 pub mod schema;
 pub mod show;
+pub mod status;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ pub enum Command {
     Show(show::ShowArgs),
     /// Show or break the per-host leases that keep applies apart.
     Lock(lock::LockArgs),
+    /// Per host: the commit it reflects, how far behind it is, and whether it drifted.
+    Status(status::StatusArgs),
     /// Write the JSON Schemas of the tenant and environment files.
     Schema(schema::SchemaArgs),
 }
@@ -115,6 +118,10 @@ pub fn run(args: Args) -> ExitCode {
         Command::Lock(a) => {
             let printer = Printer::new(Format::Text, args.color);
             (printer.clone(), lock::run(&a, &printer))
+        }
+        Command::Status(a) => {
+            let printer = Printer::new(Format::Text, args.color);
+            (printer.clone(), status::run(&a, &printer))
         }
         Command::Show(a) => {
             let printer = Printer::new(a.format, args.color);

@@ -33,11 +33,29 @@ pub struct PlanArgs {
     /// Accept an empty desired set while hosts hold berth's objects.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Plan only the tenants whose files changed since this git revision (plus every tenant
+    /// of an environment whose file changed).
+    #[arg(long, value_name = "REV")]
+    pub since: Option<String>,
+    /// Plan only this tenant (repeatable; combines with `--since`).
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<String>,
+    /// Read the files at this git revision instead of the work tree.
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
 }
 
 /// Run it.
 pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let sources = crate::repo::load_dir(&args.repo)?;
+    let git = if args.since.is_some() || args.rev.is_some() {
+        Some(crate::gitops::GitRepo::open(&args.repo)?)
+    } else {
+        None
+    };
+    let sources = match (&git, &args.rev) {
+        (Some(g), Some(rev)) => g.sources_at(rev)?,
+        _ => crate::repo::load_dir(&args.repo)?,
+    };
     let (fleet, diags) = crate::validate::validate(&sources);
     let Some(fleet) = fleet else {
         printer.status(&diagnostics::render_text(
@@ -51,6 +69,21 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
         }
         .into());
     };
+    // Which tenants this plan is about: all, or those a commit range / the flags name.
+    let scope = match (&git, &args.since) {
+        (Some(g), Some(since)) => {
+            let to = args.rev.as_deref().unwrap_or("HEAD");
+            let mut changes = g.changes(since, to)?;
+            changes.tenants.extend(args.tenants.iter().cloned());
+            Some(changes)
+        }
+        _ if !args.tenants.is_empty() => Some(crate::gitops::Changes {
+            tenants: args.tenants.iter().cloned().collect(),
+            environments: std::collections::BTreeSet::new(),
+        }),
+        _ => None,
+    };
+    let prefixes: Option<Vec<String>> = scope.as_ref().map(|c| dokku_prefixes(&fleet, c));
     let live = if args.offline {
         Live::default()
     } else {
@@ -60,18 +93,30 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
             let drivers = crate::reconcile::connect(&fleet, Some(&hosts))
                 .await
                 .map_err(|e| hinted_connect(&e))?;
-            crate::reconcile::observe(&drivers)
+            crate::execute::observe_all_scoped(&drivers, prefixes.as_deref())
                 .await
-                .map_err(|e| hinted_connect(&e))
+                .map_err(|(host, source)| {
+                    hinted_connect(&crate::reconcile::ConnectError { host, source })
+                })
         })?
     };
+    let (fleet_in_scope, live) = match &scope {
+        Some(changes) => crate::plan::scope(&fleet, &live, &changes.tenants, &changes.environments),
+        None => (fleet.clone(), live),
+    };
+    // A scoped plan may desire no tenant (only deletions); the empty-set breaker is about the
+    // whole fleet, which is judged on the full file set.
+    let whole_fleet_nonempty = !fleet.tenants.is_empty();
     let options = PlanOptions {
         allow_destroys: args.allow_destroys,
-        allow_empty: args.allow_empty,
+        allow_empty: args.allow_empty || (scope.is_some() && whole_fleet_nonempty),
         baseline: None,
     };
-    let mut plan = crate::plan::plan(&fleet, &live, &options);
-    plan.commit = head_commit(&args.repo);
+    let mut plan = crate::plan::plan(&fleet_in_scope, &live, &options);
+    plan.commit = match (&git, &args.rev) {
+        (Some(g), Some(rev)) => Some(g.resolve(rev)?),
+        _ => head_commit(&args.repo),
+    };
     if let Some(path) = &args.out {
         let text = serde_json::to_string_pretty(&render::render_json(&plan))?;
         std::fs::write(path, text + "\n")
@@ -80,6 +125,26 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
     }
     print_plan(&plan, printer)?;
     Ok(exit_code(&plan, args.detailed_exitcode))
+}
+
+/// Name prefixes of the Dokku apps and services of the tenants in scope, for a scoped scan;
+/// `None` (read everything) when the naming template does not start with the tenant.
+fn dokku_prefixes(fleet: &crate::model::Fleet, changes: &crate::gitops::Changes) -> Vec<String> {
+    let templates_ok = fleet
+        .environments
+        .values()
+        .all(|e| e.dokku_app_template.starts_with("{tenant}-"));
+    let mut tenants = changes.tenants.clone();
+    for (id, t) in &fleet.tenants {
+        if changes.environments.contains(&t.environment) {
+            tenants.insert(id.clone());
+        }
+    }
+    if !templates_ok || !changes.environments.is_empty() {
+        // Shared services or custom names: read everything rather than guess.
+        return vec![String::new()];
+    }
+    tenants.into_iter().map(|t| format!("{t}-")).collect()
 }
 
 /// A connection error with the hint to plan offline.

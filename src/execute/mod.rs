@@ -86,6 +86,19 @@ impl AnyDriver {
     /// # Errors
     /// Driver failures.
     pub async fn observe(&self, host: &HostRef) -> Result<LiveHost, DriverError> {
+        self.observe_scoped(host, None).await
+    }
+
+    /// Observe, reading per-object details only for names with one of `prefixes` (Dokku; a
+    /// Docker pass costs the same four calls either way).
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub async fn observe_scoped(
+        &self,
+        host: &HostRef,
+        prefixes: Option<&[String]>,
+    ) -> Result<LiveHost, DriverError> {
         match self {
             AnyDriver::Memory(live, _) => Ok(live
                 .lock()
@@ -94,7 +107,7 @@ impl AnyDriver {
                 .get(host)
                 .cloned()
                 .unwrap_or_default()),
-            AnyDriver::Dokku(d) => d.observe().await.map_err(DriverError::Dokku),
+            AnyDriver::Dokku(d) => d.observe_scoped(prefixes).await.map_err(DriverError::Dokku),
             AnyDriver::Docker(d) => d.observe().await.map_err(DriverError::Docker),
         }
     }
@@ -453,10 +466,21 @@ async fn run_step(
 /// # Errors
 /// The first host that cannot be observed.
 pub async fn observe_all(drivers: &Drivers) -> Result<Live, (HostRef, DriverError)> {
+    observe_all_scoped(drivers, None).await
+}
+
+/// [`observe_all`] with per-object reads limited to names with one of `prefixes`.
+///
+/// # Errors
+/// The first host that cannot be observed.
+pub async fn observe_all_scoped(
+    drivers: &Drivers,
+    prefixes: Option<&[String]>,
+) -> Result<Live, (HostRef, DriverError)> {
     let futures = drivers
         .hosts
         .iter()
-        .map(|(host, d)| async move { (host.clone(), d.observe(host).await) });
+        .map(|(host, d)| async move { (host.clone(), d.observe_scoped(host, prefixes).await) });
     let results = futures_util::future::join_all(futures).await;
     let mut live = Live::default();
     for (host, result) in results {

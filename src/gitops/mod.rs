@@ -1,3 +1,255 @@
-//! Reading desired state from git commits and writing the Stripe bridge's commits.
+//! Git as the source of truth: desired state at any commit (no checkout needed), the tenants
+//! a range of commits touched, and the commit a host last had applied.
 //!
-//! Not built yet (the GitOps issue). Today the repo is read from the work tree by `repo`.
+//! Built on git2 (libgit2) without network features: CI clones, berth only reads.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use git2::{Delta, DiffFindOptions, DiffOptions, ObjectType, Repository};
+
+use crate::spec::source::{FileKind, MAX_FILE_BYTES, SourceFile, SourceSet, Unreadable};
+
+/// Git failures.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// Not inside a git repository.
+    #[error("`{}` is not inside a git repository", path.display())]
+    NotARepo {
+        /// Where we looked.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: git2::Error,
+    },
+    /// A revision does not resolve to a commit.
+    #[error("`{rev}` is not a commit in this repository")]
+    BadRevision {
+        /// The revision given.
+        rev: String,
+        /// Cause.
+        #[source]
+        source: git2::Error,
+    },
+    /// Reading objects failed.
+    #[error("cannot read `{what}` from git")]
+    Read {
+        /// What.
+        what: String,
+        /// Cause.
+        #[source]
+        source: git2::Error,
+    },
+}
+
+/// A berth repo in git, possibly in a subdirectory of the git work tree.
+pub struct GitRepo {
+    repo: Repository,
+    /// The berth repo's path relative to the git root (`""` at the root).
+    prefix: String,
+}
+
+/// What changed between two commits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Tenant ids (file stems) added, modified, deleted or renamed (old and new ids).
+    pub tenants: BTreeSet<String>,
+    /// Environment names whose files changed.
+    pub environments: BTreeSet<String>,
+}
+
+fn stem(path: &str) -> Option<String> {
+    let name = path.rsplit('/').next()?;
+    name.strip_suffix(".yaml")
+        .or_else(|| name.strip_suffix(".yml"))
+        .map(str::to_string)
+}
+
+impl GitRepo {
+    /// Open the repository containing `path`.
+    ///
+    /// # Errors
+    /// When `path` is not in a git repository.
+    pub fn open(path: &Path) -> Result<Self, GitError> {
+        let repo = Repository::discover(path).map_err(|source| GitError::NotARepo {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let root = repo
+            .workdir()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| path.to_path_buf());
+        let here = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let root = std::fs::canonicalize(&root).unwrap_or(root);
+        let prefix = here
+            .strip_prefix(&root)
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .unwrap_or_default();
+        Ok(GitRepo { repo, prefix })
+    }
+
+    fn commit(&self, rev: &str) -> Result<git2::Commit<'_>, GitError> {
+        self.repo
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|source| GitError::BadRevision {
+                rev: rev.to_string(),
+                source,
+            })
+    }
+
+    /// Full id of a revision.
+    ///
+    /// # Errors
+    /// When it does not resolve.
+    pub fn resolve(&self, rev: &str) -> Result<String, GitError> {
+        Ok(self.commit(rev)?.id().to_string())
+    }
+
+    fn in_repo(&self, dir: &str) -> String {
+        if self.prefix.is_empty() {
+            dir.to_string()
+        } else {
+            format!("{}/{dir}", self.prefix)
+        }
+    }
+
+    /// The berth files at a commit, as the work-tree loader would read them.
+    ///
+    /// # Errors
+    /// Unresolvable revisions and unreadable objects.
+    pub fn sources_at(&self, rev: &str) -> Result<SourceSet, GitError> {
+        let tree = self.commit(rev)?.tree().map_err(|source| GitError::Read {
+            what: format!("tree of {rev}"),
+            source,
+        })?;
+        let mut files = Vec::new();
+        for (dir, kind) in [
+            ("environments", FileKind::Environment),
+            ("tenants", FileKind::Tenant),
+        ] {
+            let Ok(entry) = tree.get_path(Path::new(&self.in_repo(dir))) else {
+                continue;
+            };
+            let object = entry
+                .to_object(&self.repo)
+                .map_err(|source| GitError::Read {
+                    what: dir.to_string(),
+                    source,
+                })?;
+            let Some(subtree) = object.as_tree() else {
+                continue;
+            };
+            for item in subtree {
+                let Some(name) = item.name().map(str::to_string) else {
+                    continue;
+                };
+                if item.kind() != Some(ObjectType::Blob)
+                    || name.starts_with('.')
+                    || !(name.ends_with(".yaml") || name.ends_with(".yml"))
+                {
+                    continue;
+                }
+                let blob = self
+                    .repo
+                    .find_blob(item.id())
+                    .map_err(|source| GitError::Read {
+                        what: format!("{dir}/{name}"),
+                        source,
+                    })?;
+                let text = if blob.size() as u64 > MAX_FILE_BYTES {
+                    Err(Unreadable::TooLarge {
+                        size: blob.size() as u64,
+                    })
+                } else {
+                    String::from_utf8(blob.content().to_vec()).map_err(|e| Unreadable::NotUtf8 {
+                        valid_up_to: e.utf8_error().valid_up_to(),
+                    })
+                };
+                files.push(SourceFile {
+                    path: format!("{dir}/{name}"),
+                    kind,
+                    text,
+                });
+            }
+        }
+        if !files
+            .iter()
+            .any(|f| f.kind == FileKind::Environment && f.stem() == "local")
+        {
+            files.push(crate::repo::embedded_local());
+        }
+        files.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
+        Ok(SourceSet { files })
+    }
+
+    /// Tenants and environments whose files changed from `from` to `to` (renames detected).
+    ///
+    /// # Errors
+    /// Unresolvable revisions.
+    pub fn changes(&self, from: &str, to: &str) -> Result<Changes, GitError> {
+        let read = |source| GitError::Read {
+            what: format!("diff {from}..{to}"),
+            source,
+        };
+        let old = self.commit(from)?.tree().map_err(read)?;
+        let new = self.commit(to)?.tree().map_err(read)?;
+        let mut options = DiffOptions::new();
+        options
+            .pathspec(self.in_repo("tenants"))
+            .pathspec(self.in_repo("environments"));
+        let mut diff = self
+            .repo
+            .diff_tree_to_tree(Some(&old), Some(&new), Some(&mut options))
+            .map_err(read)?;
+        diff.find_similar(Some(DiffFindOptions::new().renames(true)))
+            .map_err(read)?;
+        let mut changes = Changes::default();
+        let tenants_dir = format!("{}/", self.in_repo("tenants"));
+        let envs_dir = format!("{}/", self.in_repo("environments"));
+        for delta in diff.deltas() {
+            let mut paths = Vec::new();
+            if delta.status() != Delta::Added {
+                paths.extend(
+                    delta
+                        .old_file()
+                        .path()
+                        .map(|p| p.to_string_lossy().into_owned()),
+                );
+            }
+            if delta.status() != Delta::Deleted {
+                paths.extend(
+                    delta
+                        .new_file()
+                        .path()
+                        .map(|p| p.to_string_lossy().into_owned()),
+                );
+            }
+            for path in paths {
+                if let Some(rest) = path.strip_prefix(&tenants_dir) {
+                    changes.tenants.extend(stem(rest));
+                } else if let Some(rest) = path.strip_prefix(&envs_dir) {
+                    changes.environments.extend(stem(rest));
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// How many commits `to` has that `from` lacks.
+    ///
+    /// # Errors
+    /// Unresolvable revisions.
+    pub fn behind(&self, from: &str, to: &str) -> Result<usize, GitError> {
+        let a = self.commit(from)?.id();
+        let b = self.commit(to)?.id();
+        let (_, behind) = self
+            .repo
+            .graph_ahead_behind(a, b)
+            .map_err(|source| GitError::Read {
+                what: format!("history {from}..{to}"),
+                source,
+            })?;
+        Ok(behind)
+    }
+}

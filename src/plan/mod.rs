@@ -825,3 +825,62 @@ impl HostCx<'_> {
 pub fn short_hash_of<T: Serialize>(value: &T) -> String {
     short_hash(&serde_json::to_vec(value).unwrap_or_default())
 }
+
+/// Restrict planning to some tenants: the fleet keeps only them (and an environment's shared
+/// services when its file changed), and live objects of every other tenant become foreign —
+/// still seen, so their names and ports stay taken, but never planned for.
+#[must_use]
+pub fn scope(
+    fleet: &Fleet,
+    live: &Live,
+    tenants: &std::collections::BTreeSet<String>,
+    environments: &std::collections::BTreeSet<String>,
+) -> (Fleet, Live) {
+    let mut in_scope = tenants.clone();
+    for (id, tenant) in &fleet.tenants {
+        if environments.contains(&tenant.environment) {
+            in_scope.insert(id.clone());
+        }
+    }
+    let mut scoped = fleet.clone();
+    scoped.tenants.retain(|id, _| in_scope.contains(id));
+    for (name, env) in &mut scoped.environments {
+        if !environments.contains(name) {
+            env.shared = None;
+        }
+    }
+    let mut live = live.clone();
+    for (host, lh) in &mut live.hosts {
+        let keep = |owner: &Option<String>| match owner.as_deref() {
+            Some(crate::validate::SHARED_STACK_ID) => environments.contains(&host.environment),
+            Some(t) => in_scope.contains(t),
+            None => false,
+        };
+        let forget = |owner: &mut Option<String>| {
+            if !keep(owner) {
+                *owner = None;
+            }
+        };
+        lh.dokku
+            .apps
+            .values_mut()
+            .for_each(|a| forget(&mut a.owner));
+        lh.dokku
+            .services
+            .values_mut()
+            .for_each(|s| forget(&mut s.owner));
+        lh.docker
+            .containers
+            .values_mut()
+            .for_each(|c| forget(&mut c.owner));
+        lh.docker
+            .networks
+            .values_mut()
+            .for_each(|n| forget(&mut n.owner));
+        lh.docker
+            .volumes
+            .values_mut()
+            .for_each(|v| forget(&mut v.owner));
+    }
+    (scoped, live)
+}

@@ -4,6 +4,7 @@
 //! Also here: connecting the drivers an environment file describes, and the leases that keep
 //! two applies (CI and a daemon on different machines) off one host at the same time.
 
+pub mod applied;
 pub mod lease;
 
 use std::collections::{BTreeMap, BTreeSet};

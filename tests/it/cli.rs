@@ -120,12 +120,21 @@ fn plan_detailed_exitcode_is_zero_without_changes() {
 #[test]
 fn plan_against_an_unreachable_host_names_it_and_hints_offline() {
     let repo = Repo::new();
-    repo.write("environments/prod.yaml", "hosts:\n  gone:\n    docker: { endpoint: \"tcp://127.0.0.1:1\" }\n");
-    repo.write("tenants/acme.yaml", "environment: prod\napps:\n  web: { image: app:1 }\n");
+    repo.write(
+        "environments/prod.yaml",
+        "hosts:\n  gone:\n    docker: { endpoint: \"tcp://127.0.0.1:1\" }\n",
+    );
+    repo.write(
+        "tenants/acme.yaml",
+        "environment: prod\napps:\n  web: { image: app:1 }\n",
+    );
     let out = berth(&["plan", "--repo", repo.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("prod/gone") && err.contains("tcp://127.0.0.1:1"), "{err}");
+    assert!(
+        err.contains("prod/gone") && err.contains("tcp://127.0.0.1:1"),
+        "{err}"
+    );
     assert!(err.contains("`berth plan --offline`"), "{err}");
 }
 

@@ -8,6 +8,7 @@ mod cli;
 mod docker;
 mod dockerhost;
 mod dokku;
+mod gitops;
 mod invariants;
 mod plan;
 mod samples;

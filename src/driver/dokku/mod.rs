@@ -183,14 +183,29 @@ impl DokkuDriver {
     /// # Errors
     /// Transport failures, unsupported versions, unreadable output.
     pub async fn observe(&self) -> Result<LiveHost, DokkuError> {
-        match self.scan().await {
-            Err(DokkuError::ScanRace { .. }) => self.scan().await,
+        self.observe_scoped(None).await
+    }
+
+    /// Read the host, but run per-app and per-service reads only for names starting with one
+    /// of `prefixes` (`acme-`): the tenants a `plan --since` is about. Other apps appear with
+    /// what the all-app reports say and no config; the planner treats them as foreign.
+    ///
+    /// # Errors
+    /// As [`DokkuDriver::observe`].
+    pub async fn observe_scoped(
+        &self,
+        prefixes: Option<&[String]>,
+    ) -> Result<LiveHost, DokkuError> {
+        match self.scan(prefixes).await {
+            Err(DokkuError::ScanRace { .. }) => self.scan(prefixes).await,
             other => other,
         }
     }
 
     #[allow(clippy::too_many_lines)]
-    async fn scan(&self) -> Result<LiveHost, DokkuError> {
+    async fn scan(&self, prefixes: Option<&[String]>) -> Result<LiveHost, DokkuError> {
+        let wanted =
+            |name: &str| prefixes.is_none_or(|p| p.iter().any(|p| name.starts_with(p.as_str())));
         let first = [
             read(&["version"]),
             read(&["apps:list", "--format", "json"]),
@@ -263,10 +278,12 @@ impl DokkuDriver {
                 second.push(read(&[report, "--format", "json"]));
             }
         }
-        for app in &apps {
+        let read_apps: Vec<&String> = apps.iter().copied().filter(|a| wanted(a)).collect();
+        for app in &read_apps {
             second.push(read(&["config:export", "--format", "json", app]));
             second.push(read(&["ps:scale", app, "--format", "json"]));
         }
+        service_names.retain(|(_, name)| wanted(name));
         for (kind, name) in &service_names {
             let word = format!("{}:links", crate::model::live::service_kind_word(*kind));
             second.push(read(&[&word, name]));
@@ -327,7 +344,17 @@ impl DokkuDriver {
             global_domains,
             ..LiveDokku::default()
         };
-        for app in &apps {
+        for app in apps.iter().filter(|a| !wanted(a)) {
+            // Not read: present (names and ports matter), owned by nobody as far as this plan goes.
+            live.apps.insert(
+                (*app).clone(),
+                LiveDokkuApp {
+                    image: field(0, app, "app", "deploy-source-metadata").filter(|s| !s.is_empty()),
+                    ..LiveDokkuApp::default()
+                },
+            );
+        }
+        for app in &read_apps {
             let config_out = take();
             let scale_out = take();
             let config = if config_out.code == Some(0) {

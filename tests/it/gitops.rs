@@ -1,0 +1,244 @@
+//! GitOps on real repositories on disk: commit ranges, renames, deletions, environment
+//! changes, `plan --since` reading only what changed, PR-comment Markdown, `berth status`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use berth::gitops::GitRepo;
+
+use crate::sshd::DokkuHost;
+use crate::support::{Repo, berth_bin};
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.test",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn commit(dir: &Path, message: &str) {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", message]);
+}
+
+const TENANT: &str = "environment: prod\napps:\n  web:\n    image: registry.example.app/app:1.4.2\n    env: { LOG_LEVEL: info, API_KEY: { secret: openai } }\n";
+
+fn repo_with(env: &str, tenants: &[&str]) -> Repo {
+    let repo = Repo::new();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    repo.write("environments/prod.yaml", env);
+    for t in tenants {
+        repo.write(&format!("tenants/{t}.yaml"), TENANT);
+    }
+    commit(repo.path(), "base");
+    repo
+}
+
+const OFFLINE_ENV: &str = "version: 1\ndomain: example.app\nhosts:\n  d1:\n    docker: { endpoint: unix:///var/run/docker.sock }\nsecrets: { provider: env, names: [openai] }\n";
+
+#[test]
+fn changes_cover_additions_edits_renames_deletions_and_environments() {
+    let repo = repo_with(OFFLINE_ENV, &["alpha", "bravo", "charlie"]);
+    let dir = repo.path();
+    repo.write("tenants/alpha.yaml", &TENANT.replace("info", "debug"));
+    git(dir, &["mv", "tenants/bravo.yaml", "tenants/bravo2.yaml"]);
+    std::fs::remove_file(dir.join("tenants/charlie.yaml")).unwrap();
+    repo.write("tenants/delta.yaml", TENANT);
+    commit(dir, "tenant changes");
+    let g = GitRepo::open(dir).unwrap();
+    let c = g.changes("HEAD~1", "HEAD").unwrap();
+    let expected: BTreeSet<String> = ["alpha", "bravo", "bravo2", "charlie", "delta"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(c.tenants, expected);
+    assert!(c.environments.is_empty());
+    repo.write(
+        "environments/prod.yaml",
+        &OFFLINE_ENV.replace("example.app", "example.org"),
+    );
+    commit(dir, "env change");
+    let c = g.changes("HEAD~1", "HEAD").unwrap();
+    assert!(c.tenants.is_empty());
+    assert_eq!(c.environments, BTreeSet::from(["prod".to_string()]));
+    assert_eq!(g.behind("HEAD~2", "HEAD").unwrap(), 2);
+}
+
+#[test]
+fn desired_state_is_read_at_a_commit_without_checkout() {
+    let repo = repo_with(OFFLINE_ENV, &["alpha"]);
+    let dir = repo.path();
+    git(dir, &["checkout", "-q", "-b", "feature"]);
+    repo.write("tenants/zulu.yaml", TENANT);
+    commit(dir, "add zulu");
+    let g = GitRepo::open(dir).unwrap();
+    let at_main = g.sources_at("main").unwrap();
+    let names: Vec<&str> = at_main.files.iter().map(|f| f.path.as_str()).collect();
+    assert!(
+        names.contains(&"tenants/alpha.yaml") && !names.contains(&"tenants/zulu.yaml"),
+        "{names:?}"
+    );
+    let (fleet, diags) = berth::validate::validate(&at_main);
+    assert!(diags.is_empty());
+    assert_eq!(fleet.unwrap().tenants.len(), 1);
+    // The CLI reads a revision the same way, and records it in the plan.
+    let out = Command::new(berth_bin())
+        .args([
+            "plan",
+            "--offline",
+            "--rev",
+            "main",
+            "--format",
+            "json",
+            "--repo",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["commit"].as_str().unwrap(), g.resolve("main").unwrap());
+    assert!(
+        plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["tenant"] != "zulu")
+    );
+}
+
+fn berth_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(berth_bin())
+        .args(args)
+        .arg("--repo")
+        .arg(dir)
+        .env("NO_COLOR", "1")
+        .env("BERTH_SECRET_OPENAI", "sk-gitops-SECRET-71c3")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn dokku_env(host: &DokkuHost) -> String {
+    format!(
+        "version: 1\ndomain: example.app\nhosts:\n{}policy: {{ max-destroys: 20 }}\nsecrets: {{ provider: env, names: [openai] }}\n",
+        host.env_host("dokku-1")
+    )
+}
+
+#[test]
+fn plan_since_reads_and_plans_only_the_changed_tenants() {
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let repo = repo_with(&dokku_env(&host), &["alpha", "bravo", "charlie"]);
+    let dir = repo.path();
+    assert_eq!(
+        berth_in(dir, &["apply", "--auto-approve"]).status.code(),
+        Some(0)
+    );
+    repo.write("tenants/bravo.yaml", &TENANT.replace("1.4.2", "1.5.0"));
+    std::fs::remove_file(dir.join("tenants/charlie.yaml")).unwrap();
+    commit(dir, "bump bravo, remove charlie");
+    host.clear_log();
+    let out = berth_in(dir, &["plan", "--since", "HEAD~1", "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tenants: BTreeSet<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(tenants, BTreeSet::from(["bravo", "charlie"]));
+    let kinds: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["change"]["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"deploy-image") && kinds.contains(&"destroy-app"),
+        "{kinds:?}"
+    );
+    // Unchanged tenants were not read: no per-app command names alpha's app.
+    let commands = host.commands();
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.contains(&"bravo-web".to_string()))
+    );
+    assert!(
+        !commands
+            .iter()
+            .any(|c| c.contains(&"alpha-web".to_string())),
+        "{commands:?}"
+    );
+}
+
+#[test]
+fn markdown_comment_has_a_stable_marker_and_no_secret() {
+    let repo = repo_with(OFFLINE_ENV, &["alpha", "bravo"]);
+    let a = berth_in(repo.path(), &["plan", "--offline", "--format", "markdown"]);
+    let b = berth_in(repo.path(), &["plan", "--offline", "--format", "markdown"]);
+    assert_eq!(a.stdout, b.stdout, "deterministic");
+    let md = String::from_utf8_lossy(&a.stdout);
+    assert!(
+        md.starts_with("<!-- berth-plan -->\n### berth plan\n"),
+        "{md}"
+    );
+    assert!(md.contains("| host | create | change | destroy | drift |"));
+    assert!(md.contains("<details><summary><code>alpha</code>"));
+    assert!(md.contains("API_KEY=(sensitive)"));
+    assert!(!md.contains("sk-gitops-SECRET"));
+}
+
+#[test]
+fn status_shows_the_applied_commit_and_how_far_behind_it_is() {
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let repo = repo_with(&dokku_env(&host), &["alpha"]);
+    let dir = repo.path();
+    assert_eq!(
+        berth_in(dir, &["apply", "--auto-approve"]).status.code(),
+        Some(0)
+    );
+    let head = GitRepo::open(dir).unwrap().resolve("HEAD").unwrap();
+    let out = berth_in(dir, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "prod/dokku-1: applied {}, 0 commits behind HEAD, 0 drifted, 0 pending",
+            &head[..12]
+        )),
+        "{text}"
+    );
+    repo.write("tenants/alpha.yaml", &TENANT.replace("info", "warn"));
+    commit(dir, "alpha logs less");
+    let out = berth_in(dir, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1 commits behind HEAD") && text.contains("0 drifted, 2 pending"),
+        "{text}"
+    );
+}
