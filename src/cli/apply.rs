@@ -357,16 +357,16 @@ async fn apply_locked(
         () = renewing => unreachable!("renewal never ends"),
     };
     // Record on each host the commit it now reflects (only when everything converged).
-    if report.success() {
-        if let Some(commit) = &plan.commit {
-            for host in held {
-                if let Err(e) =
-                    crate::reconcile::applied::record(&drivers.hosts[host], host, commit).await
-                {
-                    printer.warn(&format!(
-                        "could not record the applied commit on {host}: {e}"
-                    ));
-                }
+    if report.success()
+        && let Some(commit) = &plan.commit
+    {
+        for host in held {
+            if let Err(e) =
+                crate::reconcile::applied::record(&drivers.hosts[host], host, commit).await
+            {
+                printer.warn(&format!(
+                    "could not record the applied commit on {host}: {e}"
+                ));
             }
         }
     }
