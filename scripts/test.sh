@@ -9,11 +9,21 @@ need_apt=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+# The Docker test images are a static C stub (tests/docker-stub/stub.c).
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
+# Leases, the drift tests and the crash tests run `ps`, `kill`, `useradd`.
+command -v ps >/dev/null 2>&1 || need_apt+=(procps)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "installing: ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The Docker tests need the engine; it is started before the session/CI on this machine kind.
+if ! docker info >/dev/null 2>&1; then
+  echo "warning: the Docker Engine is not reachable; Docker tests will fail in CI" >&2
 fi
 
 # Snapshots are checked, never written, in CI.

@@ -315,6 +315,7 @@ async fn apply_locked(
         printer.status("apply cancelled");
         return Ok(super::EXIT_ERROR);
     }
+    let progress = Progress::with_bars(printer, &plan);
     let journal_file = journal_path(&args.repo, &plan);
     let skip = if args.resume {
         journaled(&journal_file)

@@ -95,12 +95,22 @@ impl TransportError {
     }
 }
 
-/// A connection to one Dokku host.
+/// Master connections per host: sshd caps sessions per connection (MaxSessions), not per
+/// client, so a few connections multiply the reads a wave can run at once.
+pub const CONNECTIONS: usize = 3;
+
+/// One master connection and its channel budget.
+struct Lane {
+    session: tokio::sync::RwLock<Arc<Session>>,
+    channels: Semaphore,
+}
+
+/// The connections to one Dokku host.
 pub struct Transport {
     host: HostRef,
     target: DokkuTarget,
-    session: tokio::sync::RwLock<Arc<Session>>,
-    channels: Arc<Semaphore>,
+    lanes: Vec<Lane>,
+    next: std::sync::atomic::AtomicUsize,
     timeout: Duration,
     _files: tempfile::TempDir,
 }
@@ -176,12 +186,19 @@ impl Transport {
         std::fs::write(&known_hosts, known_hosts_line(target)).map_err(local)?;
         let config = files.path().join("config");
         std::fs::write(&config, "").map_err(local)?;
-        let session = open(host, target, &files).await?;
+        let mut lanes = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let session = open(host, target, &files).await?;
+            lanes.push(Lane {
+                session: tokio::sync::RwLock::new(Arc::new(session)),
+                channels: Semaphore::new(MAX_CHANNELS),
+            });
+        }
         Ok(Transport {
             host: host.clone(),
             target: target.clone(),
-            session: tokio::sync::RwLock::new(Arc::new(session)),
-            channels: Arc::new(Semaphore::new(MAX_CHANNELS)),
+            lanes,
+            next: std::sync::atomic::AtomicUsize::new(0),
             timeout: Duration::from_secs(u64::from(target.timeout_secs.max(1))),
             _files: files,
         })
@@ -198,20 +215,33 @@ impl Transport {
     /// # Errors
     /// Channel failures and timeouts; a non-zero exit is not an error here.
     pub async fn run(&self, command: &RemoteCommand) -> Result<Output, TransportError> {
-        let _permit = self
-            .channels
-            .acquire()
-            .await
-            .map_err(|_| TransportError::Timeout {
-                host: self.host.clone(),
-                command: command.display.clone(),
-                secs: 0,
-            })?;
+        // A lane with a free channel, else wait on the next one in turn.
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.lanes.len();
+        let free = (0..n)
+            .map(|i| &self.lanes[(start + i) % n])
+            .find_map(|lane| lane.channels.try_acquire().ok().map(|p| (lane, p)));
+        let (lane, _permit) = match free {
+            Some(found) => found,
+            None => {
+                let lane = &self.lanes[start % n];
+                let permit =
+                    lane.channels
+                        .acquire()
+                        .await
+                        .map_err(|_| TransportError::Timeout {
+                            host: self.host.clone(),
+                            command: command.display.clone(),
+                            secs: 0,
+                        })?;
+                (lane, permit)
+            }
+        };
         // sshd refuses (does not queue) sessions beyond MaxSessions, and closes finished
         // ones a little after the client sees them end: a refusal means "try again shortly".
         let mut refused = 0u32;
         let output = loop {
-            let session = self.session.read().await.clone();
+            let session = lane.session.read().await.clone();
             let mut words = command.wire.iter();
             let first = words.next().cloned().unwrap_or_default();
             let mut cmd = session.raw_command(first);
@@ -234,7 +264,7 @@ impl Transport {
                     // Refused for a long while: the server holds on to sessions of this
                     // connection; a fresh master connection starts with none.
                     if refused.is_multiple_of(40) {
-                        self.reconnect(&session).await?;
+                        self.reconnect(lane, &session).await?;
                     }
                 }
                 Err(source) => {
@@ -254,8 +284,8 @@ impl Transport {
     }
 
     /// Replace the master connection `stale` with a new one (unless another task already did).
-    async fn reconnect(&self, stale: &Arc<Session>) -> Result<(), TransportError> {
-        let mut current = self.session.write().await;
+    async fn reconnect(&self, lane: &Lane, stale: &Arc<Session>) -> Result<(), TransportError> {
+        let mut current = lane.session.write().await;
         if Arc::ptr_eq(&current, stale) {
             let fresh = open(&self.host, &self.target, &self._files).await?;
             *current = Arc::new(fresh);
@@ -263,10 +293,12 @@ impl Transport {
         Ok(())
     }
 
-    /// Close the master connection.
+    /// Close the master connections.
     pub async fn close(self) {
-        if let Ok(session) = Arc::try_unwrap(self.session.into_inner()) {
-            let _ = session.close().await;
+        for lane in self.lanes {
+            if let Ok(session) = Arc::try_unwrap(lane.session.into_inner()) {
+                let _ = session.close().await;
+            }
         }
     }
 }
