@@ -5,6 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Structured logs (tenant, host, step fields) on stderr when `BERTH_LOG` names a level.
+    if let Ok(level) = std::env::var("BERTH_LOG") {
+        let level = level.parse().unwrap_or(tracing::Level::INFO);
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
     let args = berth::cli::Args::parse_from(berth::cli::normalize_args(std::env::args_os()));
     berth::cli::run(args)
 }

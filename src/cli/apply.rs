@@ -65,6 +65,10 @@ pub struct ApplyArgs {
     /// Lease time to live in seconds (it is renewed while the apply runs, on Dokku hosts).
     #[arg(long, default_value_t = lease::DEFAULT_TTL.as_secs())]
     pub lease_ttl: u64,
+    /// Docker hosts: inspect every container berth manages, so edits made with `docker
+    /// update` or a changed env show up as drift (one more API call per container).
+    #[arg(long)]
+    pub deep: bool,
     /// Skip the steps the journal records as done (saved plans only).
     #[arg(long)]
     pub resume: bool,
@@ -199,7 +203,8 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> anyhow::Result<u8> {
             Some(plan) => plan_hosts(plan),
             None => crate::reconcile::hosts_in_use(&fleet),
         };
-        let drivers = crate::reconcile::connect(&fleet, Some(&hosts)).await.map_err(|e| super::plan::hinted_connect(&e))?;
+        let mut drivers = crate::reconcile::connect(&fleet, Some(&hosts)).await.map_err(|e| super::plan::hinted_connect(&e))?;
+        drivers.set_deep(args.deep);
 
         // Leases first, in a fixed order, so two applies cannot deadlock.
         let token = short_hash_of(&format!("{}{}{:?}", holder(), now(), std::time::Instant::now()));

@@ -40,6 +40,10 @@ pub struct PlanArgs {
     /// Plan only this tenant (repeatable; combines with `--since`).
     #[arg(long = "tenant", value_name = "ID")]
     pub tenants: Vec<String>,
+    /// Docker hosts: inspect every container berth manages, so edits made with `docker
+    /// update` or a changed env show up as drift (one more API call per container).
+    #[arg(long)]
+    pub deep: bool,
     /// Read the files at this git revision instead of the work tree.
     #[arg(long, value_name = "REV")]
     pub rev: Option<String>,
@@ -90,9 +94,10 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
         let runtime = super::runtime()?;
         runtime.block_on(async {
             let hosts = crate::reconcile::hosts_in_use(&fleet);
-            let drivers = crate::reconcile::connect(&fleet, Some(&hosts))
+            let mut drivers = crate::reconcile::connect(&fleet, Some(&hosts))
                 .await
                 .map_err(|e| hinted_connect(&e))?;
+            drivers.set_deep(args.deep);
             crate::execute::observe_all_scoped(&drivers, prefixes.as_deref())
                 .await
                 .map_err(|(host, source)| {

@@ -324,6 +324,7 @@ pub fn apply_step(
                     networks: vec![spec.network.clone()],
                     volumes: spec.mounts.iter().map(|(v, _)| v.clone()).collect(),
                     ports,
+                    inspected: None,
                 },
             );
         }

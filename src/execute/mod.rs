@@ -108,7 +108,7 @@ impl AnyDriver {
                 .cloned()
                 .unwrap_or_default()),
             AnyDriver::Dokku(d) => d.observe_scoped(prefixes).await.map_err(DriverError::Dokku),
-            AnyDriver::Docker(d) => d.observe().await.map_err(DriverError::Docker),
+            AnyDriver::Docker(d) => d.observe_configured().await.map_err(DriverError::Docker),
         }
     }
 
@@ -136,6 +136,17 @@ impl AnyDriver {
 pub struct Drivers {
     /// Connected drivers.
     pub hosts: BTreeMap<HostRef, AnyDriver>,
+}
+
+impl Drivers {
+    /// Deep observation on every Docker host (`--deep`).
+    pub fn set_deep(&mut self, deep: bool) {
+        for driver in self.hosts.values_mut() {
+            if let AnyDriver::Docker(d) = driver {
+                d.set_deep(deep);
+            }
+        }
+    }
 }
 
 /// Executor knobs.
@@ -422,10 +433,12 @@ async fn run_step(
     };
     let mut attempt = 1;
     loop {
+        tracing::info!(tenant = %step.tenant, host = %host, step = step.id, change = step.change.kind_name(), attempt, "step started");
         reporter.event(&Event::StepStarted { step, attempt });
         let started = Instant::now();
         match driver.apply(step).await {
             Ok(()) => {
+                tracing::info!(tenant = %step.tenant, host = %host, step = step.id, seconds = started.elapsed().as_secs_f64(), "step succeeded");
                 reporter.event(&Event::StepSucceeded {
                     step,
                     took: started.elapsed(),
@@ -445,6 +458,7 @@ async fn run_step(
             }
             Err(e) => {
                 let error = e.chain();
+                tracing::warn!(tenant = %step.tenant, host = %host, step = step.id, error = %error, "step failed");
                 reporter.event(&Event::StepFailed {
                     step,
                     error: error.clone(),

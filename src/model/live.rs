@@ -235,6 +235,25 @@ pub struct LiveContainer {
     /// Published ports.
     #[serde(default)]
     pub ports: Vec<PortBinding>,
+    /// What an inspect showed, in a deep scan only (`--deep`): catches edits the labels
+    /// cannot see (`docker update`, a changed env).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspected: Option<InspectedContainer>,
+}
+
+/// Container configuration as the engine reports it (deep scans).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InspectedContainer {
+    /// Image reference the container was created from.
+    pub image: Option<String>,
+    /// Memory limit in bytes (0 = none).
+    pub memory: Option<i64>,
+    /// CPU limit in nano-CPUs (0 = none).
+    pub nano_cpus: Option<i64>,
+    /// Restart policy name.
+    pub restart: Option<String>,
+    /// Env keys and values; values are compared, never shown.
+    pub env: BTreeMap<String, LiveValue>,
 }
 
 /// A published port of a container.

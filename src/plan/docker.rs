@@ -233,7 +233,52 @@ fn recreate_reasons(cx: &HostCx<'_>, c: &Container, l: &LiveContainer, hash: &st
             reasons.push(format!("does not mount volume {volume}"));
         }
     }
+    if let Some(seen) = &l.inspected {
+        reasons.extend(deep_differences(&c.spec, seen));
+    }
     reasons
+}
+
+/// What a deep scan found changed outside berth (names only: values may be secret).
+fn deep_differences(
+    spec: &crate::model::desired::ContainerSpec,
+    seen: &crate::model::live::InspectedContainer,
+) -> Vec<String> {
+    use crate::model::RestartPolicy;
+    let mut out = Vec::new();
+    if seen.image.as_deref().is_some_and(|i| i != spec.image) {
+        out.push("image changed outside berth".to_string());
+    }
+    let memory = spec.memory.and_then(|m| i64::try_from(m).ok()).unwrap_or(0);
+    if seen.memory.is_some_and(|m| m != memory) {
+        out.push("memory limit changed outside berth".to_string());
+    }
+    if seen
+        .nano_cpus
+        .is_some_and(|n| n != spec.nano_cpus.unwrap_or(0))
+    {
+        out.push("cpu limit changed outside berth".to_string());
+    }
+    let restart = match spec.restart {
+        RestartPolicy::No => "no",
+        RestartPolicy::Always => "always",
+        RestartPolicy::UnlessStopped => "unless-stopped",
+        RestartPolicy::OnFailure => "on-failure",
+    };
+    if seen.restart.as_deref().is_some_and(|r| r != restart) {
+        out.push("restart policy changed outside berth".to_string());
+    }
+    for (key, value) in &spec.env {
+        let differs = match (value, seen.env.get(key)) {
+            (_, None) => true,
+            (crate::model::desired::ConfigValue::Literal { value }, Some(live)) => live.0 != *value,
+            _ => false,
+        };
+        if differs {
+            out.push(format!("env {key} changed outside berth"));
+        }
+    }
+    out
 }
 
 /// Give every published port a host port and stamp the final spec hash label.

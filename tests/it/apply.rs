@@ -134,7 +134,19 @@ async fn apply_then_plan_is_empty_on_docker_and_json_lines_stream() {
     dockerhost::images(&docker).await;
     let run = Run::new();
     let (repo, _) = docker_repo(&run, "json");
-    let out = berth_in(&repo, &["apply", "--auto-approve", "--format", "json"]);
+    let out = Command::new(berth_bin())
+        .args(["apply", "--auto-approve", "--format", "json", "--repo"])
+        .arg(repo.path())
+        .env("BERTH_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // Structured logs on stderr carry tenant, host and step fields.
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logs.contains("step succeeded") && logs.contains("tenant=json-") && logs.contains("step="),
+        "{logs}"
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()

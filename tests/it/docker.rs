@@ -485,3 +485,54 @@ async fn an_unreachable_engine_is_a_clear_transient_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_scan_catches_edits_the_labels_cannot_see() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let id = rig.tenant("deep", &stack(&rig.run.env, "berth-stub:v1", "production"));
+    let drivers = rig.drivers().await;
+    rig.converge(&drivers).await;
+    let web = format!("{id}-web-1");
+    let out = std::process::Command::new("docker")
+        .args(["update", "--memory", "96m", "--memory-swap", "96m", &web])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The list-only pass cannot see it (compose cannot either).
+    assert!(rig.plan(&drivers, None).await.steps.is_empty());
+    let mut deep = rig.drivers().await;
+    deep.set_deep(true);
+    let p = rig.plan(&deep, None).await;
+    assert_eq!(recreated(&p), BTreeSet::from([web.clone()]));
+    let step = &p.steps[0];
+    assert_eq!(step.cause, Cause::Drift);
+    let Change::RecreateContainer { reasons, .. } = &step.change else {
+        panic!()
+    };
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "memory limit changed outside berth"),
+        "{reasons:?}"
+    );
+    let report = execute(
+        &p,
+        &deep,
+        &ExecOptions::default(),
+        &Silent,
+        &AtomicBool::new(false),
+        &BTreeSet::new(),
+    )
+    .await;
+    assert!(report.success());
+    assert!(
+        rig.plan(&deep, None).await.steps.is_empty(),
+        "deep plan after healing"
+    );
+}

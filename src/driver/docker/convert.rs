@@ -110,6 +110,7 @@ pub fn live_container(summary: &ContainerSummary, environment: &str) -> LiveCont
         networks,
         volumes,
         ports,
+        inspected: None,
     }
 }
 

@@ -148,6 +148,8 @@ pub struct DockerDriver {
     starts: tokio::sync::Mutex<()>,
     /// Engine calls made, for benchmarks and tests.
     calls: std::sync::atomic::AtomicU64,
+    /// Inspect managed containers on every observation (`--deep`).
+    deep: bool,
 }
 
 impl DockerDriver {
@@ -178,6 +180,7 @@ impl DockerDriver {
             secrets,
             starts: tokio::sync::Mutex::new(()),
             calls: std::sync::atomic::AtomicU64::new(1),
+            deep: false,
         })
     }
 
@@ -185,6 +188,23 @@ impl DockerDriver {
     #[must_use]
     pub fn host(&self) -> &HostRef {
         &self.host
+    }
+
+    /// Make every observation a deep one (inspect each container berth manages here).
+    pub fn set_deep(&mut self, deep: bool) {
+        self.deep = deep;
+    }
+
+    /// Observe, deep or not as configured.
+    ///
+    /// # Errors
+    /// Engine failures.
+    pub async fn observe_configured(&self) -> Result<LiveHost, DockerError> {
+        if self.deep {
+            self.observe_deep().await
+        } else {
+            self.observe().await
+        }
     }
 
     /// Engine API calls made so far (the version negotiation included).
@@ -206,6 +226,42 @@ impl DockerDriver {
             call: call.clone(),
             source,
         }
+    }
+
+    /// Read the whole host in four list calls, then inspect every container berth manages
+    /// here (`--deep`): edits the labels cannot show become drift.
+    ///
+    /// # Errors
+    /// Engine failures.
+    pub async fn observe_deep(&self) -> Result<LiveHost, DockerError> {
+        let mut live = self.observe().await?;
+        for (name, container) in &mut live.docker.containers {
+            if container.owner.is_none() {
+                continue;
+            }
+            self.count();
+            let info = self
+                .docker
+                .inspect_container(name, None)
+                .await
+                .map_err(self.api("(deep scan)", format!("inspect container {name}")))?;
+            let config = info.config.unwrap_or_default();
+            let host = info.host_config.unwrap_or_default();
+            container.inspected = Some(crate::model::live::InspectedContainer {
+                image: config.image,
+                memory: Some(host.memory.unwrap_or(0)),
+                nano_cpus: Some(host.nano_cpus.unwrap_or(0)),
+                restart: host
+                    .restart_policy
+                    .and_then(|r| r.name)
+                    .map(|n| n.to_string()),
+                env: convert::env_map(&config.env.unwrap_or_default())
+                    .into_iter()
+                    .map(|(k, v)| (k, crate::model::live::LiveValue(v)))
+                    .collect(),
+            });
+        }
+        Ok(live)
     }
 
     /// Read the whole host in four list calls.
