@@ -328,21 +328,17 @@ pub fn apply_step(
                 },
             );
         }
-        Change::StartContainer { container } => {
+        Change::StartContainer { container } | Change::StopContainer { container } => {
             let c = host
                 .docker
                 .containers
                 .get_mut(container)
                 .ok_or_else(|| missing(format!("container {container}")))?;
-            c.state = ContainerState::Running;
-        }
-        Change::StopContainer { container } => {
-            let c = host
-                .docker
-                .containers
-                .get_mut(container)
-                .ok_or_else(|| missing(format!("container {container}")))?;
-            c.state = ContainerState::Exited;
+            c.state = if matches!(step.change, Change::StartContainer { .. }) {
+                ContainerState::Running
+            } else {
+                ContainerState::Exited
+            };
         }
         Change::RemoveContainer { container } => {
             let c = host

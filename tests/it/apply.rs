@@ -19,6 +19,21 @@ fn berth_in(repo: &Repo, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Start `berth apply --auto-approve ARGS` in the background.
+fn spawn_apply(repo: &Repo, args: &[&str], stderr: Stdio) -> std::process::Child {
+    Command::new(berth_bin())
+        .args(["apply", "--auto-approve"])
+        .args(args)
+        .arg("--repo")
+        .arg(repo.path())
+        .env("BERTH_SECRET_OPENAI", "x")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -219,15 +234,7 @@ fn a_second_apply_is_refused_while_the_first_holds_the_lease() {
     };
     let repo = dokku_repo(&host, &["acme", "bolt", "crux"]);
     host.set_latency(150);
-    let mut first = Command::new(berth_bin())
-        .args(["apply", "--auto-approve", "--repo"])
-        .arg(repo.path())
-        .env("BERTH_SECRET_OPENAI", "x")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_apply(&repo, &[], Stdio::piped());
     // Wait until the first apply holds the lease.
     let started = Instant::now();
     while !host
@@ -264,15 +271,7 @@ fn sigterm_mid_apply_releases_the_lease_and_a_crashed_lease_expires() {
     };
     let repo = dokku_repo(&host, &["acme", "bolt"]);
     host.set_latency(200);
-    let child = Command::new(berth_bin())
-        .args(["apply", "--auto-approve", "--repo"])
-        .arg(repo.path())
-        .env("BERTH_SECRET_OPENAI", "x")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_apply(&repo, &[], Stdio::piped());
     std::thread::sleep(Duration::from_millis(2500));
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -296,15 +295,7 @@ fn sigterm_mid_apply_releases_the_lease_and_a_crashed_lease_expires() {
 
     // kill -9 leaves the lease behind; with a short time to live the next apply takes over.
     host.set_latency(200);
-    let mut child = Command::new(berth_bin())
-        .args(["apply", "--auto-approve", "--lease-ttl", "2", "--repo"])
-        .arg(repo.path())
-        .env("BERTH_SECRET_OPENAI", "x")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_apply(&repo, &["--lease-ttl", "2"], Stdio::null());
     std::thread::sleep(Duration::from_millis(1500));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -401,23 +392,11 @@ fn killed_at_every_step_a_rerun_converges_and_keeps_data() {
     for k in 1..total {
         host.clear_log();
         host.set_latency(30);
-        let mut child = Command::new(berth_bin())
-            .args([
-                "apply",
-                "--auto-approve",
-                "--lease-ttl",
-                "1",
-                "--attempts",
-                "1",
-                "--repo",
-            ])
-            .arg(repo.path())
-            .env("BERTH_SECRET_OPENAI", "x")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_apply(
+            &repo,
+            &["--lease-ttl", "1", "--attempts", "1"],
+            Stdio::null(),
+        );
         let started = Instant::now();
         while mutating(&host) < k && started.elapsed() < Duration::from_secs(60) {
             if child.try_wait().unwrap().is_some() {
