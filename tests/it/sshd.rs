@@ -116,11 +116,15 @@ impl DokkuHost {
             .nth(1)
             .unwrap_or("SHA256:unknown")
             .to_string();
-        std::fs::write(
-            d.join(".sshcommand"),
-            format!("{}\n", simulator().display()),
-        )
-        .unwrap();
+        // A copy of the simulator inside the host's own directory: the `dokku` login user
+        // may not be able to reach the build tree (a checkout under a 0700 directory).
+        let sim = d.join("dokku-sim");
+        std::fs::copy(simulator(), &sim).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&sim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(d.join(".sshcommand"), format!("{}\n", sim.display())).unwrap();
         // Exactly the shape `sshcommand acl-add` writes (reference/dokku.md §1.1).
         let line = format!(
             "command=\"FINGERPRINT={fingerprint} NAME=\\\"admin\\\" `cat {}` $SSH_ORIGINAL_COMMAND\",no-agent-forwarding,no-user-rc,no-X11-forwarding,no-port-forwarding {}",
