@@ -2,8 +2,8 @@
 //!
 //! `cargo bench --bench docker` seeds tenant stacks (an app and a Postgres-role container each,
 //! with network and volume) on the local engine through berth itself, then times no-op passes.
-//! The default is 25 stacks: a stock engine's default address pools hold about 30 bridge
-//! networks, and every tenant has its own (docs/operations.md explains raising the limit).
+//! The default is 200 stacks; tenant networks take /24s from the host's `subnets` block
+//! (a stock engine's default address pools hold only about 30 bridge networks).
 //! `BENCH_TENANTS=N` changes the size. Under `cargo test` it runs a 3-tenant smoke pass.
 #![allow(
     clippy::print_stdout,
@@ -32,7 +32,7 @@ async fn main() {
     let n: usize = std::env::var("BENCH_TENANTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 25 } else { 3 });
+        .unwrap_or(if full { 200 } else { 3 });
     let Some(docker) = dockerhost::docker().await else {
         return;
     };
@@ -43,7 +43,7 @@ async fn main() {
     std::fs::create_dir_all(dir.path().join("tenants")).unwrap();
     std::fs::write(
         dir.path().join(format!("environments/{}.yaml", run.env)),
-        "version: 1\nhosts:\n  local:\n    docker: { endpoint: unix:///var/run/docker.sock }\n    ports: 40000-40999\n",
+        "version: 1\nhosts:\n  local:\n    docker: { endpoint: unix:///var/run/docker.sock }\n    ports: 40000-40999\n    subnets: 10.240.0.0/16\n",
     )
     .unwrap();
     for i in 0..n {
@@ -121,7 +121,11 @@ async fn main() {
         p.steps.retain(|s| s.environment == run.env);
         best = best.min(started.elapsed().as_secs_f64());
         calls = d.calls() - before;
-        assert!(p.steps.is_empty(), "no-op plan expected");
+        assert!(
+            p.steps.is_empty(),
+            "no-op plan expected:\n{}",
+            berth::output::plan::render_text(&p, false)
+        );
     }
     let containers = docker
         .list_containers(Some(

@@ -264,12 +264,14 @@ pub fn apply_step(
             network,
             internal,
             labels,
+            subnet,
         } => {
             host.docker.networks.insert(
                 network.clone(),
                 LiveNetwork {
                     owner: labels.get(&format!("{LABEL_PREFIX}tenant")).cloned(),
                     internal: *internal,
+                    subnets: subnet.iter().cloned().collect(),
                 },
             );
         }

@@ -136,6 +136,8 @@ pub struct DesiredHost {
     pub ports: Option<(u16, u16)>,
     /// Proxy flavour for domain routing (Docker).
     pub proxy: ProxyKind,
+    /// Block tenant networks get a /24 of (Docker).
+    pub subnets: Option<(u32, u8)>,
     /// Dokku apps by name.
     pub dokku_apps: BTreeMap<String, DokkuApp>,
     /// Dokku services by `kind:name`.
@@ -212,6 +214,9 @@ pub struct Network {
     /// Labels.
     pub labels: BTreeMap<String, String>,
 }
+
+/// Subnet of a new network, when the host has a `subnets` block (allocated by the planner).
+pub type Subnet = Option<String>;
 
 /// A Docker volume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -420,6 +425,11 @@ fn host_has_tenant(host: &super::live::LiveHost, tenant: &str) -> bool {
             .volumes
             .values()
             .any(|v| v.owner.as_deref() == t)
+        || host
+            .docker
+            .networks
+            .values()
+            .any(|n| n.owner.as_deref() == t)
 }
 
 /// Compile the desired state of every host.
@@ -441,6 +451,7 @@ pub fn compile(fleet: &Fleet, placements: &[Placement]) -> Desired {
                     policy: env.policy.clone(),
                     ports: host.ports,
                     proxy: host.proxy,
+                    subnets: host.subnets,
                     dokku_apps: BTreeMap::new(),
                     dokku_services: BTreeMap::new(),
                     networks: BTreeMap::new(),

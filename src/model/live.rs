@@ -183,6 +183,9 @@ pub struct LiveNetwork {
     /// Internal (no outside access).
     #[serde(default)]
     pub internal: bool,
+    /// IPv4 subnets of its address pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<String>,
 }
 
 /// A Docker volume.

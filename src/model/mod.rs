@@ -61,6 +61,8 @@ pub struct Host {
     pub ports: Option<(u16, u16)>,
     /// Proxy flavour for Docker hosts.
     pub proxy: ProxyKind,
+    /// Docker: the /24 blocks tenant networks are allocated from (base address, prefix length).
+    pub subnets: Option<(u32, u8)>,
 }
 
 /// Host kinds.

@@ -231,11 +231,18 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             vec!["destroys its data (tenant is in `state: purge`)".into()],
         ),
         Change::CreateNetwork {
-            network, internal, ..
+            network,
+            internal,
+            subnet,
+            ..
         } => (
             format!(
-                "network {network}{}",
-                if *internal { " (internal)" } else { "" }
+                "network {network}{}{}",
+                if *internal { " (internal)" } else { "" },
+                subnet
+                    .as_deref()
+                    .map(|s| format!(" {s}"))
+                    .unwrap_or_default()
             ),
             vec![],
         ),

@@ -17,15 +17,37 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
     let live = &cx.live.docker;
     let desired = cx.desired;
     let mut infra: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
+    // /24s already taken by any network on the engine, for the allocation below.
+    let mut taken: BTreeSet<String> = live
+        .networks
+        .values()
+        .flat_map(|n| n.subnets.iter().cloned())
+        .collect();
     for (name, network) in &desired.networks {
         match live.networks.get(name) {
             None => {
+                let subnet = match desired.subnets {
+                    Some(block) => {
+                        let found = free_subnet(block, &taken);
+                        if found.is_none() {
+                            cx.refuse(
+                                RefusalRule::PortsExhausted,
+                                format!("no free /24 left in the `subnets` block of host `{}` for network `{name}`", cx.host),
+                            );
+                        }
+                        found.inspect(|s| {
+                            taken.insert(s.clone());
+                        })
+                    }
+                    None => None,
+                };
                 let id = cx.step(
                     &network.tenant,
                     Cause::Intended,
                     Change::CreateNetwork {
                         network: name.clone(),
                         internal: network.internal,
+                        subnet,
                         labels: network.labels.clone(),
                     },
                     Vec::new(),
@@ -213,6 +235,17 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
             );
         }
     }
+}
+
+/// The first /24 of `block` that no network uses.
+fn free_subnet((base, prefix): (u32, u8), taken: &BTreeSet<String>) -> Option<String> {
+    let count = 1u32 << (24 - prefix.min(24));
+    (0..count)
+        .map(|i| {
+            let net = std::net::Ipv4Addr::from(base + (i << 8));
+            format!("{net}/24")
+        })
+        .find(|s| !taken.contains(s))
 }
 
 fn recreate_reasons(cx: &HostCx<'_>, c: &Container, l: &LiveContainer, hash: &str) -> Vec<String> {

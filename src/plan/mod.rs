@@ -264,6 +264,9 @@ pub enum Change {
         network: String,
         /// Internal.
         internal: bool,
+        /// IPv4 subnet from the host's `subnets` block (the engine's pools when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subnet: Option<String>,
         /// Labels.
         labels: BTreeMap<String, String>,
     },

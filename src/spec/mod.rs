@@ -78,6 +78,10 @@ pub struct HostSpec {
     /// Reverse proxy that routes domains to containers on a Docker host.
     #[serde(default)]
     pub proxy: Option<ProxyKind>,
+    /// Docker: an IPv4 block (`10.200.0.0/16`) that tenant networks get a /24 of each, instead
+    /// of the engine's default pools (which hold about 30 networks).
+    #[serde(default)]
+    pub subnets: Option<String>,
 }
 
 /// How to reach a Dokku server.

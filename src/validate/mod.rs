@@ -672,12 +672,30 @@ fn check_host(
             None,
         );
     }
+    let subnets = host.subnets.as_ref().and_then(|cidr| {
+        let block = parse_cidr(cidr).filter(|(_, prefix)| *prefix <= 24);
+        if block.is_none() {
+            cx.error(
+                parsed,
+                "berth::invalid-subnets",
+                &["hosts", name, "subnets"],
+                format!(
+                    "`{}` is not an IPv4 block of /24 or larger",
+                    printable(cidr)
+                ),
+                "expected e.g. `10.200.0.0/16`",
+                Some("tenant networks get one /24 each from this block".into()),
+            );
+        }
+        block
+    });
     Some(Host {
         name: name.to_string(),
         target,
         capacity: host.capacity,
         ports,
         proxy: host.proxy.unwrap_or(ProxyKind::Traefik),
+        subnets,
     })
 }
 
@@ -724,6 +742,20 @@ fn is_host_key(text: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
         && !text.contains(['\n', '\r'])
+}
+
+/// `10.200.0.0/16` → (base address, prefix), the base aligned to the prefix.
+fn parse_cidr(text: &str) -> Option<(u32, u8)> {
+    let (addr, prefix) = text.split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    let base = u32::from(addr);
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    (base & mask == base).then_some((base, prefix))
 }
 
 fn parse_port_range(text: &str) -> Option<(u16, u16)> {
@@ -1803,4 +1835,17 @@ fn claim_stack<T>(
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cidr;
+
+    #[test]
+    fn cidr_blocks() {
+        assert_eq!(parse_cidr("10.200.0.0/16"), Some((0x0ac8_0000, 16)));
+        assert_eq!(parse_cidr("10.200.1.0/16"), None, "not aligned");
+        assert_eq!(parse_cidr("10.200.0.0"), None);
+        assert_eq!(parse_cidr("300.1.1.1/8"), None);
+    }
 }

@@ -536,3 +536,35 @@ async fn a_deep_scan_catches_edits_the_labels_cannot_see() {
         "deep plan after healing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_networks_get_subnets_from_the_host_block() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let env_file = rig
+        .run
+        .env_file()
+        .replace("    ports:", "    subnets: 10.213.0.0/22\n    ports:");
+    rig.repo
+        .write(&format!("environments/{}.yaml", rig.run.env), &env_file);
+    let a = rig.tenant("neta", &stack(&rig.run.env, "berth-stub:v1", "production"));
+    let b = rig.tenant("netb", &stack(&rig.run.env, "berth-stub:v1", "production"));
+    let drivers = rig.drivers().await;
+    rig.converge(&drivers).await;
+    let mut subnets = BTreeSet::new();
+    for id in [&a, &b] {
+        let net = rig
+            .docker
+            .inspect_network(
+                &format!("{id}_net"),
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .unwrap();
+        let subnet = net.ipam.unwrap().config.unwrap()[0].subnet.clone().unwrap();
+        assert!(subnet.starts_with("10.213."), "{subnet}");
+        subnets.insert(subnet);
+    }
+    assert_eq!(subnets.len(), 2, "each tenant has its own /24");
+}

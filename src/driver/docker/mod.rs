@@ -312,6 +312,12 @@ impl DockerDriver {
                 LiveNetwork {
                     owner: convert::managed_owner(network.labels.as_ref(), &self.host.environment),
                     internal: network.internal.unwrap_or(false),
+                    subnets: network
+                        .ipam
+                        .as_ref()
+                        .and_then(|i| i.config.as_ref())
+                        .map(|c| c.iter().filter_map(|p| p.subnet.clone()).collect())
+                        .unwrap_or_default(),
                 },
             );
         }
@@ -415,14 +421,42 @@ impl DockerDriver {
     ) -> Result<(), DockerError> {
         let body = convert::create_body(spec, env);
         self.count();
-        self.docker
+        match self
+            .docker
             .create_container(
                 Some(CreateContainerOptionsBuilder::default().name(name).build()),
                 body,
             )
             .await
-            .map_err(self.api(tenant, format!("create container {name}")))?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            // A retry after a create whose answer was lost: the container is there already.
+            // It is ours if it carries this spec's hash; anything else is a real conflict.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) if self.has_spec(name, spec).await => Ok(()),
+            Err(e) => Err(self.api(tenant, format!("create container {name}"))(e)),
+        }
+    }
+
+    async fn has_spec(&self, name: &str, spec: &ContainerSpec) -> bool {
+        let want = spec
+            .labels
+            .get(&format!("{}spec-hash", crate::model::desired::LABEL_PREFIX));
+        self.count();
+        self.docker
+            .inspect_container(name, None)
+            .await
+            .is_ok_and(|info| {
+                info.config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| {
+                        l.get(&format!("{}spec-hash", crate::model::desired::LABEL_PREFIX))
+                            .cloned()
+                    })
+                    .as_ref()
+                    == want
+            })
     }
 
     /// Start (serialised per host), then wait for health when the container has a check.
@@ -525,14 +559,23 @@ impl DockerDriver {
                 network,
                 internal,
                 labels,
+                subnet,
             } => {
                 self.count();
+                let ipam = subnet.as_ref().map(|s| bollard::models::Ipam {
+                    config: Some(vec![bollard::models::IpamConfig {
+                        subnet: Some(s.clone()),
+                        ..bollard::models::IpamConfig::default()
+                    }]),
+                    ..bollard::models::Ipam::default()
+                });
                 self.docker
                     .create_network(NetworkCreateRequest {
                         name: network.clone(),
                         driver: Some("bridge".into()),
                         internal: Some(*internal),
                         labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                        ipam,
                         ..NetworkCreateRequest::default()
                     })
                     .await
