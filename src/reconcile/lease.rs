@@ -7,8 +7,8 @@
 //! - Docker: a volume `berth-lease-<env>` whose labels hold the same fields and a random token.
 //!   The Engine creates volumes under a per-name lock and returns the existing volume to a
 //!   second creator, so reading the token back tells who won. Volume labels cannot change, so
-//!   a Docker lease is not renewed: its time to live must cover the longest apply (default 30
-//!   minutes).
+//!   renewing adds a volume `berth-lease-<env>-until-<unix>` with the holder's token; the
+//!   lease's expiry is the latest renewal by its own holder.
 //!
 //! A lease whose expiry has passed belongs to nobody (its holder crashed): the next acquirer
 //! removes it and takes it.
@@ -103,7 +103,10 @@ pub async fn status(driver: &AnyDriver, host: &HostRef) -> Result<Option<LeaseIn
     match driver {
         AnyDriver::Dokku(d) => dokku_status(d, host).await,
         AnyDriver::Docker(d) => match d.client().inspect_volume(&lease_name(host)).await {
-            Ok(volume) => Ok(docker_info(&volume.labels)),
+            Ok(volume) => match docker_info(&volume.labels) {
+                Some(info) => Ok(Some(extended(d, host, info).await?)),
+                None => Ok(None),
+            },
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
@@ -130,6 +133,44 @@ async fn dokku_status(d: &DokkuDriver, host: &HostRef) -> Result<Option<LeaseInf
         expires: 0,
         token: String::new(),
     })))
+}
+
+/// Renewals of a Docker lease: volumes `berth-lease-<env>-until-<unix>` carrying the
+/// holder's token (a lease volume's own labels cannot change).
+async fn renewals(
+    d: &crate::driver::docker::DockerDriver,
+    host: &HostRef,
+) -> Result<Vec<(String, LeaseInfo)>, LeaseError> {
+    let prefix = format!("{}-until-", lease_name(host));
+    let filters = HashMap::from([("name".to_string(), vec![prefix.clone()])]);
+    let list = d
+        .client()
+        .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(|e| driver_error(host, e))?;
+    Ok(list
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v.name.starts_with(&prefix))
+        .filter_map(|v| docker_info(&v.labels).map(|i| (v.name, i)))
+        .collect())
+}
+
+/// A Docker lease with the latest renewal by its own holder applied.
+async fn extended(
+    d: &crate::driver::docker::DockerDriver,
+    host: &HostRef,
+    mut info: LeaseInfo,
+) -> Result<LeaseInfo, LeaseError> {
+    for (_, renewal) in renewals(d, host).await? {
+        if renewal.token == info.token {
+            info.expires = info.expires.max(renewal.expires);
+        }
+    }
+    Ok(info)
 }
 
 fn docker_info(labels: &HashMap<String, String>) -> Option<LeaseInfo> {
@@ -213,7 +254,10 @@ async fn try_acquire(
                 })
                 .await
                 .map_err(|e| driver_error(host, e))?;
-            let current = docker_info(&volume.labels);
+            let current = match docker_info(&volume.labels) {
+                Some(c) => Some(extended(d, host, c).await?),
+                None => None,
+            };
             match current {
                 Some(c) if c.token == info.token => Ok(None),
                 Some(c) => Ok(Some(c)),
@@ -227,11 +271,35 @@ async fn try_acquire(
     }
 }
 
-/// Extend a held Dokku lease (Docker leases are not renewed; see the module docs).
+/// Extend a held lease (Dokku: rewrite its expiry; Docker: add a renewal volume).
 ///
 /// # Errors
 /// Driver failures.
 pub async fn renew(driver: &AnyDriver, host: &HostRef, info: &LeaseInfo) -> Result<(), LeaseError> {
+    if let AnyDriver::Docker(d) = driver {
+        let labels: HashMap<String, String> = fields(info)
+            .into_iter()
+            .map(|(k, v)| (format!("io.berth.lease.{}", k.to_lowercase()), v))
+            .collect();
+        let name = format!("{}-until-{}", lease_name(host), info.expires);
+        d.client()
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.clone()),
+                labels: Some(labels),
+                ..VolumeCreateRequest::default()
+            })
+            .await
+            .map_err(|e| driver_error(host, e))?;
+        // Older renewals of ours are superseded.
+        for (old, renewal) in renewals(d, host).await? {
+            if old != name && renewal.token == info.token {
+                let _ = d
+                    .client()
+                    .remove_volume(&old, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                    .await;
+            }
+        }
+    }
     if let AnyDriver::Dokku(d) = driver {
         let write =
             config_set(&lease_name(host), &fields(info)).map_err(|e| driver_error(host, e))?;
@@ -271,20 +339,31 @@ pub async fn release_any(driver: &AnyDriver, host: &HostRef) -> Result<(), Lease
             }
             Ok(())
         }
-        AnyDriver::Docker(d) => match d
-            .client()
-            .remove_volume(
-                &name,
-                None::<bollard::query_parameters::RemoveVolumeOptions>,
-            )
-            .await
-        {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(driver_error(host, e)),
-        },
+        AnyDriver::Docker(d) => {
+            for (renewal, _) in renewals(d, host).await? {
+                let _ = d
+                    .client()
+                    .remove_volume(
+                        &renewal,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await;
+            }
+            match d
+                .client()
+                .remove_volume(
+                    &name,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await
+            {
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(()),
+                Err(e) => Err(driver_error(host, e)),
+            }
+        }
         AnyDriver::Memory(..) => Ok(()),
     }
 }

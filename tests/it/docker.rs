@@ -568,3 +568,64 @@ async fn tenant_networks_get_subnets_from_the_host_block() {
     }
     assert_eq!(subnets.len(), 2, "each tenant has its own /24");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_leases_are_exclusive_renewable_and_expire() {
+    use berth::reconcile::lease::{self, LeaseInfo};
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let drivers = rig.drivers().await;
+    let host = rig.host();
+    let driver = &drivers.hosts[&host];
+    let info = |token: &str, expires: u64| LeaseInfo {
+        holder: format!("test {token}"),
+        purpose: "apply".into(),
+        started: 100,
+        expires,
+        token: token.into(),
+    };
+    lease::acquire(driver, &host, &info("a", 1_000), 500)
+        .await
+        .unwrap();
+    // Held: a second holder is refused with the first one's name.
+    let err = lease::acquire(driver, &host, &info("b", 2_000), 600)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("test a"), "{err}");
+    // Renewed: the expiry moves, so at a time past the first expiry it is still held.
+    lease::renew(driver, &host, &info("a", 5_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        lease::status(driver, &host).await.unwrap().unwrap().expires,
+        5_000
+    );
+    assert!(
+        lease::acquire(driver, &host, &info("b", 9_000), 2_000)
+            .await
+            .is_err()
+    );
+    // Expired: the next holder takes over.
+    lease::acquire(driver, &host, &info("b", 9_000), 6_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        lease::status(driver, &host).await.unwrap().unwrap().token,
+        "b"
+    );
+    lease::release(driver, &host, "b").await.unwrap();
+    assert!(lease::status(driver, &host).await.unwrap().is_none());
+    let left = rig
+        .docker
+        .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)
+        .await
+        .unwrap();
+    assert!(
+        !left
+            .volumes
+            .unwrap_or_default()
+            .iter()
+            .any(|v| v.name.starts_with(&format!("berth-lease-{}", rig.run.env)))
+    );
+}
