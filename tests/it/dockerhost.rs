@@ -103,7 +103,27 @@ pub async fn images(docker: &Docker) {
         return;
     }
     let stub = std::fs::read(build_stub()).unwrap();
+    let digest = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        stub.hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
     for tag in TAGS {
+        // Importing again would move the tag to a new image id under containers of a run in
+        // another process; an image built from the same stub is left alone.
+        let current = docker
+            .inspect_image(&format!("berth-stub:{tag}"))
+            .await
+            .ok();
+        let same = current
+            .and_then(|i| i.config)
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get("berth.stub").cloned())
+            .is_some_and(|d| d == format!("{digest}-{tag}"));
+        if same {
+            continue;
+        }
         let version = format!("berth-stub {tag}\n");
         let archive = tar(&[
             ("stub", &stub, 0o755),
@@ -118,6 +138,7 @@ pub async fn images(docker: &Docker) {
             .changes(vec![
                 "CMD [\"/stub\",\"serve\",\"--port\",\"8080\"]".to_string(),
                 "EXPOSE 8080/tcp".to_string(),
+                format!("LABEL berth.stub={digest}-{tag}"),
             ])
             .build();
         let mut stream = docker.create_image(
