@@ -148,24 +148,24 @@ async fn open(
     if let Some(identity) = &target.identity {
         builder.keyfile(PathBuf::from(identity));
     }
-    let connect = if std::env::var_os("BERTH_SSH_PROCESS_MUX").is_some() {
-        builder.connect(&target.address).await
-    } else {
-        builder.connect_mux(&target.address).await
-    };
-    connect.map_err(|source| {
-        let text = format!("{source:?} {source}");
-        if text.contains("Host key verification failed")
-            || text.contains("HOST IDENTIFICATION HAS CHANGED")
-        {
-            TransportError::HostKey { host: host.clone() }
-        } else {
-            TransportError::Connect {
-                host: host.clone(),
-                source,
+    // Native mux: commands travel over the control socket, so no local `ssh` process (and no
+    // argv visible in `ps`) exists per command.
+    builder
+        .connect_mux(&target.address)
+        .await
+        .map_err(|source| {
+            let text = format!("{source:?} {source}");
+            if text.contains("Host key verification failed")
+                || text.contains("HOST IDENTIFICATION HAS CHANGED")
+            {
+                TransportError::HostKey { host: host.clone() }
+            } else {
+                TransportError::Connect {
+                    host: host.clone(),
+                    source,
+                }
             }
-        }
-    })
+        })
 }
 
 impl Transport {
