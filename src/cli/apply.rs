@@ -23,7 +23,6 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::execute::{Event, ExecOptions, Outcome, Reporter, Tee, TenantResult, execute};
-use crate::model::desired;
 use crate::model::live::HostRef;
 use crate::output::progress::Progress;
 use crate::output::{Format, Hinted, Printer, plan as render};
@@ -269,8 +268,7 @@ async fn apply_locked(
     let saved_file = saved.is_some();
     let plan = match saved {
         Some(plan) => {
-            let desired = desired::compile(fleet, &desired::place(fleet, &live));
-            let now = crate::plan::fingerprints_of(&plan.fingerprints, &desired, &live);
+            let now = crate::plan::fingerprints_of(&plan.fingerprints, &live);
             let moved = crate::reconcile::moved_objects(&plan, &now);
             if !moved.is_empty() {
                 let list: Vec<String> = moved.iter().map(|(k, _, _)| format!("  {k}")).collect();

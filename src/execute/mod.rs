@@ -412,7 +412,6 @@ pub async fn execute(
             slot.insert(Outcome::Cancelled);
         }
     }
-    let _ = steps;
     report
 }
 

@@ -215,9 +215,6 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Subnet of a new network, when the host has a `subnets` block (allocated by the planner).
-pub type Subnet = Option<String>;
-
 /// A Docker volume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Volume {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Cause, Change, ConfigChange, HostCx, OldValue, RefusalRule};
 use crate::model::TenantState;
 use crate::model::desired::{BERTH_SPEC_KEY, BERTH_TENANT_KEY, ConfigValue, DokkuApp};
-use crate::model::live::{LiveDokkuApp, service_key};
+use crate::model::live::LiveDokkuApp;
 
 /// Whether Dokku (not berth, not the user) owns this config key: such keys are never drift.
 #[must_use]
@@ -357,7 +357,6 @@ fn diff_app(
             prepared.push(id);
         }
     }
-    let _ = service_key;
 
     // Storage and limits apply at the next container creation.
     for mount in &app.storage {

@@ -589,7 +589,7 @@ pub fn plan_desired(desired: &Desired, live: &Live, options: &PlanOptions<'_>) -
         }
     }
     apply_safety(desired, live, options, &mut builder);
-    let fingerprints = fingerprint(desired, live);
+    let fingerprints = fingerprint(desired.hosts.keys(), live);
     Plan {
         version: PLAN_FORMAT_VERSION,
         commit: None,
@@ -695,10 +695,13 @@ fn host_holds_managed(host: &LiveHost) -> bool {
 }
 
 /// Hash every live object of every host in scope; unobserved hosts are marked so.
-fn fingerprint(desired: &Desired, live: &Live) -> BTreeMap<String, String> {
+fn fingerprint<'h>(
+    hosts: impl IntoIterator<Item = &'h HostRef>,
+    live: &Live,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let hash = |v: &dyn erased::Ser| short_hash(&v.bytes());
-    for host_ref in desired.hosts.keys() {
+    for host_ref in hosts {
         let Some(host) = live.hosts.get(host_ref) else {
             out.insert(format!("{host_ref}"), "unobserved".to_string());
             continue;
@@ -726,14 +729,14 @@ fn fingerprint(desired: &Desired, live: &Live) -> BTreeMap<String, String> {
     out
 }
 
-/// The fingerprints of `live` for the keys a plan recorded (for the stale-plan check).
+/// The fingerprints of `live` now, for the keys a plan recorded (the stale-plan check).
+/// A key whose object is gone reads `absent`.
 #[must_use]
 pub fn fingerprints_of(
     plan_keys: &BTreeMap<String, String>,
-    desired: &Desired,
     live: &Live,
 ) -> BTreeMap<String, String> {
-    let now = fingerprint(desired, live);
+    let now = fingerprint(live.hosts.keys(), live);
     plan_keys
         .keys()
         .map(|k| {

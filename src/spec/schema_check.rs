@@ -73,18 +73,6 @@ impl Kind {
             Kind::Array => "a list",
         }
     }
-
-    fn schema_name(self) -> &'static str {
-        match self {
-            Kind::Null => "null",
-            Kind::Bool => "boolean",
-            Kind::Integer => "integer",
-            Kind::Number => "number",
-            Kind::String => "string",
-            Kind::Object => "object",
-            Kind::Array => "array",
-        }
-    }
 }
 
 fn kind_of(node: &Node) -> Kind {
@@ -245,10 +233,7 @@ impl<'a> Checker<'a> {
                 self.check_enum(node, text, schema, out);
                 Json::String(text.clone())
             }
-            (Value::Scalar { text, .. }, Kind::Null) => {
-                let _ = text;
-                Json::Null
-            }
+            (Value::Scalar { .. }, Kind::Null) => Json::Null,
             (Value::Scalar { text, .. }, Kind::Bool) => {
                 Json::Bool(matches!(text.as_str(), "true" | "True" | "TRUE"))
             }
@@ -465,7 +450,6 @@ impl<'a> Checker<'a> {
             }
             _ => None,
         };
-        let _ = Kind::schema_name;
         Problem {
             span,
             message: format!("expected {expected}, found {}", found.describe()),

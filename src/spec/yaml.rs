@@ -115,7 +115,6 @@ pub struct YamlError {
 pub fn parse(text: &str) -> Result<Node, YamlError> {
     let offsets = CharOffsets::new(text);
     let mut builder = Builder {
-        offsets: &offsets,
         stack: Vec::new(),
         anchors: BTreeMap::new(),
         nodes: 0,
@@ -185,8 +184,7 @@ enum Open {
     },
 }
 
-struct Builder<'a> {
-    offsets: &'a CharOffsets,
+struct Builder {
     stack: Vec<Open>,
     anchors: BTreeMap<usize, Node>,
     nodes: usize,
@@ -194,7 +192,7 @@ struct Builder<'a> {
     documents: usize,
 }
 
-impl Builder<'_> {
+impl Builder {
     /// Feed one event; returns true at the end of the stream.
     fn event(&mut self, event: Event<'_>, span: Span) -> Result<bool, YamlError> {
         match event {
@@ -364,7 +362,6 @@ impl Builder<'_> {
                 Some(key) => entries.push((key, node)),
             },
         }
-        let _ = self.offsets;
         Ok(())
     }
 }

@@ -320,7 +320,6 @@ fn check_environment(
     name: &str,
 ) -> Option<Environment> {
     let spec = &parsed.spec;
-    let before = cx.diags.len();
     check_version(cx, parsed, spec.version);
     if !is_dns_label(name) {
         cx.push(
@@ -515,14 +514,8 @@ fn check_environment(
             ..stack
         })
     });
-    if cx.diags.len() > before
-        && cx.diags[before..]
-            .iter()
-            .any(|d| d.severity == Severity::Error)
-    {
-        // Keep the environment so tenants referencing it do not cascade into more errors;
-        // the fleet is not returned anyway when any error exists.
-    }
+    // The environment is kept even with errors, so tenants referencing it do not cascade
+    // into more errors; the fleet is not returned anyway when any error exists.
     Some(Environment {
         name: name.to_string(),
         domain: spec.domain.clone(),
@@ -550,7 +543,6 @@ fn check_host(
     let base = ["hosts", name];
     let target = match (&host.dokku, &host.docker) {
         (Some(dokku), None) => {
-            let path = ["hosts", name, "dokku"];
             let ssh = parse_ssh(&dokku.ssh);
             if ssh.is_none() {
                 cx.error(
@@ -587,7 +579,6 @@ fn check_host(
                     None,
                 );
             }
-            let _ = path;
             let (user, address, port) = ssh?;
             HostTarget::Dokku(DokkuTarget {
                 user,
@@ -941,13 +932,6 @@ impl StackCx<'_> {
     fn on_dokku(&self) -> bool {
         matches!(self.host.map(|h| &h.target), Some(HostTarget::Dokku(_)))
     }
-
-    fn on_docker(&self) -> bool {
-        matches!(
-            self.host.map(|h| &h.target),
-            Some(HostTarget::Docker { .. })
-        )
-    }
 }
 
 fn check_stack<T>(
@@ -1216,7 +1200,6 @@ fn check_service<T>(
             ServiceKind::Container => {}
         }
     }
-    let _ = scx.on_docker();
     Some(Service {
         name: name.to_string(),
         kind: spec.kind,
