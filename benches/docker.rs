@@ -17,12 +17,12 @@
 mod dockerhost;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use berth::driver::docker::DockerDriver;
 use berth::driver::secrets::SecretProvider;
-use berth::execute::{AnyDriver, Drivers, ExecOptions, Silent, execute, observe_all};
+use berth::driver::{AnyDriver, Drivers, observe_all};
+use berth::execute::{ExecOptions, Silent, execute};
 use berth::model::live::HostRef;
 use berth::plan::{PlanOptions, plan};
 
@@ -70,12 +70,13 @@ async fn main() {
         allow_destroys: true,
         allow_empty: true,
         baseline: None,
+        scope: None,
     };
 
     let started = Instant::now();
     let live = observe_all(&drivers)
         .await
-        .map_err(|e| e.1.chain())
+        .map_err(|e| e.source.chain())
         .unwrap();
     let mut first = plan(&fleet, &live, &options);
     first.steps.retain(|s| s.environment == run.env);
@@ -87,7 +88,7 @@ async fn main() {
             ..ExecOptions::default()
         },
         &Silent,
-        &AtomicBool::new(false),
+        &|| false,
         &BTreeSet::new(),
     )
     .await;
@@ -115,7 +116,7 @@ async fn main() {
         let started = Instant::now();
         let live = observe_all(&drivers)
             .await
-            .map_err(|e| e.1.chain())
+            .map_err(|e| e.source.chain())
             .unwrap();
         let mut p = plan(&fleet, &live, &options);
         p.steps.retain(|s| s.environment == run.env);

@@ -16,13 +16,13 @@
 mod sshd;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use berth::driver::dokku::DokkuDriver;
 use berth::driver::dokku::command::command;
 use berth::driver::secrets::SecretProvider;
-use berth::execute::{AnyDriver, Drivers, ExecOptions, Silent, execute, observe_all};
+use berth::driver::{AnyDriver, Drivers, observe_all};
+use berth::execute::{ExecOptions, Silent, execute};
 use berth::model::HostTarget;
 use berth::model::live::HostRef;
 use berth::plan::{PlanOptions, plan};
@@ -75,13 +75,14 @@ async fn main() {
         allow_destroys: true,
         allow_empty: true,
         baseline: None,
+        scope: None,
     };
     let seeded = Instant::now();
     let first = plan(
         &fleet,
         &observe_all(&drivers)
             .await
-            .map_err(|e| e.1.chain())
+            .map_err(|e| e.source.chain())
             .unwrap(),
         &options,
     );
@@ -94,7 +95,7 @@ async fn main() {
         &drivers,
         &exec,
         &Silent,
-        &AtomicBool::new(false),
+        &|| false,
         &BTreeSet::new(),
     )
     .await;
@@ -129,7 +130,7 @@ async fn main() {
     let started = Instant::now();
     let live = observe_all(&drivers)
         .await
-        .map_err(|e| e.1.chain())
+        .map_err(|e| e.source.chain())
         .unwrap();
     let observed = started.elapsed().as_secs_f64();
     let p = plan(&fleet, &live, &options);

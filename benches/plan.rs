@@ -19,6 +19,7 @@ fn main() {
         allow_destroys: true,
         allow_empty: true,
         baseline: None,
+        scope: None,
     };
     let secrets = BTreeMap::from([("openai".to_string(), "sk-bench".to_string())]);
 

@@ -14,6 +14,7 @@
 
 pub mod billing;
 pub mod cli;
+pub mod clock;
 pub mod driver;
 pub mod execute;
 pub mod gitops;

@@ -1,18 +1,20 @@
 //! Reading a berth repo from a work tree into a [`SourceSet`] (a shell: it does file I/O).
 //!
-//! The pure core never touches the file system; this module is the one place that turns a
-//! directory into values. Files are read with a size cap and checked for UTF-8 here so that
-//! the core receives either text or the reason there is none.
+//! The pure core never touches the file system; this module lists the two directories and
+//! reads each entry (regular files only, at most the size cap), then hands the listing to
+//! [`build_source_set`] — the same rules the git reader (`gitops`) uses.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::spec::source::{FileKind, MAX_FILE_BYTES, SourceFile, SourceSet, Unreadable};
+use crate::spec::source::{
+    FileKind, Found, FoundEntry, MAX_FILE_BYTES, SourceFile, SourceSet, build_source_set,
+};
 
 /// The embedded default environment: the local Docker Engine at its default socket.
 pub const EMBEDDED_LOCAL_ENVIRONMENT: &str = include_str!("../environments/local.yaml");
 
-/// Path under which the embedded default is reported when the repo has no `local.yaml`.
+/// Path under which the embedded default is reported.
 pub const EMBEDDED_LOCAL_PATH: &str = "environments/local.yaml";
 
 /// Failures to read a repo as a whole (single unreadable files become diagnostics instead).
@@ -35,10 +37,10 @@ pub enum RepoError {
     },
 }
 
-/// Read `environments/*.yaml` and `tenants/*.yaml` under `root`, sorted by path.
+/// Read `environments/*.yaml` and `tenants/*.yaml` under `root`.
 ///
-/// When the repo has no `environments/local.yaml`, the embedded default is added under
-/// that path so tenants can use `environment: local` out of the box.
+/// When the repo has no environment file at all, the embedded default is added as
+/// `environments/local.yaml` so the sample tenants work out of the box.
 ///
 /// # Errors
 /// When `root` is not a directory or a directory cannot be listed.
@@ -48,48 +50,34 @@ pub fn load_dir(root: &Path) -> Result<SourceSet, RepoError> {
             path: root.to_path_buf(),
         });
     }
-    let mut files = Vec::new();
-    for (dir, kind) in [
-        ("environments", FileKind::Environment),
-        ("tenants", FileKind::Tenant),
-    ] {
+    let mut found = Vec::new();
+    for dir in ["environments", "tenants"] {
         let path = root.join(dir);
         if !path.is_dir() {
             continue;
         }
-        let entries = std::fs::read_dir(&path).map_err(|source| RepoError::List {
+        let list = |source| RepoError::List {
             path: path.clone(),
             source,
-        })?;
-        let mut names: Vec<(String, PathBuf)> = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|source| RepoError::List {
-                path: path.clone(),
-                source,
-            })?;
+        };
+        for entry in std::fs::read_dir(&path).map_err(list)? {
+            let entry = entry.map_err(list)?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
-            if is_yaml && !name.starts_with('.') {
-                names.push((name, entry.path()));
-            }
-        }
-        names.sort();
-        for (name, file_path) in names {
-            files.push(SourceFile {
-                path: format!("{dir}/{name}"),
-                kind,
-                text: read_capped(&file_path),
+            // `file_type` does not follow symlinks: a link is `Other`, never read.
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            let entry = if is_file {
+                read_capped(&entry.path())
+            } else {
+                FoundEntry::Other
+            };
+            found.push(Found {
+                dir: dir.to_string(),
+                name,
+                entry,
             });
         }
     }
-    let has_local = files
-        .iter()
-        .any(|f| f.kind == FileKind::Environment && (f.stem() == "local"));
-    if !has_local {
-        files.push(embedded_local());
-    }
-    files.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
-    Ok(SourceSet { files })
+    Ok(build_source_set(found, Some(embedded_local())))
 }
 
 /// The embedded default environment as a source file.
@@ -103,17 +91,15 @@ pub fn embedded_local() -> SourceFile {
 }
 
 /// Read at most [`MAX_FILE_BYTES`] + 1 bytes, so a huge file costs no more than the cap.
-fn read_capped(path: &Path) -> Result<String, Unreadable> {
-    let file = std::fs::File::open(path).map_err(|e| Unreadable::Io(e.to_string()))?;
+fn read_capped(path: &Path) -> FoundEntry {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return FoundEntry::Failed(e.to_string()),
+    };
+    let size = file.metadata().map_or(0, |m| m.len());
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Unreadable::Io(e.to_string()))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        let size = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
-        return Err(Unreadable::TooLarge { size });
+    match file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
+        Ok(_) => FoundEntry::File { bytes, size },
+        Err(e) => FoundEntry::Failed(e.to_string()),
     }
-    String::from_utf8(bytes).map_err(|e| Unreadable::NotUtf8 {
-        valid_up_to: e.utf8_error().valid_up_to(),
-    })
 }

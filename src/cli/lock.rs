@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use crate::model::live::HostRef;
-use crate::output::{Hinted, Printer};
-use crate::reconcile::lease;
+use crate::output::{Format, Hinted, Printer, status as render};
+use crate::reconcile::Source;
 
 /// Arguments of `berth lock`.
 #[derive(Debug, clap::Args)]
@@ -15,6 +15,9 @@ pub struct LockArgs {
     /// The berth repo.
     #[arg(long, default_value = ".", global = true)]
     pub repo: PathBuf,
+    /// `text` or `json`.
+    #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
+    pub format: Format,
 }
 
 /// Lock actions.
@@ -31,22 +34,34 @@ pub enum LockAction {
 }
 
 fn find_host(fleet: &crate::model::Fleet, name: &str) -> anyhow::Result<HostRef> {
-    let candidates: Vec<HostRef> = fleet
+    let all: Vec<HostRef> = fleet
         .environments
         .values()
         .flat_map(|e| e.hosts.keys().map(move |h| HostRef::new(&e.name, h)))
+        .collect();
+    let candidates: Vec<&HostRef> = all
+        .iter()
         .filter(|h| h.to_string() == name || h.host == name)
         .collect();
     match candidates.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(Hinted {
-            message: format!("no host `{name}`"),
-            hint: "`berth lock status` lists the hosts".into(),
+        [one] => Ok((*one).clone()),
+        [] => {
+            let names: Vec<String> = all.iter().map(ToString::to_string).collect();
+            Err(Hinted {
+                message: format!("no host `{name}`"),
+                hint: format!("the hosts are: {}", names.join(", ")),
+            }
+            .into())
         }
-        .into()),
-        _ => Err(Hinted {
+        many => Err(Hinted {
             message: format!("host `{name}` exists in several environments"),
-            hint: "write it as `environment/host`".into(),
+            hint: format!(
+                "write it as one of: {}",
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
         .into()),
     }
@@ -54,45 +69,41 @@ fn find_host(fleet: &crate::model::Fleet, name: &str) -> anyhow::Result<HostRef>
 
 /// Run it.
 pub fn run(args: &LockArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let fleet = super::load_fleet(&args.repo, printer)?;
+    super::refuse_markdown(args.format, "lock")?;
+    let source = Source {
+        repo: args.repo.clone(),
+        rev: None,
+    };
+    let fleet = super::load(&source, printer)?.fleet;
     let runtime = super::runtime()?;
-    runtime.block_on(async {
-        match &args.action {
-            LockAction::Status => {
-                let drivers = crate::reconcile::connect(&fleet, None)
-                    .await
-                    .map_err(|e| super::plan::hinted_connect(&e))?;
-                let mut text = String::new();
-                for (host, driver) in &drivers.hosts {
-                    match lease::status(driver, host).await? {
-                        None => text.push_str(&format!("{host}: free\n")),
-                        Some(info) => text.push_str(&format!(
-                            "{host}: held by {} for `{}` since {}, expires {} (unix time)\n",
-                            info.holder, info.purpose, info.started, info.expires
-                        )),
-                    }
-                }
-                printer.data(&text);
-                Ok(0)
+    let connector = crate::driver::Connector::Real;
+    match &args.action {
+        LockAction::Status => {
+            let locks = runtime
+                .block_on(crate::reconcile::lock_status(&fleet, &connector))
+                .map_err(|e| super::fail(printer, e))?;
+            match args.format {
+                Format::Json => printer.data(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&render::render_locks_json(&locks))?
+                )),
+                _ => printer.data(&render::render_locks_text(&locks)),
             }
-            LockAction::Break { host } => {
-                let host = find_host(&fleet, host)?;
-                let only = std::collections::BTreeSet::from([host.clone()]);
-                let drivers = crate::reconcile::connect(&fleet, Some(&only))
-                    .await
-                    .map_err(|e| super::plan::hinted_connect(&e))?;
-                let driver = &drivers.hosts[&host];
-                let before = lease::status(driver, &host).await?;
-                lease::release_any(driver, &host).await?;
-                match before {
-                    Some(info) => printer.status(&format!(
-                        "broke the lease on {host} held by {}",
-                        info.holder
-                    )),
-                    None => printer.status(&format!("{host} had no lease")),
-                }
-                Ok(0)
-            }
+            Ok(0)
         }
-    })
+        LockAction::Break { host } => {
+            let host = find_host(&fleet, host)?;
+            let before = runtime
+                .block_on(crate::reconcile::lock_break(&fleet, &host, &connector))
+                .map_err(|e| super::fail(printer, e))?;
+            match before {
+                Some(info) => printer.status(&format!(
+                    "broke the lease on {host} held by {}",
+                    info.holder
+                )),
+                None => printer.status(&format!("{host} had no lease")),
+            }
+            Ok(0)
+        }
+    }
 }

@@ -59,25 +59,84 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Load and validate a repo; invalid files become one error with the report printed.
-pub(crate) fn load_fleet(
-    repo: &std::path::Path,
-    printer: &Printer,
-) -> anyhow::Result<crate::model::Fleet> {
-    let sources = crate::repo::load_dir(repo)?;
-    let (fleet, diags) = crate::validate::validate(&sources);
-    fleet.ok_or_else(|| {
-        printer.status(&crate::output::diagnostics::render_text(
-            &sources,
-            &diags,
+/// Turn a session error into the CLI's error, printing what goes with it first (the
+/// diagnostics of invalid files, the objects a stale plan saw move).
+pub(crate) fn fail(printer: &Printer, error: crate::reconcile::SessionError) -> anyhow::Error {
+    use crate::reconcile::SessionError;
+    match &error {
+        SessionError::Invalid {
+            sources,
+            diagnostics,
+            ..
+        } => printer.status(&crate::output::diagnostics::render_text(
+            sources,
+            diagnostics,
             printer.color_stderr,
-        ));
-        crate::output::Hinted {
-            message: crate::output::diagnostics::summary(&sources, &diags),
-            hint: "fix the files above; `berth validate` shows the same report".into(),
+        )),
+        SessionError::StalePlan { moved } => {
+            let list: Vec<String> = moved.iter().map(|m| format!("  {}", m.key)).collect();
+            printer.status(&format!(
+                "objects changed since the plan was made:\n{}",
+                list.join("\n")
+            ));
         }
-        .into()
-    })
+        _ => {}
+    }
+    match error.hint() {
+        Some(hint) => crate::output::Hinted {
+            message: crate::driver::error_chain(&error),
+            hint,
+        }
+        .into(),
+        None => anyhow::Error::new(error),
+    }
+}
+
+/// Load and validate the desired state; invalid files become one error with the report
+/// printed.
+pub(crate) fn load(
+    source: &crate::reconcile::Source,
+    printer: &Printer,
+) -> anyhow::Result<crate::reconcile::Loaded> {
+    crate::reconcile::load(source).map_err(|e| fail(printer, e))
+}
+
+/// Ctrl-C and SIGTERM stop `stop`: in-flight steps finish, nothing new starts.
+pub(crate) fn stop_on_signals(
+    stop: std::sync::Arc<crate::reconcile::StopSignal>,
+    printer: &Printer,
+) {
+    let printer = printer.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async move {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        stop.stop();
+        printer.warn("stopping: in-flight steps finish, nothing new starts");
+    });
+}
+
+/// `--format markdown` is for plans; other commands refuse it instead of printing text.
+pub(crate) fn refuse_markdown(format: Format, command: &str) -> anyhow::Result<()> {
+    if format == Format::Markdown {
+        return Err(crate::output::Hinted {
+            message: format!("`berth {command}` has no markdown output"),
+            hint: "use `--format text` or `--format json`; markdown is for `berth plan` and `berth show`".into(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Accept Terraform's single-dash `-out FILE` as `--out FILE`.
@@ -116,11 +175,11 @@ pub fn run(args: Args) -> ExitCode {
             (printer.clone(), apply::run(&a, &printer))
         }
         Command::Lock(a) => {
-            let printer = Printer::new(Format::Text, args.color);
+            let printer = Printer::new(a.format, args.color);
             (printer.clone(), lock::run(&a, &printer))
         }
         Command::Status(a) => {
-            let printer = Printer::new(Format::Text, args.color);
+            let printer = Printer::new(a.format, args.color);
             (printer.clone(), status::run(&a, &printer))
         }
         Command::Show(a) => {

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::model::live::Live;
-use crate::output::{Format, Hinted, Printer, diagnostics, plan as render};
-use crate::plan::{Plan, PlanOptions};
+use crate::driver::Connector;
+use crate::output::{Format, Printer, plan as render};
+use crate::plan::Plan;
+use crate::reconcile::{PlanSettings, ScopeRequest, Session, Source};
 
 /// Arguments of `berth plan`.
 #[derive(Debug, clap::Args)]
@@ -51,76 +52,44 @@ pub struct PlanArgs {
 
 /// Run it.
 pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let git = if args.since.is_some() || args.rev.is_some() {
-        Some(crate::gitops::GitRepo::open(&args.repo)?)
-    } else {
-        None
+    let source = Source {
+        repo: args.repo.clone(),
+        rev: args.rev.clone(),
     };
-    let sources = match (&git, &args.rev) {
-        (Some(g), Some(rev)) => g.sources_at(rev)?,
-        _ => crate::repo::load_dir(&args.repo)?,
+    let loaded = super::load(&source, printer)?;
+    let scope = crate::reconcile::resolve_scope(
+        &source,
+        &loaded,
+        &ScopeRequest {
+            since: args.since.clone(),
+            tenants: args.tenants.clone(),
+        },
+    )
+    .map_err(|e| super::fail(printer, e))?;
+    let settings = PlanSettings {
+        scope,
+        offline: args.offline,
+        deep: args.deep,
+        allow_destroys: args.allow_destroys,
+        allow_empty: args.allow_empty,
     };
-    let (fleet, diags) = crate::validate::validate(&sources);
-    let Some(fleet) = fleet else {
-        printer.status(&diagnostics::render_text(
-            &sources,
-            &diags,
-            printer.color_stderr,
-        ));
-        return Err(Hinted {
-            message: diagnostics::summary(&sources, &diags),
-            hint: "fix the files above; `berth validate` shows the same report".into(),
-        }
-        .into());
-    };
-    // Which tenants this plan is about: all, or those a commit range / the flags name.
-    let scope = match (&git, &args.since) {
-        (Some(g), Some(since)) => {
-            let to = args.rev.as_deref().unwrap_or("HEAD");
-            let mut changes = g.changes(since, to)?;
-            changes.tenants.extend(args.tenants.iter().cloned());
-            Some(changes)
-        }
-        _ if !args.tenants.is_empty() => Some(crate::gitops::Changes {
-            tenants: args.tenants.iter().cloned().collect(),
-            environments: std::collections::BTreeSet::new(),
-        }),
-        _ => None,
-    };
-    let prefixes: Option<Vec<String>> = scope.as_ref().map(|c| dokku_prefixes(&fleet, c));
-    let live = if args.offline {
-        Live::default()
+    let plan = if args.offline {
+        let session = Session::offline(loaded.fleet, loaded.commit).with_history(&args.repo);
+        super::runtime()?
+            .block_on(session.plan(&settings))
+            .map_err(|e| super::fail(printer, e))?
     } else {
         let runtime = super::runtime()?;
-        runtime.block_on(async {
-            let hosts = crate::reconcile::hosts_in_use(&fleet);
-            let mut drivers = crate::reconcile::connect(&fleet, Some(&hosts))
-                .await
-                .map_err(|e| hinted_connect(&e))?;
-            drivers.set_deep(args.deep);
-            crate::execute::observe_all_scoped(&drivers, prefixes.as_deref())
-                .await
-                .map_err(|(host, source)| {
-                    hinted_connect(&crate::reconcile::ConnectError { host, source })
-                })
-        })?
-    };
-    let (fleet_in_scope, live) = match &scope {
-        Some(changes) => crate::plan::scope(&fleet, &live, &changes.tenants, &changes.environments),
-        None => (fleet.clone(), live),
-    };
-    // A scoped plan may desire no tenant (only deletions); the empty-set breaker is about the
-    // whole fleet, which is judged on the full file set.
-    let whole_fleet_nonempty = !fleet.tenants.is_empty();
-    let options = PlanOptions {
-        allow_destroys: args.allow_destroys,
-        allow_empty: args.allow_empty || (scope.is_some() && whole_fleet_nonempty),
-        baseline: None,
-    };
-    let mut plan = crate::plan::plan(&fleet_in_scope, &live, &options);
-    plan.commit = match (&git, &args.rev) {
-        (Some(g), Some(rev)) => Some(g.resolve(rev)?),
-        _ => head_commit(&args.repo),
+        runtime
+            .block_on(async {
+                let mut session =
+                    Session::connect(loaded.fleet, loaded.commit, &Connector::Real, None)
+                        .await?
+                        .with_history(&args.repo);
+                session.drivers.set_deep(args.deep);
+                session.plan(&settings).await
+            })
+            .map_err(|e| super::fail(printer, e))?
     };
     if let Some(path) = &args.out {
         let text = serde_json::to_string_pretty(&render::render_json(&plan))?;
@@ -130,41 +99,6 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
     }
     print_plan(&plan, printer)?;
     Ok(exit_code(&plan, args.detailed_exitcode))
-}
-
-/// Name prefixes of the Dokku apps and services of the tenants in scope, for a scoped scan;
-/// `None` (read everything) when the naming template does not start with the tenant.
-fn dokku_prefixes(fleet: &crate::model::Fleet, changes: &crate::gitops::Changes) -> Vec<String> {
-    let templates_ok = fleet
-        .environments
-        .values()
-        .all(|e| e.dokku_app_template.starts_with("{tenant}-"));
-    let mut tenants = changes.tenants.clone();
-    for (id, t) in &fleet.tenants {
-        if changes.environments.contains(&t.environment) {
-            tenants.insert(id.clone());
-        }
-    }
-    if !templates_ok || !changes.environments.is_empty() {
-        // Shared services or custom names: read everything rather than guess.
-        return vec![String::new()];
-    }
-    tenants.into_iter().map(|t| format!("{t}-")).collect()
-}
-
-/// A connection error with the hint to plan offline.
-pub(crate) fn hinted_connect(e: &crate::reconcile::ConnectError) -> anyhow::Error {
-    let mut chain = vec![e.to_string()];
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        chain.push(s.to_string());
-        source = s.source();
-    }
-    Hinted {
-        message: chain.join(": "),
-        hint: "check the host entry in the environment file; `berth plan --offline` plans without contacting hosts".into(),
-    }
-    .into()
 }
 
 /// Render a plan in the printer's format.
@@ -188,16 +122,4 @@ pub(crate) fn exit_code(plan: &Plan, detailed: bool) -> u8 {
     } else {
         0
     }
-}
-
-/// The commit of the repo's HEAD, when the repo is a git work tree.
-pub(crate) fn head_commit(repo: &std::path::Path) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["rev-parse", "--verify", "--quiet", "HEAD"])
-        .output()
-        .ok()?;
-    let commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && commit.len() == 40).then_some(commit)
 }

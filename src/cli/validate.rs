@@ -17,6 +17,7 @@ pub struct ValidateArgs {
 
 /// Run it.
 pub fn run(args: &ValidateArgs, printer: &Printer) -> anyhow::Result<u8> {
+    super::refuse_markdown(args.format, "validate")?;
     let sources = crate::repo::load_dir(&args.repo)?;
     let (fleet, diags) = crate::validate::validate(&sources);
     match printer.format {

@@ -4,17 +4,207 @@
 //! `web=1` and the default vhost, a deploy sets `GIT_REV`, linking sets `DATABASE_URL`, a new
 //! container records its labels), so "apply, then plan again" is a real convergence test of
 //! the planner. Generated secrets are made here deterministically (this driver runs only in
-//! tests and dry runs), and kept when present, exactly as the real drivers must.
+//! tests, simulations and dry runs), and kept when present, exactly as the real drivers must.
+//!
+//! [`MemoryDriver`] puts the same behaviour behind the driver face: every host of a [`World`]
+//! is one entry of a shared [`Live`], with berth's records (leases, applied commits) beside
+//! it, and an optional per-call latency so a simulation can stand in for slow hosts.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use super::secrets::SecretProvider;
+use super::{Claim, LeaseRecord};
 use crate::model::ServiceKind;
 use crate::model::desired::{BERTH_TENANT_KEY, ConfigValue, LABEL_PREFIX, short_hash};
 use crate::model::live::{
-    ContainerState, HostRef, Live, LiveContainer, LiveDokkuApp, LiveDokkuService, LiveNetwork,
-    LiveValue, LiveVolume, PortBinding, service_key,
+    ContainerState, HostRef, Live, LiveContainer, LiveDokkuApp, LiveDokkuService, LiveHost,
+    LiveNetwork, LiveValue, LiveVolume, PortBinding, service_key,
 };
 use crate::plan::{Change, Plan, Step};
+
+/// Everything the in-memory hosts hold.
+#[derive(Debug, Clone, Default)]
+pub struct WorldState {
+    /// Live state of every host.
+    pub live: Live,
+    /// Lease per host.
+    pub leases: BTreeMap<HostRef, LeaseRecord>,
+    /// Applied commit per host.
+    pub applied: BTreeMap<HostRef, String>,
+    /// Calls made (observe, apply, records), for tests and simulations.
+    pub calls: u64,
+}
+
+/// A set of in-memory hosts shared by every driver (and every clone) made from it.
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    state: Arc<Mutex<WorldState>>,
+    latency: Duration,
+}
+
+impl World {
+    /// An empty world.
+    #[must_use]
+    pub fn new() -> Self {
+        World::default()
+    }
+
+    /// A world whose every call waits `latency` first (a simulated network).
+    #[must_use]
+    pub fn with_latency(latency: Duration) -> Self {
+        World {
+            latency,
+            ..World::default()
+        }
+    }
+
+    /// The state, for tests to read or edit (drift made by hand).
+    ///
+    /// # Panics
+    /// Never in practice: a poisoned lock is recovered.
+    pub fn state(&self) -> MutexGuard<'_, WorldState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn call(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        self.state().calls += 1;
+    }
+}
+
+/// One host of a [`World`].
+pub struct MemoryDriver {
+    host: HostRef,
+    world: World,
+    secrets: SecretProvider,
+}
+
+impl MemoryDriver {
+    /// A driver for `host` in `world`.
+    #[must_use]
+    pub fn new(host: HostRef, world: World, secrets: SecretProvider) -> Self {
+        MemoryDriver {
+            host,
+            world,
+            secrets,
+        }
+    }
+
+    /// The host.
+    #[must_use]
+    pub fn host(&self) -> &HostRef {
+        &self.host
+    }
+
+    /// The host's live state (empty for a host never written).
+    ///
+    /// # Errors
+    /// Never; the signature matches the other drivers.
+    pub async fn observe(&self) -> Result<LiveHost, MemoryError> {
+        self.world.call().await;
+        let state = self.world.state();
+        let mut host = state
+            .live
+            .hosts
+            .get(&self.host)
+            .cloned()
+            .unwrap_or_default();
+        host.applied_commit = state.applied.get(&self.host).cloned();
+        Ok(host)
+    }
+
+    /// Apply one step to the host.
+    ///
+    /// # Errors
+    /// As [`apply_step`].
+    pub async fn apply(&self, step: &Step) -> Result<(), MemoryError> {
+        self.world.call().await;
+        let mut secrets = BTreeMap::new();
+        for name in referenced_secrets(step) {
+            let value = self.secrets.get(&name).map_err(|_| MemoryError::Secret {
+                step: step.id,
+                name: name.clone(),
+            })?;
+            secrets.insert(name, value);
+        }
+        apply_step(step, &mut self.world.state().live, &secrets)
+    }
+
+    /// See [`super::AnyDriver::lease_claim`].
+    pub async fn lease_claim(&self, record: &LeaseRecord) -> Claim {
+        self.world.call().await;
+        let mut state = self.world.state();
+        match state.leases.get(&self.host) {
+            Some(held) => Claim::Held(held.clone()),
+            None => {
+                state.leases.insert(self.host.clone(), record.clone());
+                Claim::Taken
+            }
+        }
+    }
+
+    /// See [`super::AnyDriver::lease_read`].
+    pub async fn lease_read(&self) -> Option<LeaseRecord> {
+        self.world.call().await;
+        self.world.state().leases.get(&self.host).cloned()
+    }
+
+    /// See [`super::AnyDriver::lease_extend`].
+    pub async fn lease_extend(&self, record: &LeaseRecord) {
+        self.world.call().await;
+        let mut state = self.world.state();
+        if let Some(held) = state.leases.get_mut(&self.host)
+            && held.token == record.token
+        {
+            held.expires = held.expires.max(record.expires);
+        }
+    }
+
+    /// See [`super::AnyDriver::lease_clear`].
+    pub async fn lease_clear(&self) {
+        self.world.call().await;
+        self.world.state().leases.remove(&self.host);
+    }
+
+    /// See [`super::AnyDriver::applied_commit`].
+    pub async fn applied_commit(&self) -> Option<String> {
+        self.world.call().await;
+        self.world.state().applied.get(&self.host).cloned()
+    }
+
+    /// See [`super::AnyDriver::record_applied`].
+    pub async fn record_applied(&self, commit: &str) {
+        self.world.call().await;
+        self.world
+            .state()
+            .applied
+            .insert(self.host.clone(), commit.to_string());
+    }
+}
+
+/// Secret names a step needs values for.
+fn referenced_secrets(step: &Step) -> Vec<String> {
+    let values: Vec<&ConfigValue> = match &step.change {
+        Change::SetConfig { changes, .. } => changes.iter().map(|c| &c.new).collect(),
+        Change::CreateContainer { spec, .. } | Change::RecreateContainer { spec, .. } => {
+            spec.env.values().collect()
+        }
+        _ => Vec::new(),
+    };
+    values
+        .into_iter()
+        .filter_map(|v| match v {
+            ConfigValue::Secret { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
 
 /// Why the in-memory driver could not apply a step.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +225,14 @@ pub enum MemoryError {
         /// Secret name.
         name: String,
     },
+}
+
+impl MemoryError {
+    /// Nothing the in-memory driver reports goes away by retrying.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        false
+    }
 }
 
 /// Apply every step of `plan` to `live`, in order.

@@ -1,11 +1,419 @@
-//! Drivers: the adapters between a plan and real hosts.
+//! Drivers: the adapters between a plan and real hosts, behind one face.
 //!
-//! [`memory`] applies plan steps to a live value (convergence tests, dry runs); [`dokku`]
-//! drives Dokku over SSH; [`docker`] drives a Docker Engine through bollard. Drivers observe live state and apply single changes; they know
-//! nothing about git, Stripe, the CLI or output. [`secrets`] resolves secret references at
-//! apply time — the only place secret values exist.
+//! [`AnyDriver`] is what the rest of berth sees of a host: observe it, apply one step, and
+//! keep berth's own records there (the lease that keeps two applies apart and the commit the
+//! host last had applied). Each backend implements those operations its own way — [`dokku`]
+//! over SSH, [`docker`] through bollard, [`memory`] on a value — so `reconcile` and `execute`
+//! never name a Dokku command, a Dokku parser or a bollard type. Drivers know nothing about
+//! git, Stripe, the CLI or output. [`secrets`] resolves secret references at apply time — the
+//! only place secret values exist.
 
 pub mod docker;
 pub mod dokku;
 pub mod memory;
 pub mod secrets;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use self::docker::{DockerDriver, DockerError};
+use self::dokku::{DokkuDriver, DokkuError};
+use self::memory::{MemoryDriver, MemoryError};
+use self::secrets::SecretProvider;
+use crate::model::live::{HostRef, Live, LiveHost};
+use crate::model::{Fleet, HostTarget};
+use crate::plan::Step;
+
+/// Who holds a host's lease, as recorded on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// `user@machine pid N`.
+    pub holder: String,
+    /// `apply`, `daemon`.
+    pub purpose: String,
+    /// Unix seconds.
+    pub started: u64,
+    /// Unix seconds.
+    pub expires: u64,
+    /// Random token of the holder.
+    pub token: String,
+}
+
+impl LeaseRecord {
+    /// The record as key/value fields (`HOLDER`, `PURPOSE`, …), for backends that store
+    /// strings.
+    #[must_use]
+    pub fn fields(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("HOLDER".to_string(), self.holder.clone()),
+            ("PURPOSE".to_string(), self.purpose.clone()),
+            ("STARTED".to_string(), self.started.to_string()),
+            ("EXPIRES".to_string(), self.expires.to_string()),
+            ("TOKEN".to_string(), self.token.clone()),
+        ])
+    }
+
+    /// Inverse of [`LeaseRecord::fields`]; `None` when a required field is missing.
+    #[must_use]
+    pub fn from_fields(fields: &BTreeMap<String, String>) -> Option<Self> {
+        let get = |k: &str| fields.get(k).cloned();
+        Some(LeaseRecord {
+            holder: get("HOLDER")?,
+            purpose: get("PURPOSE").unwrap_or_default(),
+            started: get("STARTED")?.parse().ok()?,
+            expires: get("EXPIRES")?.parse().ok()?,
+            token: get("TOKEN").unwrap_or_default(),
+        })
+    }
+
+    /// A record for a lease object whose fields were never written (its holder crashed
+    /// between creating and writing it): it belongs to nobody and has expired.
+    #[must_use]
+    pub fn incomplete() -> Self {
+        LeaseRecord {
+            holder: "(unknown: incomplete lease)".into(),
+            purpose: String::new(),
+            started: 0,
+            expires: 0,
+            token: String::new(),
+        }
+    }
+}
+
+/// What an attempt to create the lease found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The lease object did not exist; it is ours now.
+    Taken,
+    /// Someone's lease is there (possibly expired, possibly our own).
+    Held(LeaseRecord),
+}
+
+/// Name of the lease object of an environment on a host (an app or a volume).
+#[must_use]
+pub fn lease_name(environment: &str) -> String {
+    format!("berth-lease-{environment}")
+}
+
+/// Any driver berth has. A closed enum: the set of drivers is known, and enum dispatch
+/// sidesteps object-safety questions of async methods.
+pub enum AnyDriver {
+    /// The in-memory driver over a shared world (tests, simulations, dry runs).
+    Memory(MemoryDriver),
+    /// A Dokku host over SSH.
+    Dokku(DokkuDriver),
+    /// A Docker Engine.
+    Docker(DockerDriver),
+}
+
+/// A driver failure, whichever driver. Every inner error names its host (and the tenant,
+/// where a step has one).
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// In-memory driver.
+    #[error("in-memory driver failed")]
+    Memory(#[source] MemoryError),
+    /// Dokku driver.
+    #[error("Dokku driver failed")]
+    Dokku(#[source] DokkuError),
+    /// Docker driver.
+    #[error("Docker driver failed")]
+    Docker(#[source] DockerError),
+    /// No driver is connected for the step's host.
+    #[error("no driver for host `{host}`")]
+    NoDriver {
+        /// Host.
+        host: HostRef,
+    },
+}
+
+impl From<MemoryError> for DriverError {
+    fn from(e: MemoryError) -> Self {
+        DriverError::Memory(e)
+    }
+}
+
+impl From<DokkuError> for DriverError {
+    fn from(e: DokkuError) -> Self {
+        DriverError::Dokku(e)
+    }
+}
+
+impl From<DockerError> for DriverError {
+    fn from(e: DockerError) -> Self {
+        DriverError::Docker(e)
+    }
+}
+
+impl DriverError {
+    /// Whether a retry may succeed.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DriverError::Dokku(e) => e.is_transient(),
+            DriverError::Docker(e) => e.is_transient(),
+            DriverError::Memory(e) => e.is_transient(),
+            DriverError::NoDriver { .. } => false,
+        }
+    }
+
+    /// The whole chain joined with `: ` (the innermost part is usually the useful one).
+    #[must_use]
+    pub fn chain(&self) -> String {
+        error_chain(self)
+    }
+}
+
+/// Every message of an error's source chain, joined with `: `.
+#[must_use]
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+impl AnyDriver {
+    /// The host this driver reaches.
+    #[must_use]
+    pub fn host(&self) -> &HostRef {
+        match self {
+            AnyDriver::Memory(d) => d.host(),
+            AnyDriver::Dokku(d) => d.host(),
+            AnyDriver::Docker(d) => d.host(),
+        }
+    }
+
+    /// Observe the host.
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub async fn observe(&self) -> Result<LiveHost, DriverError> {
+        self.observe_scoped(None).await
+    }
+
+    /// Observe, reading per-object details only for names with one of `prefixes` (Dokku; a
+    /// Docker pass costs the same four calls either way).
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub async fn observe_scoped(
+        &self,
+        prefixes: Option<&[String]>,
+    ) -> Result<LiveHost, DriverError> {
+        Ok(match self {
+            AnyDriver::Memory(d) => d.observe().await?,
+            AnyDriver::Dokku(d) => d.observe_scoped(prefixes).await?,
+            AnyDriver::Docker(d) => d.observe_configured().await?,
+        })
+    }
+
+    /// Apply one step.
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub async fn apply(&self, step: &Step) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::Memory(d) => d.apply(step).await?,
+            AnyDriver::Dokku(d) => d.apply(step).await?,
+            AnyDriver::Docker(d) => d.apply(step).await?,
+        }
+        Ok(())
+    }
+
+    /// Create the environment's lease object atomically with `record`, or report the lease
+    /// that is there.
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub async fn lease_claim(&self, record: &LeaseRecord) -> Result<Claim, DriverError> {
+        Ok(match self {
+            AnyDriver::Memory(d) => d.lease_claim(record).await,
+            AnyDriver::Dokku(d) => d.lease_claim(record).await?,
+            AnyDriver::Docker(d) => d.lease_claim(record).await?,
+        })
+    }
+
+    /// The lease on the host, if any (with the holder's latest renewal applied).
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub async fn lease_read(&self) -> Result<Option<LeaseRecord>, DriverError> {
+        Ok(match self {
+            AnyDriver::Memory(d) => d.lease_read().await,
+            AnyDriver::Dokku(d) => d.lease_read().await?,
+            AnyDriver::Docker(d) => d.lease_read().await?,
+        })
+    }
+
+    /// Extend a lease we hold to `record.expires`.
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub async fn lease_extend(&self, record: &LeaseRecord) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::Memory(d) => d.lease_extend(record).await,
+            AnyDriver::Dokku(d) => d.lease_extend(record).await?,
+            AnyDriver::Docker(d) => d.lease_extend(record).await?,
+        }
+        Ok(())
+    }
+
+    /// Remove whatever lease is there.
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub async fn lease_clear(&self) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::Memory(d) => d.lease_clear().await,
+            AnyDriver::Dokku(d) => d.lease_clear().await?,
+            AnyDriver::Docker(d) => d.lease_clear().await?,
+        }
+        Ok(())
+    }
+
+    /// The commit recorded as applied on the host for its environment, if any.
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub async fn applied_commit(&self) -> Result<Option<String>, DriverError> {
+        Ok(match self {
+            AnyDriver::Memory(d) => d.applied_commit().await,
+            AnyDriver::Dokku(d) => d.applied_commit().await?,
+            AnyDriver::Docker(d) => d.applied_commit().await?,
+        })
+    }
+
+    /// Record `commit` as applied on the host for its environment.
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub async fn record_applied(&self, commit: &str) -> Result<(), DriverError> {
+        match self {
+            AnyDriver::Memory(d) => d.record_applied(commit).await,
+            AnyDriver::Dokku(d) => d.record_applied(commit).await?,
+            AnyDriver::Docker(d) => d.record_applied(commit).await?,
+        }
+        Ok(())
+    }
+}
+
+/// The drivers of one run, by host.
+#[derive(Default)]
+pub struct Drivers {
+    /// Connected drivers.
+    pub hosts: BTreeMap<HostRef, AnyDriver>,
+}
+
+impl Drivers {
+    /// Deep observation on every Docker host (`--deep`).
+    pub fn set_deep(&mut self, deep: bool) {
+        for driver in self.hosts.values_mut() {
+            if let AnyDriver::Docker(d) = driver {
+                d.set_deep(deep);
+            }
+        }
+    }
+}
+
+/// A host that could not be reached or read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach host `{host}`")]
+pub struct ConnectError {
+    /// Host.
+    pub host: HostRef,
+    /// Cause.
+    #[source]
+    pub source: DriverError,
+}
+
+/// How drivers are made for a fleet's hosts.
+#[derive(Clone)]
+pub enum Connector {
+    /// The real thing: SSH for Dokku hosts, the Engine API for Docker hosts.
+    Real,
+    /// Every host is an in-memory host of this world (tests, simulations).
+    Memory(memory::World),
+}
+
+impl Connector {
+    /// Connect a driver to every host of the fleet's environments (or only those in `only`).
+    ///
+    /// # Errors
+    /// The first host that cannot be reached.
+    pub async fn connect(
+        &self,
+        fleet: &Fleet,
+        only: Option<&BTreeSet<HostRef>>,
+    ) -> Result<Drivers, ConnectError> {
+        let mut drivers = Drivers::default();
+        for env in fleet.environments.values() {
+            let secrets = SecretProvider::for_environment(&env.secrets);
+            for host in env.hosts.values() {
+                let key = HostRef::new(&env.name, &host.name);
+                if only.is_some_and(|o| !o.contains(&key)) {
+                    continue;
+                }
+                let driver = match (self, &host.target) {
+                    (Connector::Memory(world), _) => Ok(AnyDriver::Memory(MemoryDriver::new(
+                        key.clone(),
+                        world.clone(),
+                        secrets.clone(),
+                    ))),
+                    (Connector::Real, HostTarget::Dokku(target)) => {
+                        DokkuDriver::connect(&key, target, secrets.clone())
+                            .await
+                            .map(AnyDriver::Dokku)
+                            .map_err(DriverError::Dokku)
+                    }
+                    (Connector::Real, HostTarget::Docker { endpoint }) => {
+                        DockerDriver::connect(&key, endpoint, secrets.clone())
+                            .await
+                            .map(AnyDriver::Docker)
+                            .map_err(DriverError::Docker)
+                    }
+                };
+                let driver = driver.map_err(|source| ConnectError {
+                    host: key.clone(),
+                    source,
+                })?;
+                drivers.hosts.insert(key, driver);
+            }
+        }
+        Ok(drivers)
+    }
+}
+
+/// Observe every host that has a driver, in parallel.
+///
+/// # Errors
+/// The first host that cannot be observed.
+pub async fn observe_all(drivers: &Drivers) -> Result<Live, ConnectError> {
+    observe_all_scoped(drivers, None).await
+}
+
+/// [`observe_all`] with per-object reads limited to names with one of `prefixes`.
+///
+/// # Errors
+/// The first host that cannot be observed.
+pub async fn observe_all_scoped(
+    drivers: &Drivers,
+    prefixes: Option<&[String]>,
+) -> Result<Live, ConnectError> {
+    let futures = drivers
+        .hosts
+        .iter()
+        .map(|(host, d)| async move { (host.clone(), d.observe_scoped(prefixes).await) });
+    let results = futures_util::future::join_all(futures).await;
+    let mut live = Live::default();
+    for (host, result) in results {
+        let observed = result.map_err(|source| ConnectError {
+            host: host.clone(),
+            source,
+        })?;
+        live.hosts.insert(host, observed);
+    }
+    Ok(live)
+}

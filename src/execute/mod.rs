@@ -10,144 +10,13 @@
 //!   executor itself prints nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use crate::driver::docker::{DockerDriver, DockerError};
-use crate::driver::dokku::{DokkuDriver, DokkuError};
-use crate::driver::memory::{self, MemoryError};
-use crate::model::live::{HostRef, Live, LiveHost};
+use crate::driver::{AnyDriver, DriverError, Drivers};
+use crate::model::live::HostRef;
 use crate::plan::{Plan, Step};
-
-/// Any driver berth has. A closed enum: the set of drivers is known, and enum dispatch
-/// sidesteps object-safety questions of async methods.
-pub enum AnyDriver {
-    /// The in-memory driver over a shared live value.
-    Memory(
-        Arc<tokio::sync::Mutex<Live>>,
-        crate::driver::secrets::SecretProvider,
-    ),
-    /// A Dokku host over SSH.
-    Dokku(DokkuDriver),
-    /// A Docker Engine.
-    Docker(DockerDriver),
-}
-
-/// A driver failure, whichever driver.
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    /// In-memory driver.
-    #[error("in-memory driver failed")]
-    Memory(#[source] MemoryError),
-    /// Dokku driver.
-    #[error("Dokku driver failed")]
-    Dokku(#[source] DokkuError),
-    /// Docker driver.
-    #[error("Docker driver failed")]
-    Docker(#[source] DockerError),
-    /// No driver is connected for the step's host.
-    #[error("no driver for host `{host}`")]
-    NoDriver {
-        /// Host.
-        host: HostRef,
-    },
-}
-
-impl DriverError {
-    /// Whether a retry may succeed.
-    #[must_use]
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DriverError::Dokku(e) => e.is_transient(),
-            DriverError::Docker(e) => e.is_transient(),
-            DriverError::Memory(_) | DriverError::NoDriver { .. } => false,
-        }
-    }
-
-    /// The innermost useful message (the chain joined with `: `).
-    #[must_use]
-    pub fn chain(&self) -> String {
-        let mut parts = vec![self.to_string()];
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            parts.push(s.to_string());
-            source = s.source();
-        }
-        parts.join(": ")
-    }
-}
-
-impl AnyDriver {
-    /// Observe the host.
-    ///
-    /// # Errors
-    /// Driver failures.
-    pub async fn observe(&self, host: &HostRef) -> Result<LiveHost, DriverError> {
-        self.observe_scoped(host, None).await
-    }
-
-    /// Observe, reading per-object details only for names with one of `prefixes` (Dokku; a
-    /// Docker pass costs the same four calls either way).
-    ///
-    /// # Errors
-    /// Driver failures.
-    pub async fn observe_scoped(
-        &self,
-        host: &HostRef,
-        prefixes: Option<&[String]>,
-    ) -> Result<LiveHost, DriverError> {
-        match self {
-            AnyDriver::Memory(live, _) => Ok(live
-                .lock()
-                .await
-                .hosts
-                .get(host)
-                .cloned()
-                .unwrap_or_default()),
-            AnyDriver::Dokku(d) => d.observe_scoped(prefixes).await.map_err(DriverError::Dokku),
-            AnyDriver::Docker(d) => d.observe_configured().await.map_err(DriverError::Docker),
-        }
-    }
-
-    /// Apply one step.
-    ///
-    /// # Errors
-    /// Driver failures.
-    pub async fn apply(&self, step: &Step) -> Result<(), DriverError> {
-        match self {
-            AnyDriver::Memory(live, secrets) => {
-                let map = match secrets {
-                    crate::driver::secrets::SecretProvider::Map(m) => m.clone(),
-                    _ => BTreeMap::new(),
-                };
-                memory::apply_step(step, &mut *live.lock().await, &map).map_err(DriverError::Memory)
-            }
-            AnyDriver::Dokku(d) => d.apply(step).await.map_err(DriverError::Dokku),
-            AnyDriver::Docker(d) => d.apply(step).await.map_err(DriverError::Docker),
-        }
-    }
-}
-
-/// The drivers of one run, by host.
-#[derive(Default)]
-pub struct Drivers {
-    /// Connected drivers.
-    pub hosts: BTreeMap<HostRef, AnyDriver>,
-}
-
-impl Drivers {
-    /// Deep observation on every Docker host (`--deep`).
-    pub fn set_deep(&mut self, deep: bool) {
-        for driver in self.hosts.values_mut() {
-            if let AnyDriver::Docker(d) = driver {
-                d.set_deep(deep);
-            }
-        }
-    }
-}
 
 /// Executor knobs.
 #[derive(Debug, Clone, Copy)]
@@ -258,57 +127,11 @@ pub struct Report {
     pub outcomes: BTreeMap<u32, Outcome>,
 }
 
-/// Per-tenant summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TenantResult {
-    /// Every step of the tenant succeeded.
-    Converged,
-    /// A step failed.
-    Failed {
-        /// First failed step id.
-        step: u32,
-        /// Its error.
-        error: String,
-    },
-    /// Some steps did not run (cancelled or upstream failure elsewhere).
-    Incomplete,
-}
-
 impl Report {
     /// Whether every step succeeded.
     #[must_use]
     pub fn success(&self) -> bool {
         self.outcomes.values().all(|o| *o == Outcome::Succeeded)
-    }
-
-    /// Summary per tenant.
-    #[must_use]
-    pub fn tenants(&self, plan: &Plan) -> BTreeMap<String, TenantResult> {
-        let mut out: BTreeMap<String, TenantResult> = BTreeMap::new();
-        for step in &plan.steps {
-            let entry = out
-                .entry(step.tenant.clone())
-                .or_insert(TenantResult::Converged);
-            match (self.outcomes.get(&step.id), &*entry) {
-                (
-                    Some(Outcome::Failed { error, .. }),
-                    TenantResult::Converged | TenantResult::Incomplete,
-                ) => {
-                    *entry = TenantResult::Failed {
-                        step: step.id,
-                        error: error.clone(),
-                    };
-                }
-                (
-                    Some(Outcome::Skipped { .. } | Outcome::Cancelled) | None,
-                    TenantResult::Converged,
-                ) => {
-                    *entry = TenantResult::Incomplete;
-                }
-                _ => {}
-            }
-        }
-        out
     }
 }
 
@@ -321,13 +144,15 @@ fn jitter(attempt: u32, base: Duration) -> Duration {
 
 /// Run a plan.
 ///
-/// `skip` lists steps already done (a resumed run); they count as succeeded.
+/// `stopped` is asked before each step starts: once it says yes (a signal, a lost lease),
+/// in-flight steps finish and nothing new starts. `skip` lists steps already done (a resumed
+/// run); they count as succeeded.
 pub async fn execute(
     plan: &Plan,
     drivers: &Drivers,
     options: &ExecOptions,
     reporter: &dyn Reporter,
-    cancel: &AtomicBool,
+    stopped: &dyn Fn() -> bool,
     skip: &BTreeSet<u32>,
 ) -> Report {
     let steps: BTreeMap<u32, &Step> = plan.steps.iter().map(|s| (s.id, s)).collect();
@@ -368,8 +193,7 @@ pub async fn execute(
                 }
             }
         }
-        let cancelled = cancel.load(Ordering::SeqCst);
-        if !cancelled {
+        if !stopped() {
             for step in &plan.steps {
                 if running.len() >= options.total {
                     break;
@@ -472,35 +296,6 @@ async fn run_step(
             }
         }
     }
-}
-
-/// Observe every host that has a driver, in parallel.
-///
-/// # Errors
-/// The first host that cannot be observed.
-pub async fn observe_all(drivers: &Drivers) -> Result<Live, (HostRef, DriverError)> {
-    observe_all_scoped(drivers, None).await
-}
-
-/// [`observe_all`] with per-object reads limited to names with one of `prefixes`.
-///
-/// # Errors
-/// The first host that cannot be observed.
-pub async fn observe_all_scoped(
-    drivers: &Drivers,
-    prefixes: Option<&[String]>,
-) -> Result<Live, (HostRef, DriverError)> {
-    let futures = drivers
-        .hosts
-        .iter()
-        .map(|(host, d)| async move { (host.clone(), d.observe_scoped(host, prefixes).await) });
-    let results = futures_util::future::join_all(futures).await;
-    let mut live = Live::default();
-    for (host, result) in results {
-        live.hosts
-            .insert(host.clone(), result.map_err(|e| (host, e))?);
-    }
-    Ok(live)
 }
 
 /// Sends every event to several reporters (progress output and the journal).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{Delta, DiffFindOptions, DiffOptions, ObjectType, Repository};
 
-use crate::spec::source::{FileKind, MAX_FILE_BYTES, SourceFile, SourceSet, Unreadable};
+use crate::spec::source::{Found, FoundEntry, MAX_FILE_BYTES, SourceSet, build_source_set};
 
 /// Git failures.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +114,8 @@ impl GitRepo {
         }
     }
 
-    /// The berth files at a commit, as the work-tree loader would read them.
+    /// The berth files at a commit, read with the same rules as the work tree
+    /// ([`build_source_set`]).
     ///
     /// # Errors
     /// Unresolvable revisions and unreadable objects.
@@ -123,11 +124,8 @@ impl GitRepo {
             what: format!("tree of {rev}"),
             source,
         })?;
-        let mut files = Vec::new();
-        for (dir, kind) in [
-            ("environments", FileKind::Environment),
-            ("tenants", FileKind::Tenant),
-        ] {
+        let mut found = Vec::new();
+        for dir in ["environments", "tenants"] {
             let Ok(entry) = tree.get_path(Path::new(&self.in_repo(dir))) else {
                 continue;
             };
@@ -144,72 +142,74 @@ impl GitRepo {
                 let Some(name) = item.name().map(str::to_string) else {
                     continue;
                 };
-                if item.kind() != Some(ObjectType::Blob)
-                    || name.starts_with('.')
-                    || !(name.ends_with(".yaml") || name.ends_with(".yml"))
-                {
-                    continue;
-                }
-                let blob = self
-                    .repo
-                    .find_blob(item.id())
-                    .map_err(|source| GitError::Read {
-                        what: format!("{dir}/{name}"),
-                        source,
-                    })?;
-                let text = if blob.size() as u64 > MAX_FILE_BYTES {
-                    Err(Unreadable::TooLarge {
-                        size: blob.size() as u64,
-                    })
+                // Regular blobs only (mode 100644/100755); a symlink blob is `Other`.
+                let regular = item.kind() == Some(ObjectType::Blob)
+                    && matches!(item.filemode(), 0o100_644 | 0o100_755);
+                let entry = if regular {
+                    let blob = self
+                        .repo
+                        .find_blob(item.id())
+                        .map_err(|source| GitError::Read {
+                            what: format!("{dir}/{name}"),
+                            source,
+                        })?;
+                    let size = blob.size() as u64;
+                    let bytes = if size > MAX_FILE_BYTES {
+                        Vec::new()
+                    } else {
+                        blob.content().to_vec()
+                    };
+                    FoundEntry::File { bytes, size }
                 } else {
-                    String::from_utf8(blob.content().to_vec()).map_err(|e| Unreadable::NotUtf8 {
-                        valid_up_to: e.utf8_error().valid_up_to(),
-                    })
+                    FoundEntry::Other
                 };
-                files.push(SourceFile {
-                    path: format!("{dir}/{name}"),
-                    kind,
-                    text,
+                found.push(Found {
+                    dir: dir.to_string(),
+                    name,
+                    entry,
                 });
             }
         }
-        if !files
-            .iter()
-            .any(|f| f.kind == FileKind::Environment && f.stem() == "local")
-        {
-            files.push(crate::repo::embedded_local());
-        }
-        files.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
-        Ok(SourceSet { files })
+        Ok(build_source_set(found, Some(crate::repo::embedded_local())))
     }
 
-    /// Tenants and environments whose files changed from `from` to `to` (renames detected).
+    /// Tenants and environments whose files differ between `from` and the work tree
+    /// (uncommitted and untracked edits included).
     ///
     /// # Errors
     /// Unresolvable revisions.
-    pub fn changes(&self, from: &str, to: &str) -> Result<Changes, GitError> {
+    pub fn changes_to_workdir(&self, from: &str) -> Result<Changes, GitError> {
         let read = |source| GitError::Read {
-            what: format!("diff {from}..{to}"),
+            what: format!("diff {from}..(work tree)"),
             source,
         };
         let old = self.commit(from)?.tree().map_err(read)?;
-        let new = self.commit(to)?.tree().map_err(read)?;
+        let mut options = self.berth_diff_options();
+        options.include_untracked(true).recurse_untracked_dirs(true);
+        let mut diff = self
+            .repo
+            .diff_tree_to_workdir_with_index(Some(&old), Some(&mut options))
+            .map_err(read)?;
+        diff.find_similar(Some(DiffFindOptions::new().renames(true)))
+            .map_err(read)?;
+        Ok(self.changes_of(&diff))
+    }
+
+    fn berth_diff_options(&self) -> DiffOptions {
         let mut options = DiffOptions::new();
         options
             .pathspec(self.in_repo("tenants"))
             .pathspec(self.in_repo("environments"));
-        let mut diff = self
-            .repo
-            .diff_tree_to_tree(Some(&old), Some(&new), Some(&mut options))
-            .map_err(read)?;
-        diff.find_similar(Some(DiffFindOptions::new().renames(true)))
-            .map_err(read)?;
+        options
+    }
+
+    fn changes_of(&self, diff: &git2::Diff<'_>) -> Changes {
         let mut changes = Changes::default();
         let tenants_dir = format!("{}/", self.in_repo("tenants"));
         let envs_dir = format!("{}/", self.in_repo("environments"));
         for delta in diff.deltas() {
             let mut paths = Vec::new();
-            if delta.status() != Delta::Added {
+            if delta.status() != Delta::Added && delta.status() != Delta::Untracked {
                 paths.extend(
                     delta
                         .old_file()
@@ -233,7 +233,28 @@ impl GitRepo {
                 }
             }
         }
-        Ok(changes)
+        changes
+    }
+
+    /// Tenants and environments whose files changed from `from` to `to` (renames detected).
+    ///
+    /// # Errors
+    /// Unresolvable revisions.
+    pub fn changes(&self, from: &str, to: &str) -> Result<Changes, GitError> {
+        let read = |source| GitError::Read {
+            what: format!("diff {from}..{to}"),
+            source,
+        };
+        let old = self.commit(from)?.tree().map_err(read)?;
+        let new = self.commit(to)?.tree().map_err(read)?;
+        let mut options = self.berth_diff_options();
+        let mut diff = self
+            .repo
+            .diff_tree_to_tree(Some(&old), Some(&new), Some(&mut options))
+            .map_err(read)?;
+        diff.find_similar(Some(DiffFindOptions::new().renames(true)))
+            .map_err(read)?;
+        Ok(self.changes_of(&diff))
     }
 
     /// How many commits `to` has that `from` lacks.

@@ -58,6 +58,9 @@ pub struct LiveHost {
     /// Docker state, for Docker hosts.
     #[serde(default)]
     pub docker: LiveDocker,
+    /// The commit berth recorded as applied here for this environment, read with the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_commit: Option<String>,
 }
 
 /// A config value read from a host. `Debug` never shows it.
@@ -266,4 +269,140 @@ pub struct PortBinding {
     pub host: u16,
     /// Container port.
     pub container: u16,
+}
+
+/// Kinds of live objects, for the one view of them ([`LiveHost::objects`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// A Dokku app.
+    App,
+    /// A Dokku Postgres/Redis service.
+    Service,
+    /// A Docker container.
+    Container,
+    /// A Docker network.
+    Network,
+    /// A Docker volume.
+    Volume,
+}
+
+impl ObjectKind {
+    /// The word used in object keys (`prod/docker-1/container/acme-web-1`).
+    #[must_use]
+    pub fn word(self) -> &'static str {
+        match self {
+            ObjectKind::App => "app",
+            ObjectKind::Service => "service",
+            ObjectKind::Container => "container",
+            ObjectKind::Network => "network",
+            ObjectKind::Volume => "volume",
+        }
+    }
+}
+
+/// A live object of any kind, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub enum ObjectRef<'a> {
+    /// A Dokku app.
+    App(&'a LiveDokkuApp),
+    /// A Dokku service.
+    Service(&'a LiveDokkuService),
+    /// A Docker container.
+    Container(&'a LiveContainer),
+    /// A Docker network.
+    Network(&'a LiveNetwork),
+    /// A Docker volume.
+    Volume(&'a LiveVolume),
+}
+
+impl Serialize for ObjectRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ObjectRef::App(o) => o.serialize(s),
+            ObjectRef::Service(o) => o.serialize(s),
+            ObjectRef::Container(o) => o.serialize(s),
+            ObjectRef::Network(o) => o.serialize(s),
+            ObjectRef::Volume(o) => o.serialize(s),
+        }
+    }
+}
+
+/// One live object as every cross-cutting rule sees it: kind, name, owner.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveObject<'a> {
+    /// Kind.
+    pub kind: ObjectKind,
+    /// Name on the host (a service's key is `postgres:acme-db`).
+    pub name: &'a str,
+    /// Tenant it belongs to when berth manages it.
+    pub owner: Option<&'a str>,
+    /// The object.
+    pub value: ObjectRef<'a>,
+}
+
+impl LiveHost {
+    /// Every object of the host, Dokku's and Docker's, in a stable order.
+    pub fn objects(&self) -> impl Iterator<Item = LiveObject<'_>> {
+        let d = &self.dokku;
+        let k = &self.docker;
+        let apps = d.apps.iter().map(|(n, o)| LiveObject {
+            kind: ObjectKind::App,
+            name: n,
+            owner: o.owner.as_deref(),
+            value: ObjectRef::App(o),
+        });
+        let services = d.services.iter().map(|(n, o)| LiveObject {
+            kind: ObjectKind::Service,
+            name: n,
+            owner: o.owner.as_deref(),
+            value: ObjectRef::Service(o),
+        });
+        let containers = k.containers.iter().map(|(n, o)| LiveObject {
+            kind: ObjectKind::Container,
+            name: n,
+            owner: o.owner.as_deref(),
+            value: ObjectRef::Container(o),
+        });
+        let networks = k.networks.iter().map(|(n, o)| LiveObject {
+            kind: ObjectKind::Network,
+            name: n,
+            owner: o.owner.as_deref(),
+            value: ObjectRef::Network(o),
+        });
+        let volumes = k.volumes.iter().map(|(n, o)| LiveObject {
+            kind: ObjectKind::Volume,
+            name: n,
+            owner: o.owner.as_deref(),
+            value: ObjectRef::Volume(o),
+        });
+        apps.chain(services)
+            .chain(containers)
+            .chain(networks)
+            .chain(volumes)
+    }
+
+    /// The owner field of every object, to rewrite (scoping forgets owners out of scope).
+    pub fn owners_mut(&mut self) -> impl Iterator<Item = &mut Option<String>> {
+        let d = &mut self.dokku;
+        let k = &mut self.docker;
+        d.apps
+            .values_mut()
+            .map(|o| &mut o.owner)
+            .chain(d.services.values_mut().map(|o| &mut o.owner))
+            .chain(k.containers.values_mut().map(|o| &mut o.owner))
+            .chain(k.networks.values_mut().map(|o| &mut o.owner))
+            .chain(k.volumes.values_mut().map(|o| &mut o.owner))
+    }
+
+    /// Whether any object of the host belongs to `tenant`.
+    #[must_use]
+    pub fn has_tenant(&self, tenant: &str) -> bool {
+        self.objects().any(|o| o.owner == Some(tenant))
+    }
+
+    /// Whether the host holds any object berth manages.
+    #[must_use]
+    pub fn holds_managed(&self) -> bool {
+        self.objects().any(|o| o.owner.is_some())
+    }
 }

@@ -14,6 +14,10 @@ pub mod live;
 
 pub use crate::spec::{ProxyKind, RestartPolicy, SecretProviderKind, ServiceKind, TenantState};
 
+/// The owner recorded on an environment's shared services (`shared:` in the environment
+/// file); no tenant may use this id.
+pub const SHARED_STACK_ID: &str = "shared";
+
 /// Everything the repo says, validated.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fleet {

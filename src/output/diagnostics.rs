@@ -35,34 +35,7 @@ pub fn render_text(sources: &SourceSet, diagnostics: &[Diagnostic], color: bool)
     out
 }
 
-/// `n errors, m warnings in k files`.
-#[must_use]
-pub fn summary(sources: &SourceSet, diagnostics: &[Diagnostic]) -> String {
-    let errors = diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
-    let warnings = diagnostics.len() - errors;
-    let files = sources.files.len();
-    if errors == 0 {
-        format!(
-            "valid: {files} {} checked, {warnings} {}",
-            plural(files, "file", "files"),
-            plural(warnings, "warning", "warnings")
-        )
-    } else {
-        format!(
-            "invalid: {errors} {}, {warnings} {} in {files} {}",
-            plural(errors, "error", "errors"),
-            plural(warnings, "warning", "warnings"),
-            plural(files, "file", "files")
-        )
-    }
-}
-
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
-    if n == 1 { one } else { many }
-}
+pub use crate::validate::summary;
 
 /// The `validate --format json` document.
 #[must_use]

@@ -7,8 +7,10 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod diagnostics;
+pub mod events;
 pub mod plan;
 pub mod progress;
+pub mod status;
 
 use std::io::{IsTerminal, Write};
 
@@ -74,31 +76,40 @@ impl Printer {
         }
     }
 
-    /// Write data to stdout. A closed pipe (`berth plan | head`) is not an error.
+    /// Write data to stdout. A closed pipe (`berth plan | head`) is not an error: the
+    /// write is dropped and the command goes on (an apply must finish its in-flight steps
+    /// and release its leases whoever stopped reading).
     pub fn data(&self, text: &str) {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     }
 
-    /// Write a status line to stderr.
+    /// Write a status line to stderr (dropped when stderr is closed).
     pub fn status(&self, text: &str) {
-        eprintln!("{text}");
+        to_stderr(&format!("{text}\n"));
     }
 
     /// Write a warning to stderr.
     pub fn warn(&self, text: &str) {
         if self.color_stderr {
-            eprintln!("\x1b[33mwarning\x1b[0m: {text}");
+            to_stderr(&format!("\x1b[33mwarning\x1b[0m: {text}\n"));
         } else {
-            eprintln!("warning: {text}");
+            to_stderr(&format!("warning: {text}\n"));
         }
     }
 
     /// Render a top-level error chain with hints, uv style.
     pub fn error(&self, error: &anyhow::Error) {
-        eprint!("{}", render_error(error, self.color_stderr));
+        to_stderr(&render_error(error, self.color_stderr));
     }
+}
+
+/// Write to stderr, ignoring a closed pipe (`eprintln!` would panic).
+fn to_stderr(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.flush();
 }
 
 /// `error: …`, indented `caused by: …` lines, then `hint: …` lines after a blank line.

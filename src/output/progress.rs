@@ -1,44 +1,42 @@
-//! Apply progress: one line per event on stderr for people, JSON lines on stdout for
-//! machines. Nothing secret is in an event: steps carry instructions, and driver errors
-//! redact resolved values.
+//! Apply progress: one line per event on stderr for people (a bar per host on a terminal),
+//! the typed JSON-lines stream of [`super::events`] on stdout for machines. Nothing secret is
+//! in an event: steps carry instructions, and driver errors redact resolved values.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::Mutex;
 
-use serde_json::json;
-
+use super::events::{self, EventBody, EventRecord};
 use super::{Format, Printer};
 use crate::execute::{Event, Outcome, Reporter};
+use crate::reconcile::{ApplyOutcome, Notice, Stopped, TenantOutcome};
 
-/// Version of the `apply --format json` event stream.
-pub const EVENTS_VERSION: u32 = 1;
+type Bars = (
+    indicatif::MultiProgress,
+    BTreeMap<String, indicatif::ProgressBar>,
+);
 
-/// Renders executor events.
+/// Renders a session's events and notices.
 pub struct Progress<'p> {
     printer: &'p Printer,
-    /// One bar per host, on a terminal in text mode.
-    bars: Option<(
-        indicatif::MultiProgress,
-        BTreeMap<String, indicatif::ProgressBar>,
-    )>,
+    /// One bar per host, on a terminal in text mode, made when the plan is known.
+    bars: Mutex<Option<Bars>>,
 }
 
 impl<'p> Progress<'p> {
-    /// Progress in the printer's format: lines or JSON lines.
+    /// Progress in the printer's format: lines (bars on a terminal) or JSON lines.
     #[must_use]
     pub fn new(printer: &'p Printer) -> Self {
         Progress {
             printer,
-            bars: None,
+            bars: Mutex::new(None),
         }
     }
 
-    /// Progress with one bar per host when stderr is a terminal (text mode only).
-    #[must_use]
-    pub fn with_bars(printer: &'p Printer, plan: &crate::plan::Plan) -> Self {
+    fn make_bars(&self, plan: &crate::plan::Plan) {
         let tty = std::io::stderr().is_terminal();
-        if printer.format != Format::Text || !tty {
-            return Progress::new(printer);
+        if self.printer.format != Format::Text || !tty || plan.steps.is_empty() {
+            return;
         }
         let multi = indicatif::MultiProgress::new();
         let mut per_host: BTreeMap<String, u64> = BTreeMap::new();
@@ -60,33 +58,140 @@ impl<'p> Progress<'p> {
                 (host, bar)
             })
             .collect();
-        Progress {
-            printer,
-            bars: Some((multi, bars)),
+        if let Ok(mut slot) = self.bars.lock() {
+            *slot = Some((multi, bars));
         }
     }
 
-    fn bar(&self, step: &crate::plan::Step) -> Option<&indicatif::ProgressBar> {
-        let (_, bars) = self.bars.as_ref()?;
-        bars.get(&format!("{}/{}", step.environment, step.host))
+    fn with_bar(&self, step: &crate::plan::Step, f: impl FnOnce(&indicatif::ProgressBar)) -> bool {
+        let Ok(bars) = self.bars.lock() else {
+            return false;
+        };
+        let Some((_, bars)) = bars.as_ref() else {
+            return false;
+        };
+        match bars.get(&format!("{}/{}", step.environment, step.host)) {
+            Some(bar) => {
+                f(bar);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Print a line above the bars (or plainly when there are none).
     fn line(&self, text: &str) {
-        match &self.bars {
-            Some((multi, _)) => {
-                let _ = multi.println(text);
+        if let Ok(bars) = self.bars.lock()
+            && let Some((multi, _)) = bars.as_ref()
+        {
+            let _ = multi.println(text);
+            return;
+        }
+        self.printer.status(text);
+    }
+
+    /// Emit one JSON event line.
+    fn json(&self, body: EventBody) {
+        let record = EventRecord::now(body);
+        let line = serde_json::to_string(&record).unwrap_or_default();
+        self.printer.data(&format!("{line}\n"));
+    }
+
+    /// Render a session notice.
+    pub fn notice(&self, notice: &Notice<'_>) {
+        if self.printer.format == Format::Json {
+            if let Some(body) = events::notice_body(notice) {
+                self.json(body);
             }
-            None => self.printer.status(text),
+            return;
+        }
+        match notice {
+            Notice::Planned(plan) => {
+                self.printer
+                    .data(&super::plan::render_text(plan, self.printer.color_stdout));
+                self.make_bars(plan);
+            }
+            Notice::WaitingForLease { host, held } => self.printer.status(&format!(
+                "waiting for the lease on {host} held by {} for `{}` (expires {})",
+                held.holder,
+                held.purpose,
+                crate::clock::describe_unix(held.expires)
+            )),
+            Notice::LeaseTaken { .. } => {}
+            Notice::LeaseLost { host } => self.printer.warn(&format!(
+                "the lease on {host} is no longer ours: in-flight steps finish, nothing new starts"
+            )),
+            Notice::RecordFailed { host, error } => self.printer.warn(&format!(
+                "could not record the applied commit on {host}: {error}"
+            )),
+            Notice::JournalFailed { error } => self.printer.warn(&format!(
+                "the journal could not be written (the apply went on without it): {error}"
+            )),
         }
     }
 
-    /// Emit one JSON event line (JSON format) — used for plan/summary records too.
-    pub fn json(&self, value: &serde_json::Value) {
-        let mut value = value.clone();
-        value["version"] = json!(EVENTS_VERSION);
-        self.printer.data(&format!("{value}\n"));
+    /// Render the end of an apply: a summary record, or per-tenant lines and a total.
+    pub fn finish(&self, outcome: &ApplyOutcome) {
+        self.clear();
+        if self.printer.format == Format::Json {
+            self.json(events::summary_body(outcome));
+            return;
+        }
+        self.printer.status(&summary_text(outcome));
     }
+
+    fn clear(&self) {
+        if let Ok(mut bars) = self.bars.lock()
+            && let Some((_, bars)) = bars.take()
+        {
+            for bar in bars.values() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+/// The text summary of an apply (per-tenant lines, then the total).
+#[must_use]
+pub fn summary_text(outcome: &ApplyOutcome) -> String {
+    let mut lines = Vec::new();
+    match outcome.stopped {
+        Some(Stopped::NothingToDo) => return "apply: nothing to do".into(),
+        Some(Stopped::Declined) => return "apply cancelled".into(),
+        Some(Stopped::Refused) => {
+            return format!(
+                "apply: refused ({} reasons above), nothing was changed",
+                outcome.plan.refusals.len()
+            );
+        }
+        None => {}
+    }
+    let (mut failed, mut skipped) = (0, 0);
+    for (tenant, result) in &outcome.tenants {
+        lines.push(match result {
+            TenantOutcome::Converged => format!("tenant {tenant}: converged"),
+            TenantOutcome::Failed { step, error } => {
+                failed += 1;
+                format!("tenant {tenant}: failed at step {step}: {error}")
+            }
+            TenantOutcome::Skipped => {
+                skipped += 1;
+                format!("tenant {tenant}: skipped")
+            }
+            TenantOutcome::Refused => format!("tenant {tenant}: refused"),
+        });
+    }
+    lines.push(format!(
+        "apply: {} of {} steps done, {failed} tenants failed, {skipped} skipped{}",
+        outcome.succeeded(),
+        outcome.plan.steps.len(),
+        if outcome.cancelled {
+            " (stopped by a signal)"
+        } else {
+            ""
+        }
+    ));
+    lines.join("\n")
 }
 
 fn where_(step: &crate::plan::Step) -> String {
@@ -100,18 +205,20 @@ fn where_(step: &crate::plan::Step) -> String {
 
 impl Reporter for Progress<'_> {
     fn event(&self, event: &Event<'_>) {
-        let json_mode = self.printer.format == Format::Json;
+        if self.printer.format == Format::Json {
+            self.json(events::step_body(event));
+            return;
+        }
         match event {
             Event::StepStarted { step, attempt } => {
-                if json_mode {
-                    self.json(&json!({"event": "step-started", "step": step.id, "tenant": step.tenant, "host": format!("{}/{}", step.environment, step.host), "change": step.change.kind_name(), "attempt": attempt}));
-                } else if let Some(bar) = self.bar(step) {
+                let shown = self.with_bar(step, |bar| {
                     bar.set_message(format!(
                         "{} {}",
                         step.change.kind_name(),
                         step.change.subject()
                     ));
-                } else if *attempt == 1 {
+                });
+                if !shown && *attempt == 1 {
                     self.line(&format!(
                         "  … [{}] {} {}",
                         step.id,
@@ -121,11 +228,7 @@ impl Reporter for Progress<'_> {
                 }
             }
             Event::StepSucceeded { step, took } => {
-                if json_mode {
-                    self.json(&json!({"event": "step-succeeded", "step": step.id, "tenant": step.tenant, "seconds": took.as_secs_f64()}));
-                } else if let Some(bar) = self.bar(step) {
-                    bar.inc(1);
-                } else {
+                if !self.with_bar(step, |bar| bar.inc(1)) {
                     self.line(&format!(
                         "  ✓ [{}] {} {} ({:.1}s)",
                         step.id,
@@ -140,50 +243,32 @@ impl Reporter for Progress<'_> {
                 attempt,
                 error,
                 delay,
-            } => {
-                if json_mode {
-                    self.json(&json!({"event": "step-retried", "step": step.id, "tenant": step.tenant, "attempt": attempt, "error": error, "delay-seconds": delay.as_secs_f64()}));
-                } else {
-                    self.line(&format!(
-                        "warning: [{}] attempt {attempt} failed, retrying in {:.1}s: {error}",
-                        step.id,
-                        delay.as_secs_f64()
-                    ));
-                }
-            }
+            } => self.line(&format!(
+                "warning: [{}] attempt {attempt} failed, retrying in {:.1}s: {error}",
+                step.id,
+                delay.as_secs_f64()
+            )),
             Event::StepFailed { step, error } => {
-                if json_mode {
-                    self.json(&json!({"event": "step-failed", "step": step.id, "tenant": step.tenant, "error": error}));
-                } else {
-                    if let Some(bar) = self.bar(step) {
-                        bar.inc(1);
-                    }
-                    self.line(&format!(
-                        "  ✗ [{}] {} {}: {error}",
-                        step.id,
-                        step.change.kind_name(),
-                        where_(step)
-                    ));
-                }
+                self.with_bar(step, |bar| bar.inc(1));
+                self.line(&format!(
+                    "  ✗ [{}] {} {}: {error}",
+                    step.id,
+                    step.change.kind_name(),
+                    where_(step)
+                ));
             }
             Event::StepSkipped { step, outcome } => {
+                self.with_bar(step, |bar| bar.inc(1));
                 let why = match outcome {
-                    Outcome::Skipped { because } => format!("step {because} failed"),
-                    _ => "cancelled".to_string(),
+                    Outcome::Skipped { .. } | Outcome::Cancelled => events::skip_reason(outcome),
+                    _ => String::new(),
                 };
-                if json_mode {
-                    self.json(&json!({"event": "step-skipped", "step": step.id, "tenant": step.tenant, "reason": why}));
-                } else {
-                    if let Some(bar) = self.bar(step) {
-                        bar.inc(1);
-                    }
-                    self.line(&format!(
-                        "  - [{}] {} {}: skipped ({why})",
-                        step.id,
-                        step.change.kind_name(),
-                        where_(step)
-                    ));
-                }
+                self.line(&format!(
+                    "  - [{}] {} {}: skipped ({why})",
+                    step.id,
+                    step.change.kind_name(),
+                    where_(step)
+                ));
             }
         }
     }
@@ -191,10 +276,6 @@ impl Reporter for Progress<'_> {
 
 impl Drop for Progress<'_> {
     fn drop(&mut self) {
-        if let Some((_, bars)) = &self.bars {
-            for bar in bars.values() {
-                bar.finish_and_clear();
-            }
-        }
+        self.clear();
     }
 }

@@ -10,23 +10,33 @@
 //! (Docker label `io.berth.spec-hash`, Dokku config key `BERTH_SPEC`), or when the optional
 //! baseline (the desired state of the last applied commit) already held the same object.
 //!
+//! Seams: [`change`] (what steps do), [`safety`] (refusals), [`fingerprint`] (stale-plan
+//! detection), [`scope`] (plans about some tenants), [`check`] (the plan checker run before
+//! every execute); `dokku` and `docker` diff one host of each kind.
+//!
 //! Architecture invariant: pure. No I/O, no clock, no environment, no randomness.
 
+mod change;
+pub mod check;
 mod docker;
 mod dokku;
+mod fingerprint;
+mod safety;
+mod scope;
 
+pub use change::{Change, ConfigChange, Effect, OldValue};
 pub use dokku::dokku_managed_key;
+pub use fingerprint::{ABSENT, UNOBSERVED, fingerprints_of};
+pub use scope::{Scope, scope, scope_live};
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::desired::{
-    self, ConfigValue, ContainerSpec, Desired, HostKind, Placement, PlacementReason, short_hash,
-};
+use crate::model::desired::{self, Desired, HostKind, Placement, PlacementReason, short_hash};
 use crate::model::live::{HostRef, Live, LiveHost};
-use crate::model::{Fleet, ServiceKind, TenantState};
+use crate::model::{Fleet, TenantState};
 
 /// Version of the plan format (plan files and `plan --format json`).
 pub const PLAN_FORMAT_VERSION: u32 = 1;
@@ -40,6 +50,8 @@ pub struct PlanOptions<'a> {
     pub allow_empty: bool,
     /// Desired state of the last applied commit, to tell drift from intended change.
     pub baseline: Option<&'a Desired>,
+    /// Plan only these tenants (`plan --since`, `--tenant`); `None` = all.
+    pub scope: Option<&'a Scope>,
 }
 
 /// A complete plan.
@@ -61,6 +73,16 @@ pub struct Plan {
     pub placements: Vec<PlacementView>,
     /// Fingerprint of every live object the plan read, by object key.
     pub fingerprints: BTreeMap<String, String>,
+    /// The tenants the plan is about, when it was scoped (`--since`, `--tenant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    /// Tenants whose data the plan may destroy (`state: purge`, retention passed or
+    /// overridden); the plan checker refuses any other data-destroying step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purging: Vec<String>,
+    /// Made without observing the hosts (`plan --offline`): shown, never applied.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline: bool,
 }
 
 /// A tenant's placement as the plan shows it.
@@ -103,363 +125,6 @@ pub enum Cause {
     Intended,
     /// The host moved away from what berth applied.
     Drift,
-}
-
-/// Old value of a config key, as much as may be shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum OldValue {
-    /// The key was not set.
-    Absent,
-    /// Set; the value is shown only for keys the files declare as literals.
-    Present {
-        /// The old literal, for literal keys.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        value: Option<String>,
-    },
-}
-
-/// One config key change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub struct ConfigChange {
-    /// Key.
-    pub key: String,
-    /// New value instruction.
-    pub new: ConfigValue,
-    /// What was there.
-    pub old: OldValue,
-}
-
-/// Every change kind berth makes, verb + noun, with full parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum Change {
-    /// `apps:create`.
-    CreateApp {
-        /// Dokku app name.
-        app: String,
-    },
-    /// `config:set --no-restart --encoded`, all keys of one app in one batch.
-    SetConfig {
-        /// App.
-        app: String,
-        /// Keys to set.
-        changes: Vec<ConfigChange>,
-    },
-    /// `config:unset --no-restart`.
-    UnsetConfig {
-        /// App.
-        app: String,
-        /// Keys to remove.
-        keys: Vec<String>,
-    },
-    /// `domains:set` (or `domains:clear` when empty).
-    SetDomains {
-        /// App.
-        app: String,
-        /// New vhosts.
-        domains: Vec<String>,
-        /// Vhosts before.
-        before: Vec<String>,
-    },
-    /// `git:from-image`.
-    DeployImage {
-        /// App.
-        app: String,
-        /// Image reference.
-        image: String,
-        /// Deployed image before, if any.
-        before: Option<String>,
-    },
-    /// `ps:scale`.
-    Scale {
-        /// App.
-        app: String,
-        /// New formation.
-        processes: BTreeMap<String, u32>,
-        /// Formation before.
-        before: BTreeMap<String, u32>,
-    },
-    /// `resource:limit`.
-    SetLimits {
-        /// App.
-        app: String,
-        /// Memory (`512m`), `None` = clear.
-        memory: Option<String>,
-        /// CPUs, `None` = clear.
-        cpus: Option<String>,
-    },
-    /// `storage:mount`.
-    MountStorage {
-        /// App.
-        app: String,
-        /// `host:container`.
-        mount: String,
-    },
-    /// `storage:unmount` (the data directory stays).
-    UnmountStorage {
-        /// App.
-        app: String,
-        /// `host:container`.
-        mount: String,
-    },
-    /// `ps:restart`, once after batched no-restart changes.
-    Restart {
-        /// App.
-        app: String,
-    },
-    /// `<kind>:create`.
-    CreateService {
-        /// `postgres` or `redis`.
-        service_kind: ServiceKind,
-        /// Service name.
-        service: String,
-        /// Image reference.
-        image: String,
-    },
-    /// `<kind>:link --no-restart`.
-    LinkService {
-        /// Kind.
-        service_kind: ServiceKind,
-        /// Service.
-        service: String,
-        /// App.
-        app: String,
-    },
-    /// `<kind>:unlink --no-restart`.
-    UnlinkService {
-        /// Kind.
-        service_kind: ServiceKind,
-        /// Service.
-        service: String,
-        /// App.
-        app: String,
-    },
-    /// `letsencrypt:enable`.
-    EnableTls {
-        /// App.
-        app: String,
-    },
-    /// `letsencrypt:disable`.
-    DisableTls {
-        /// App.
-        app: String,
-    },
-    /// `apps:destroy --force`.
-    DestroyApp {
-        /// App.
-        app: String,
-    },
-    /// `<kind>:destroy --force` (purge only).
-    DestroyService {
-        /// Kind.
-        service_kind: ServiceKind,
-        /// Service.
-        service: String,
-    },
-    /// Create a labelled Docker network.
-    CreateNetwork {
-        /// Name.
-        network: String,
-        /// Internal.
-        internal: bool,
-        /// IPv4 subnet from the host's `subnets` block (the engine's pools when absent).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        subnet: Option<String>,
-        /// Labels.
-        labels: BTreeMap<String, String>,
-    },
-    /// Create a labelled Docker volume.
-    CreateVolume {
-        /// Name.
-        volume: String,
-        /// Labels.
-        labels: BTreeMap<String, String>,
-    },
-    /// Create (and start, unless the tenant is suspended) a container.
-    CreateContainer {
-        /// The complete container.
-        spec: ContainerSpec,
-        /// Start it after creating.
-        start: bool,
-    },
-    /// Create the new container under a temporary name, stop and remove the old one, rename,
-    /// start. Generated secrets are read back from the old container first.
-    RecreateContainer {
-        /// The complete new container.
-        spec: ContainerSpec,
-        /// Start it.
-        start: bool,
-        /// Why (hash changed, image changed, network, volumes).
-        reasons: Vec<String>,
-    },
-    /// Start a stopped container.
-    StartContainer {
-        /// Name.
-        container: String,
-    },
-    /// Stop a container (suspend).
-    StopContainer {
-        /// Name.
-        container: String,
-    },
-    /// Stop and remove a container.
-    RemoveContainer {
-        /// Name.
-        container: String,
-    },
-    /// Remove a network.
-    RemoveNetwork {
-        /// Name.
-        network: String,
-    },
-    /// Remove a volume (purge only).
-    RemoveVolume {
-        /// Name.
-        volume: String,
-    },
-}
-
-/// What a step does to the world, for markers and counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    /// `+`
-    Create,
-    /// `~`
-    Update,
-    /// `-`
-    Destroy,
-}
-
-impl Change {
-    /// Create, update or destroy.
-    #[must_use]
-    pub fn effect(&self) -> Effect {
-        match self {
-            Change::CreateApp { .. }
-            | Change::CreateService { .. }
-            | Change::CreateNetwork { .. }
-            | Change::CreateVolume { .. }
-            | Change::CreateContainer { .. } => Effect::Create,
-            Change::DestroyApp { .. }
-            | Change::DestroyService { .. }
-            | Change::RemoveContainer { .. }
-            | Change::RemoveNetwork { .. }
-            | Change::RemoveVolume { .. } => Effect::Destroy,
-            _ => Effect::Update,
-        }
-    }
-
-    /// Whether the step destroys data (a database, a Redis, a volume).
-    #[must_use]
-    pub fn destroys_data(&self) -> bool {
-        matches!(
-            self,
-            Change::DestroyService { .. } | Change::RemoveVolume { .. }
-        )
-    }
-
-    /// The Dokku app the change acts on, when it acts on one (links included).
-    #[must_use]
-    pub fn app(&self) -> Option<&str> {
-        match self {
-            Change::CreateApp { app }
-            | Change::SetConfig { app, .. }
-            | Change::UnsetConfig { app, .. }
-            | Change::SetDomains { app, .. }
-            | Change::DeployImage { app, .. }
-            | Change::Scale { app, .. }
-            | Change::SetLimits { app, .. }
-            | Change::MountStorage { app, .. }
-            | Change::UnmountStorage { app, .. }
-            | Change::Restart { app }
-            | Change::LinkService { app, .. }
-            | Change::UnlinkService { app, .. }
-            | Change::EnableTls { app }
-            | Change::DisableTls { app }
-            | Change::DestroyApp { app } => Some(app),
-            _ => None,
-        }
-    }
-
-    /// The object the step acts on, `app acme-web`.
-    #[must_use]
-    pub fn subject(&self) -> String {
-        if let (Some(app), false) = (
-            self.app(),
-            matches!(
-                self,
-                Change::LinkService { .. } | Change::UnlinkService { .. }
-            ),
-        ) {
-            return format!("app {app}");
-        }
-        match self {
-            Change::CreateService {
-                service_kind,
-                service,
-                ..
-            }
-            | Change::DestroyService {
-                service_kind,
-                service,
-            } => format!(
-                "{} {service}",
-                crate::model::live::service_kind_word(*service_kind)
-            ),
-            Change::LinkService { service, app, .. }
-            | Change::UnlinkService { service, app, .. } => {
-                format!("link {service} → {app}")
-            }
-            Change::CreateNetwork { network, .. } | Change::RemoveNetwork { network } => {
-                format!("network {network}")
-            }
-            Change::CreateVolume { volume, .. } | Change::RemoveVolume { volume } => {
-                format!("volume {volume}")
-            }
-            Change::CreateContainer { spec, .. } | Change::RecreateContainer { spec, .. } => {
-                format!("container {}", spec.name)
-            }
-            Change::StartContainer { container }
-            | Change::StopContainer { container }
-            | Change::RemoveContainer { container } => format!("container {container}"),
-            _ => format!("app {}", self.app().unwrap_or_default()),
-        }
-    }
-
-    /// The kebab-case verb-noun name of the change kind.
-    #[must_use]
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            Change::CreateApp { .. } => "create-app",
-            Change::SetConfig { .. } => "set-config",
-            Change::UnsetConfig { .. } => "unset-config",
-            Change::SetDomains { .. } => "set-domains",
-            Change::DeployImage { .. } => "deploy-image",
-            Change::Scale { .. } => "scale",
-            Change::SetLimits { .. } => "set-limits",
-            Change::MountStorage { .. } => "mount-storage",
-            Change::UnmountStorage { .. } => "unmount-storage",
-            Change::Restart { .. } => "restart",
-            Change::CreateService { .. } => "create-service",
-            Change::LinkService { .. } => "link-service",
-            Change::UnlinkService { .. } => "unlink-service",
-            Change::EnableTls { .. } => "enable-tls",
-            Change::DisableTls { .. } => "disable-tls",
-            Change::DestroyApp { .. } => "destroy-app",
-            Change::DestroyService { .. } => "destroy-service",
-            Change::CreateNetwork { .. } => "create-network",
-            Change::CreateVolume { .. } => "create-volume",
-            Change::CreateContainer { .. } => "create-container",
-            Change::RecreateContainer { .. } => "recreate-container",
-            Change::StartContainer { .. } => "start-container",
-            Change::StopContainer { .. } => "stop-container",
-            Change::RemoveContainer { .. } => "remove-container",
-            Change::RemoveNetwork { .. } => "remove-network",
-            Change::RemoveVolume { .. } => "remove-volume",
-        }
-    }
 }
 
 /// A refusal: the plan must not be applied as is.
@@ -550,9 +215,54 @@ impl Plan {
 /// Plan a fleet against live state: place, compile, diff.
 #[must_use]
 pub fn plan(fleet: &Fleet, live: &Live, options: &PlanOptions<'_>) -> Plan {
-    let placements = desired::place(fleet, live);
-    let desired = desired::compile(fleet, &placements);
-    plan_desired(&desired, live, options)
+    let Some(in_scope) = options.scope else {
+        let placements = desired::place(fleet, live);
+        let desired = desired::compile(fleet, &placements);
+        return plan_desired(&desired, live, options);
+    };
+    let (fleet_in_scope, live) = scope(fleet, live, in_scope);
+    // A scoped plan may desire no tenant (only deletions); the empty-set breaker is about
+    // the whole fleet, which is judged on the full file set.
+    let options = PlanOptions {
+        allow_empty: options.allow_empty || !fleet.tenants.is_empty(),
+        ..*options
+    };
+    let placements = desired::place(&fleet_in_scope, &live);
+    let desired = desired::compile(&fleet_in_scope, &placements);
+    plan_desired(&desired, &live, &options)
+}
+
+/// Read a plan from its JSON form (a plan file), checking the format version first.
+///
+/// # Errors
+/// Not JSON, another format version, or not a plan.
+pub fn from_json(text: &str) -> Result<Plan, PlanFileError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| PlanFileError::NotJson(e.to_string()))?;
+    let version = value.get("version").and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(PLAN_FORMAT_VERSION)) {
+        return Err(PlanFileError::Version {
+            found: version.map_or("(none)".into(), |v| v.to_string()),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| PlanFileError::NotAPlan(e.to_string()))
+}
+
+/// Why a plan file cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanFileError {
+    /// Not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    /// Another format version.
+    #[error("plan format {found}, this berth reads {PLAN_FORMAT_VERSION}")]
+    Version {
+        /// Version found.
+        found: String,
+    },
+    /// JSON, but not a berth plan.
+    #[error("not a berth plan: {0}")]
+    NotAPlan(String),
 }
 
 /// Plan an already compiled desired state against live state.
@@ -588,8 +298,8 @@ pub fn plan_desired(desired: &Desired, live: &Live, options: &PlanOptions<'_>) -
             );
         }
     }
-    apply_safety(desired, live, options, &mut builder);
-    let fingerprints = fingerprint(desired.hosts.keys(), live);
+    safety::apply_safety(desired, live, options, &mut builder);
+    let fingerprints = fingerprint::fingerprint(desired, live, options.scope.is_some());
     Plan {
         version: PLAN_FORMAT_VERSION,
         commit: None,
@@ -598,6 +308,14 @@ pub fn plan_desired(desired: &Desired, live: &Live, options: &PlanOptions<'_>) -
         warnings: builder.warnings,
         placements: desired.placements.iter().map(placement_view).collect(),
         fingerprints,
+        scope: options.scope.cloned(),
+        purging: desired
+            .tenants
+            .iter()
+            .filter(|(_, (_, state))| *state == TenantState::Purge)
+            .map(|(id, _)| id.clone())
+            .collect(),
+        offline: false,
     }
 }
 
@@ -612,151 +330,6 @@ fn placement_view(p: &Placement) -> PlacementView {
             PlacementReason::NoCapacity => "no-capacity",
         }
         .to_string(),
-    }
-}
-
-/// Circuit breaker, empty desired set and the data guard.
-fn apply_safety(desired: &Desired, live: &Live, options: &PlanOptions<'_>, b: &mut Builder) {
-    let mut destroys: BTreeMap<&str, usize> = BTreeMap::new();
-    for step in &b.steps {
-        if step.change.effect() == Effect::Destroy {
-            *destroys.entry(step.environment.as_str()).or_default() += 1;
-        }
-    }
-    let mut refusals = Vec::new();
-    for (env, count) in destroys {
-        let max = desired
-            .hosts
-            .iter()
-            .find(|(h, _)| h.environment == env)
-            .map_or(3, |(_, d)| d.policy.max_destroys);
-        if count > max as usize && !options.allow_destroys {
-            refusals.push((
-                RefusalRule::MaxDestroys,
-                format!(
-                    "plan destroys {count} objects in environment `{env}`, more than `policy.max-destroys` ({max})"
-                ),
-                Some("--allow-destroys".to_string()),
-            ));
-        }
-    }
-    for env in desired
-        .hosts
-        .keys()
-        .map(|h| h.environment.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        let wants_any = desired.tenants.values().any(|(e, _)| e == env);
-        let holds_any = live
-            .hosts
-            .iter()
-            .filter(|(h, _)| h.environment == env)
-            .any(|(_, lh)| host_holds_managed(lh));
-        if !wants_any && holds_any && !options.allow_empty {
-            refusals.push((
-                RefusalRule::EmptyDesired,
-                format!(
-                    "environment `{env}` desires no tenants but its hosts hold berth-managed objects"
-                ),
-                Some("--allow-empty".to_string()),
-            ));
-        }
-    }
-    for step in &b.steps {
-        if step.change.destroys_data() {
-            let purge = desired
-                .tenants
-                .get(&step.tenant)
-                .is_some_and(|(_, state)| *state == TenantState::Purge);
-            if !purge {
-                refusals.push((
-                    RefusalRule::ProtectedData,
-                    format!(
-                        "{} of tenant `{}` holds data and the tenant is not in `state: purge`",
-                        step.change.subject(),
-                        step.tenant
-                    ),
-                    None,
-                ));
-            }
-        }
-    }
-    for (rule, message, flag) in refusals {
-        b.refuse(rule, message, flag);
-    }
-}
-
-fn host_holds_managed(host: &LiveHost) -> bool {
-    host.dokku.apps.values().any(|a| a.owner.is_some())
-        || host.dokku.services.values().any(|s| s.owner.is_some())
-        || host.docker.containers.values().any(|c| c.owner.is_some())
-        || host.docker.volumes.values().any(|v| v.owner.is_some())
-        || host.docker.networks.values().any(|n| n.owner.is_some())
-}
-
-/// Hash every live object of every host in scope; unobserved hosts are marked so.
-fn fingerprint<'h>(
-    hosts: impl IntoIterator<Item = &'h HostRef>,
-    live: &Live,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let hash = |v: &dyn erased::Ser| short_hash(&v.bytes());
-    for host_ref in hosts {
-        let Some(host) = live.hosts.get(host_ref) else {
-            out.insert(format!("{host_ref}"), "unobserved".to_string());
-            continue;
-        };
-        for (name, app) in &host.dokku.apps {
-            out.insert(format!("{host_ref}/app/{name}"), hash(app));
-        }
-        for (name, svc) in &host.dokku.services {
-            out.insert(format!("{host_ref}/service/{name}"), hash(svc));
-        }
-        for (name, c) in &host.docker.containers {
-            out.insert(format!("{host_ref}/container/{name}"), hash(c));
-        }
-        for (name, n) in &host.docker.networks {
-            out.insert(format!("{host_ref}/network/{name}"), hash(n));
-        }
-        for (name, v) in &host.docker.volumes {
-            out.insert(format!("{host_ref}/volume/{name}"), hash(v));
-        }
-        if !host.docker.ports_in_use.is_empty() {
-            out.insert(format!("{host_ref}/ports"), hash(&host.docker.ports_in_use));
-        }
-        out.insert(format!("{host_ref}/host"), hash(&host.dokku.global_domains));
-    }
-    out
-}
-
-/// The fingerprints of `live` now, for the keys a plan recorded (the stale-plan check).
-/// A key whose object is gone reads `absent`.
-#[must_use]
-pub fn fingerprints_of(
-    plan_keys: &BTreeMap<String, String>,
-    live: &Live,
-) -> BTreeMap<String, String> {
-    let now = fingerprint(live.hosts.keys(), live);
-    plan_keys
-        .keys()
-        .map(|k| {
-            (
-                k.clone(),
-                now.get(k).cloned().unwrap_or_else(|| "absent".into()),
-            )
-        })
-        .collect()
-}
-
-mod erased {
-    //! A tiny object-safe serializer so one hashing closure serves every live type.
-    pub(super) trait Ser {
-        fn bytes(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn bytes(&self) -> Vec<u8> {
-            serde_json::to_vec(self).unwrap_or_default()
-        }
     }
 }
 
@@ -830,63 +403,4 @@ impl HostCx<'_> {
 #[must_use]
 pub fn short_hash_of<T: Serialize>(value: &T) -> String {
     short_hash(&serde_json::to_vec(value).unwrap_or_default())
-}
-
-/// Restrict planning to some tenants: the fleet keeps only them (and an environment's shared
-/// services when its file changed), and live objects of every other tenant become foreign —
-/// still seen, so their names and ports stay taken, but never planned for.
-#[must_use]
-pub fn scope(
-    fleet: &Fleet,
-    live: &Live,
-    tenants: &std::collections::BTreeSet<String>,
-    environments: &std::collections::BTreeSet<String>,
-) -> (Fleet, Live) {
-    let mut in_scope = tenants.clone();
-    for (id, tenant) in &fleet.tenants {
-        if environments.contains(&tenant.environment) {
-            in_scope.insert(id.clone());
-        }
-    }
-    let mut scoped = fleet.clone();
-    scoped.tenants.retain(|id, _| in_scope.contains(id));
-    for (name, env) in &mut scoped.environments {
-        if !environments.contains(name) {
-            env.shared = None;
-        }
-    }
-    let mut live = live.clone();
-    for (host, lh) in &mut live.hosts {
-        let keep = |owner: &Option<String>| match owner.as_deref() {
-            Some(crate::validate::SHARED_STACK_ID) => environments.contains(&host.environment),
-            Some(t) => in_scope.contains(t),
-            None => false,
-        };
-        let forget = |owner: &mut Option<String>| {
-            if !keep(owner) {
-                *owner = None;
-            }
-        };
-        lh.dokku
-            .apps
-            .values_mut()
-            .for_each(|a| forget(&mut a.owner));
-        lh.dokku
-            .services
-            .values_mut()
-            .for_each(|s| forget(&mut s.owner));
-        lh.docker
-            .containers
-            .values_mut()
-            .for_each(|c| forget(&mut c.owner));
-        lh.docker
-            .networks
-            .values_mut()
-            .for_each(|n| forget(&mut n.owner));
-        lh.docker
-            .volumes
-            .values_mut()
-            .for_each(|v| forget(&mut v.owner));
-    }
-    (scoped, live)
 }

@@ -1,72 +1,233 @@
-//! `reconcile_once`: observe → plan → execute, the one code path of `berth apply` (and of
-//! every daemon pass to come). A pass is level-triggered: it is never told why it runs.
+//! The reconcile session: the one code path of `berth plan`, `berth apply`, `berth status`
+//! and every daemon pass.
 //!
-//! Also here: connecting the drivers an environment file describes, and the leases that keep
-//! two applies (CI and a daemon on different machines) off one host at the same time.
+//! ```text
+//! load ─▶ validate ─▶ scope ─▶ connect ─▶ [leases] ─▶ observe ─▶ plan | stale check
+//!      ─▶ check ─▶ approve ─▶ execute (leases renewed) ─▶ record commit ─▶ release
+//! ```
+//!
+//! - [`load`] reads the desired state (work tree or a git revision) and validates it; the
+//!   scope ([`resolve_scope`]) is all tenants, or those `--since` / `--tenant` name.
+//! - [`Session`] holds the validated fleet, its commit and the connected drivers. A daemon
+//!   keeps one session's drivers across passes; the CLI builds one per command.
+//! - [`Session::plan`] observes and plans; [`Session::apply`] does the whole apply under the
+//!   hosts' leases and returns an [`ApplyOutcome`] (per tenant: converged, failed at a step,
+//!   skipped, refused) for the caller to render.
+//!
+//! A pass is level-triggered: it is never told why it runs. Nothing here prints; progress
+//! and questions go through [`Hooks`].
 
-pub mod applied;
+pub mod journal;
 pub mod lease;
+mod scope;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicBool;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
-use crate::driver::docker::DockerDriver;
-use crate::driver::dokku::DokkuDriver;
-use crate::driver::secrets::SecretProvider;
-use crate::execute::{
-    AnyDriver, DriverError, Drivers, ExecOptions, Report, Reporter, execute, observe_all,
-};
+pub use self::scope::{ScopeRequest, dokku_prefixes};
+use crate::driver::{ConnectError, Connector, Drivers, LeaseRecord, observe_all_scoped};
+use crate::execute::{ExecOptions, Report, Reporter};
+use crate::gitops::{GitError, GitRepo};
+use crate::model::Fleet;
 use crate::model::live::{HostRef, Live};
-use crate::model::{Fleet, HostTarget};
-use crate::plan::{Plan, PlanOptions, plan};
+use crate::plan::{Plan, PlanOptions, Scope};
+use crate::repo::RepoError;
+use crate::spec::source::SourceSet;
+use crate::validate::Diagnostic;
 
-/// A host that could not be reached.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot connect to host `{host}`")]
-pub struct ConnectError {
-    /// Host.
-    pub host: HostRef,
-    /// Cause.
-    #[source]
-    pub source: DriverError,
+/// Where the desired state comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// The berth repo (a directory holding `environments/` and `tenants/`).
+    pub repo: PathBuf,
+    /// A git revision to read instead of the work tree.
+    pub rev: Option<String>,
 }
 
-/// Connect a driver to every host of the fleet's environments (or only `only`).
+/// The desired state, read and validated.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The files read (for rendering diagnostics and warnings).
+    pub sources: SourceSet,
+    /// The validated fleet.
+    pub fleet: Fleet,
+    /// The commit the files are at (`None` outside git).
+    pub commit: Option<String>,
+    /// Warnings found while loading (never errors).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Session failures. Each names its subject; [`SessionError::hint`] says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The repo could not be read.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// git could not be read.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The files are invalid; the diagnostics say why.
+    #[error("{summary}")]
+    Invalid {
+        /// `2 errors in 1 of 4 files`.
+        summary: String,
+        /// The files.
+        sources: Box<SourceSet>,
+        /// Every problem.
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// `--tenant` names a tenant that has no file and no object on any host.
+    #[error("no tenant {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))]
+    UnknownTenant {
+        /// The names given.
+        names: Vec<String>,
+        /// Close matches.
+        suggestions: Vec<String>,
+    },
+    /// A host could not be reached or read.
+    #[error(transparent)]
+    Connect(Box<ConnectError>),
+    /// A lease could not be taken.
+    #[error(transparent)]
+    Lease(Box<lease::LeaseError>),
+    /// The saved plan no longer matches the hosts.
+    #[error("the saved plan is stale: {} objects moved", moved.len())]
+    StalePlan {
+        /// `(object, then, now)`.
+        moved: Vec<Moved>,
+    },
+    /// A saved plan made with `--offline` cannot be applied.
+    #[error("the saved plan was made offline: its hosts were never observed")]
+    OfflinePlan,
+    /// `--resume` without a saved plan.
+    #[error("`--resume` needs a saved plan file")]
+    ResumeNeedsPlan,
+    /// A saved plan file cannot be read.
+    #[error("cannot read the plan file `{}`: {reason}", path.display())]
+    PlanFile {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The plan checker found a malformed plan: a berth bug, never a half-applied fleet.
+    #[error("internal error: the plan is malformed ({})", defects.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Malformed {
+        /// What the checker found.
+        defects: Vec<crate::plan::check::Defect>,
+    },
+    /// Confirmation could not be asked.
+    #[error("{message}")]
+    NotApproved {
+        /// Why.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
+    /// The journal could not be opened.
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+}
+
+impl From<ConnectError> for SessionError {
+    fn from(e: ConnectError) -> Self {
+        SessionError::Connect(Box::new(e))
+    }
+}
+
+impl From<lease::LeaseError> for SessionError {
+    fn from(e: lease::LeaseError) -> Self {
+        SessionError::Lease(Box::new(e))
+    }
+}
+
+impl SessionError {
+    /// What the user can do about it.
+    #[must_use]
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            SessionError::Invalid { .. } => {
+                "fix the files above; `berth validate` shows the same report".into()
+            }
+            SessionError::UnknownTenant { suggestions, .. } => match suggestions.as_slice() {
+                [] => "`--tenant` takes a tenant id: the stem of a file in `tenants/`".into(),
+                s => format!("did you mean {}?", s.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or ")),
+            },
+            SessionError::Connect(_) => "check the host entry in the environment file; `berth plan --offline` plans without contacting hosts".into(),
+            SessionError::Lease(_) => "wait for the other apply, raise `--lock-timeout`, or `berth lock break --host H` if its holder is gone".into(),
+            SessionError::StalePlan { .. } => {
+                "plan again (`berth plan --out plan.json`) and review the new plan".into()
+            }
+            SessionError::OfflinePlan => "plan against the hosts (`berth plan --out plan.json`, without `--offline`) and apply that".into(),
+            SessionError::ResumeNeedsPlan => {
+                "a fresh plan re-observes the hosts and already skips what is done".into()
+            }
+            SessionError::PlanFile { .. } => "plan again with this berth".into(),
+            SessionError::Malformed { .. } => {
+                "nothing was changed; please report this with the plan (`berth plan --format json`)".into()
+            }
+            SessionError::NotApproved { hint, .. } => hint.clone(),
+            SessionError::Repo(_) | SessionError::Git(_) | SessionError::Journal(_) => return None,
+        })
+    }
+}
+
+/// An object whose fingerprint moved since a plan was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// Object key (`prod/dokku-1/app/acme-web`).
+    pub key: String,
+    /// Fingerprint in the plan.
+    pub then: String,
+    /// Fingerprint now (`absent` when gone).
+    pub now: String,
+}
+
+/// Read and validate the desired state.
 ///
 /// # Errors
-/// The first host that cannot be reached.
-pub async fn connect(
-    fleet: &Fleet,
-    only: Option<&BTreeSet<HostRef>>,
-) -> Result<Drivers, ConnectError> {
-    let mut drivers = Drivers::default();
-    for env in fleet.environments.values() {
-        let secrets = SecretProvider::for_environment(&env.secrets);
-        for host in env.hosts.values() {
-            let key = HostRef::new(&env.name, &host.name);
-            if only.is_some_and(|o| !o.contains(&key)) {
-                continue;
-            }
-            let driver = match &host.target {
-                HostTarget::Dokku(target) => DokkuDriver::connect(&key, target, secrets.clone())
-                    .await
-                    .map(AnyDriver::Dokku)
-                    .map_err(DriverError::Dokku),
-                HostTarget::Docker { endpoint } => {
-                    DockerDriver::connect(&key, endpoint, secrets.clone())
-                        .await
-                        .map(AnyDriver::Docker)
-                        .map_err(DriverError::Docker)
-                }
-            };
-            let driver = driver.map_err(|source| ConnectError {
-                host: key.clone(),
-                source,
-            })?;
-            drivers.hosts.insert(key, driver);
+/// Unreadable repos or revisions, and invalid files ([`SessionError::Invalid`]).
+pub fn load(source: &Source) -> Result<Loaded, SessionError> {
+    let (sources, commit) = match &source.rev {
+        Some(rev) => {
+            let git = GitRepo::open(&source.repo)?;
+            (git.sources_at(rev)?, Some(git.resolve(rev)?))
         }
+        None => (
+            crate::repo::load_dir(&source.repo)?,
+            GitRepo::open(&source.repo)
+                .ok()
+                .and_then(|g| g.resolve("HEAD").ok()),
+        ),
+    };
+    let (fleet, diagnostics) = crate::validate::validate(&sources);
+    match fleet {
+        Some(fleet) => Ok(Loaded {
+            sources,
+            fleet,
+            commit,
+            diagnostics,
+        }),
+        None => Err(SessionError::Invalid {
+            summary: crate::validate::summary(&sources, &diagnostics),
+            sources: Box::new(sources),
+            diagnostics,
+        }),
     }
-    Ok(drivers)
+}
+
+/// Resolve `--since` / `--tenant` into the set of tenants a plan is about (`None` = all).
+///
+/// # Errors
+/// Unresolvable revisions.
+pub fn resolve_scope(
+    source: &Source,
+    loaded: &Loaded,
+    request: &ScopeRequest,
+) -> Result<Option<Scope>, SessionError> {
+    scope::resolve(source, loaded, request)
 }
 
 /// Hosts a fleet's tenants and shared services are on, or could be placed on.
@@ -83,59 +244,911 @@ pub fn hosts_in_use(fleet: &Fleet) -> BTreeSet<HostRef> {
     hosts
 }
 
-/// Observe every connected host.
-///
-/// # Errors
-/// The first host that cannot be read.
-pub async fn observe(drivers: &Drivers) -> Result<Live, ConnectError> {
-    observe_all(drivers)
-        .await
-        .map_err(|(host, source)| ConnectError { host, source })
+/// Hosts a saved plan acts on or observed.
+#[must_use]
+pub fn plan_hosts(plan: &Plan) -> BTreeSet<HostRef> {
+    let mut hosts: BTreeSet<HostRef> = plan
+        .steps
+        .iter()
+        .map(|s| HostRef::new(&s.environment, &s.host))
+        .collect();
+    for (key, value) in &plan.fingerprints {
+        if value == crate::plan::UNOBSERVED {
+            continue;
+        }
+        let mut parts = key.splitn(3, '/');
+        if let (Some(env), Some(host)) = (parts.next(), parts.next()) {
+            hosts.insert(HostRef::new(env, host));
+        }
+    }
+    hosts
 }
 
-/// What one pass did.
-#[derive(Debug)]
-pub struct Outcome {
-    /// The plan that was executed.
+/// Read a saved plan file, checking its format version.
+///
+/// # Errors
+/// Unreadable files, other format versions, and files that are not plans.
+pub fn read_plan(path: &Path) -> Result<Plan, SessionError> {
+    let error = |reason: String| SessionError::PlanFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    crate::plan::from_json(&text).map_err(|e| error(e.to_string()))
+}
+
+/// Why an apply executed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// The plan has nothing to do.
+    NothingToDo,
+    /// The plan carries refusals.
+    Refused,
+    /// The user said no.
+    Declined,
+}
+
+/// What happened to one tenant in an apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantOutcome {
+    /// Every step of the tenant succeeded.
+    Converged,
+    /// A step failed.
+    Failed {
+        /// First failed step id.
+        step: u32,
+        /// Its error (secrets redacted by the driver).
+        error: String,
+    },
+    /// Some steps did not run (cancelled, or a failure upstream).
+    Skipped,
+    /// The plan was refused; nothing of the tenant ran.
+    Refused,
+}
+
+/// The outcome of an apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOutcome {
+    /// The plan that was (or would have been) executed.
     pub plan: Plan,
+    /// Why nothing ran, when nothing did.
+    pub stopped: Option<Stopped>,
     /// What happened to each step.
     pub report: Report,
+    /// Per tenant with steps in the plan.
+    pub tenants: BTreeMap<String, TenantOutcome>,
+    /// Stopped early by a signal (or a lost lease).
+    pub cancelled: bool,
+    /// Hosts whose applied commit was recorded.
+    pub recorded: Vec<HostRef>,
 }
 
-/// Observe, plan, and — unless the plan is refused — execute.
-///
-/// # Errors
-/// When a host cannot be observed. Refused plans are returned unexecuted (empty report).
-pub async fn reconcile_once(
-    fleet: &Fleet,
-    drivers: &Drivers,
-    plan_options: &PlanOptions<'_>,
-    exec: &ExecOptions,
-    reporter: &dyn Reporter,
-    cancel: &AtomicBool,
-) -> Result<Outcome, ConnectError> {
-    let live = observe(drivers).await?;
-    let plan = plan(fleet, &live, plan_options);
-    if !plan.refusals.is_empty() {
-        return Ok(Outcome {
-            plan,
-            report: Report::default(),
-        });
+impl ApplyOutcome {
+    /// Whether the hosts now match the plan (or nothing had to be done).
+    #[must_use]
+    pub fn success(&self) -> bool {
+        match self.stopped {
+            Some(Stopped::NothingToDo) => true,
+            Some(_) => false,
+            None => self.report.success(),
+        }
     }
-    let report = execute(&plan, drivers, exec, reporter, cancel, &BTreeSet::new()).await;
-    Ok(Outcome { plan, report })
+
+    /// Steps that succeeded.
+    #[must_use]
+    pub fn succeeded(&self) -> usize {
+        self.report
+            .outcomes
+            .values()
+            .filter(|o| **o == crate::execute::Outcome::Succeeded)
+            .count()
+    }
 }
 
-/// Objects whose fingerprint moved since a plan was made: `(key, then, now)`.
+/// What a session reports while it works, besides executor events.
+#[derive(Debug, Clone)]
+pub enum Notice<'a> {
+    /// The plan about to be executed (or refused).
+    Planned(&'a Plan),
+    /// Waiting for another holder's lease.
+    WaitingForLease {
+        /// Host.
+        host: &'a HostRef,
+        /// Who holds it.
+        held: &'a LeaseRecord,
+    },
+    /// The lease of a host was taken.
+    LeaseTaken {
+        /// Host.
+        host: &'a HostRef,
+    },
+    /// The lease of a host is no longer ours: no new step starts.
+    LeaseLost {
+        /// Host.
+        host: &'a HostRef,
+    },
+    /// The applied commit could not be recorded on a host.
+    RecordFailed {
+        /// Host.
+        host: &'a HostRef,
+        /// Why.
+        error: String,
+    },
+    /// The journal could not be written (the apply went on without it).
+    JournalFailed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Whether to go ahead with a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// Execute it.
+    Approved,
+    /// Do not.
+    Declined,
+    /// Confirmation cannot be asked (no terminal).
+    Impossible {
+        /// Why.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
+}
+
+/// The caller's side of a session: rendering and questions.
+pub trait Hooks: Reporter {
+    /// Something happened.
+    fn notice(&self, notice: &Notice<'_>);
+    /// Ask whether to execute `plan` (called only for plans with steps and no refusals).
+    fn approve(&self, plan: &Plan) -> Approval;
+}
+
+/// Hooks that approve everything and show nothing (daemon passes, tests).
+pub struct Unattended;
+
+impl Reporter for Unattended {
+    fn event(&self, _: &crate::execute::Event<'_>) {}
+}
+
+impl Hooks for Unattended {
+    fn notice(&self, _: &Notice<'_>) {}
+    fn approve(&self, _: &Plan) -> Approval {
+        Approval::Approved
+    }
+}
+
+/// Stops an apply: a signal sets the flag; a lease deadline passing (the holder was paused
+/// past its lease) trips it too. In-flight steps finish; no new step starts.
+#[derive(Debug)]
+pub struct StopSignal {
+    flag: AtomicBool,
+    /// Unix seconds after which the leases may no longer be ours (`u64::MAX`: no deadline).
+    deadline: AtomicU64,
+}
+
+impl Default for StopSignal {
+    fn default() -> Self {
+        StopSignal {
+            flag: AtomicBool::new(false),
+            deadline: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl StopSignal {
+    /// Ask the apply to stop.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the apply was asked to stop (a signal, not a lease deadline).
+    #[must_use]
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Whether no new step may start.
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.requested() || crate::clock::now_unix() >= self.deadline.load(Ordering::SeqCst)
+    }
+
+    fn set_deadline(&self, unix: u64) {
+        self.deadline.store(unix, Ordering::SeqCst);
+    }
+}
+
+/// How to plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanSettings {
+    /// Which tenants (`None` = all).
+    pub scope: Option<Scope>,
+    /// Plan against empty hosts without contacting them.
+    pub offline: bool,
+    /// Docker: inspect every managed container.
+    pub deep: bool,
+    /// Override the circuit breaker.
+    pub allow_destroys: bool,
+    /// Allow an empty desired set.
+    pub allow_empty: bool,
+}
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct ApplySettings {
+    /// Planning knobs (ignored for a saved plan, except `deep`).
+    pub plan: PlanSettings,
+    /// Execute exactly this saved plan (after the stale check).
+    pub saved: Option<Plan>,
+    /// Skip the steps the journal records as done (saved plans only).
+    pub resume: bool,
+    /// Where the journal lives (`None`: no journal).
+    pub journal_dir: Option<PathBuf>,
+    /// Executor knobs.
+    pub exec: ExecOptions,
+    /// Lease time to live.
+    pub lease_ttl: Duration,
+    /// How long to wait for another holder's lease.
+    pub lock_timeout: Duration,
+    /// Who we are, for the lease (`user@machine pid N`).
+    pub holder: String,
+    /// `apply` or `daemon`.
+    pub purpose: String,
+}
+
+impl Default for ApplySettings {
+    fn default() -> Self {
+        ApplySettings {
+            plan: PlanSettings::default(),
+            saved: None,
+            resume: false,
+            journal_dir: None,
+            exec: ExecOptions::default(),
+            lease_ttl: lease::DEFAULT_TTL,
+            lock_timeout: Duration::ZERO,
+            holder: holder(),
+            purpose: "apply".into(),
+        }
+    }
+}
+
+/// `user@machine pid N` for this process.
 #[must_use]
-pub fn moved_objects(plan: &Plan, now: &BTreeMap<String, String>) -> Vec<(String, String, String)> {
+pub fn holder() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(uid);
+    let machine = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{machine} pid {}", std::process::id())
+}
+
+/// The user name of the real user id (`/proc/self/status` and `/etc/passwd`; no libc call),
+/// or `uid N` when it has none.
+fn uid() -> String {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)? == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// A validated fleet, its commit, and drivers connected to its hosts.
+pub struct Session {
+    /// The desired state.
+    pub fleet: Fleet,
+    /// Its commit, recorded on hosts after a converged apply.
+    pub commit: Option<String>,
+    /// Connected drivers.
+    pub drivers: Drivers,
+    /// The git repo holding the berth repo, to read the fleet at each host's applied commit
+    /// (the baseline that tells drift from intended change where no marker can).
+    pub history: Option<PathBuf>,
+    /// Fleets read at applied commits, by commit.
+    baselines: std::sync::Mutex<BTreeMap<String, Option<Fleet>>>,
+}
+
+impl Session {
+    /// Connect to the hosts the fleet uses (or those in `only`).
+    ///
+    /// # Errors
+    /// The first host that cannot be reached.
+    pub async fn connect(
+        fleet: Fleet,
+        commit: Option<String>,
+        connector: &Connector,
+        only: Option<&BTreeSet<HostRef>>,
+    ) -> Result<Self, SessionError> {
+        let hosts = match only {
+            Some(only) => only.clone(),
+            None => hosts_in_use(&fleet),
+        };
+        let drivers = connector.connect(&fleet, Some(&hosts)).await?;
+        Ok(Session {
+            fleet,
+            commit,
+            drivers,
+            history: None,
+            baselines: std::sync::Mutex::default(),
+        })
+    }
+
+    /// A session without hosts (offline planning).
+    #[must_use]
+    pub fn offline(fleet: Fleet, commit: Option<String>) -> Self {
+        Session {
+            fleet,
+            commit,
+            drivers: Drivers::default(),
+            history: None,
+            baselines: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Observe the connected hosts, reading details only for the tenants in scope.
+    ///
+    /// # Errors
+    /// The first host that cannot be read.
+    pub async fn observe(&self, scope: Option<&Scope>) -> Result<Live, SessionError> {
+        let prefixes = scope.map(|s| dokku_prefixes(&self.fleet, s));
+        Ok(observe_all_scoped(&self.drivers, prefixes.as_deref()).await?)
+    }
+
+    /// Check that every tenant `--tenant` names exists in the files or on a host.
+    fn check_named(&self, scope: Option<&Scope>, live: &Live) -> Result<(), SessionError> {
+        let Some(scope) = scope else { return Ok(()) };
+        let owners: BTreeSet<&str> = live
+            .hosts
+            .values()
+            .flat_map(|h| h.objects().filter_map(|o| o.owner))
+            .collect();
+        let unknown: Vec<String> = scope
+            .named
+            .iter()
+            .filter(|t| !self.fleet.tenants.contains_key(*t) && !owners.contains(t.as_str()))
+            .cloned()
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.fleet.tenants.keys().map(String::as_str).collect();
+        let suggestions = unknown
+            .iter()
+            .filter_map(|u| crate::spec::schema_check::did_you_mean(u, &known).map(str::to_string))
+            .collect();
+        Err(SessionError::UnknownTenant {
+            names: unknown,
+            suggestions,
+        })
+    }
+
+    /// Read the berth repo's history to tell drift from intended change (see
+    /// [`Session::history`]).
+    #[must_use]
+    pub fn with_history(mut self, repo: &Path) -> Self {
+        self.history = GitRepo::open(repo).ok().map(|_| repo.to_path_buf());
+        self
+    }
+
+    /// The desired state of every observed host at the commit it records as applied: what
+    /// berth last made it. `None` without history or applied commits.
+    fn baseline(&self, live: &Live) -> Option<crate::model::desired::Desired> {
+        let repo = self.history.as_ref()?;
+        let git = GitRepo::open(repo).ok()?;
+        let mut baseline = crate::model::desired::Desired::default();
+        for (host, observed) in &live.hosts {
+            let Some(commit) = &observed.applied_commit else {
+                continue;
+            };
+            let fleet = {
+                let mut cache = self
+                    .baselines
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                cache
+                    .entry(commit.clone())
+                    .or_insert_with(|| {
+                        let sources = git.sources_at(commit).ok()?;
+                        crate::validate::validate(&sources).0
+                    })
+                    .clone()
+            };
+            let Some(fleet) = fleet else { continue };
+            let placements = crate::model::desired::place(&fleet, live);
+            let mut desired = crate::model::desired::compile(&fleet, &placements);
+            if let Some(at_commit) = desired.hosts.remove(host) {
+                baseline.hosts.insert(host.clone(), at_commit);
+            }
+        }
+        (!baseline.hosts.is_empty()).then_some(baseline)
+    }
+
+    /// Plan against `live` (pure but for reading the baseline from git history).
+    #[must_use]
+    pub fn plan_against(&self, live: &Live, settings: &PlanSettings) -> Plan {
+        let baseline = self.baseline(live);
+        let options = PlanOptions {
+            allow_destroys: settings.allow_destroys,
+            allow_empty: settings.allow_empty,
+            baseline: baseline.as_ref(),
+            scope: settings.scope.as_ref(),
+        };
+        let mut plan = crate::plan::plan(&self.fleet, live, &options);
+        plan.commit.clone_from(&self.commit);
+        plan.offline = settings.offline;
+        plan
+    }
+
+    /// Observe (unless offline), check `--tenant` names, and plan.
+    ///
+    /// # Errors
+    /// Hosts that cannot be read, unknown `--tenant` names.
+    pub async fn plan(&self, settings: &PlanSettings) -> Result<Plan, SessionError> {
+        let live = self.observe_for(settings).await?;
+        Ok(self.plan_against(&live, settings))
+    }
+
+    async fn observe_for(&self, settings: &PlanSettings) -> Result<Live, SessionError> {
+        let live = if settings.offline {
+            Live::default()
+        } else {
+            self.observe(settings.scope.as_ref()).await?
+        };
+        self.check_named(settings.scope.as_ref(), &live)?;
+        Ok(live)
+    }
+
+    /// Take the lease of every connected host, in a fixed order (two applies cannot
+    /// deadlock), waiting up to `lock_timeout` for other holders.
+    async fn take_leases(
+        &self,
+        record: &LeaseRecord,
+        settings: &ApplySettings,
+        hooks: &dyn Hooks,
+    ) -> Result<Vec<HostRef>, (SessionError, Vec<HostRef>)> {
+        let mut held: Vec<HostRef> = Vec::new();
+        let deadline = std::time::Instant::now() + settings.lock_timeout;
+        for (host, driver) in &self.drivers.hosts {
+            let mut told = false;
+            loop {
+                let now = crate::clock::now_unix();
+                let mut record = record.clone();
+                record.started = now;
+                record.expires = now + settings.lease_ttl.as_secs();
+                match lease::acquire(driver, &record, now).await {
+                    Ok(()) => {
+                        hooks.notice(&Notice::LeaseTaken { host });
+                        held.push(host.clone());
+                        break;
+                    }
+                    Err(lease::LeaseError::Held { held: other, .. })
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        if !told {
+                            hooks.notice(&Notice::WaitingForLease { host, held: &other });
+                            told = true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => return Err((e.into(), held)),
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    async fn release(&self, held: &[HostRef], token: &str) {
+        for host in held {
+            if let Some(driver) = self.drivers.hosts.get(host) {
+                let _ = lease::release(driver, token).await;
+            }
+        }
+    }
+
+    /// The whole apply: leases → observe → plan (or stale-check the saved plan) → check →
+    /// approve → execute with renewal → record the commit → release.
+    ///
+    /// # Errors
+    /// Leases, unreadable hosts, stale or malformed plans, refused confirmation. A refused or
+    /// declined plan is an outcome, not an error.
+    pub async fn apply(
+        &self,
+        settings: &ApplySettings,
+        hooks: &dyn Hooks,
+        stop: &StopSignal,
+    ) -> Result<ApplyOutcome, SessionError> {
+        if settings.resume && settings.saved.is_none() {
+            return Err(SessionError::ResumeNeedsPlan);
+        }
+        if settings.saved.as_ref().is_some_and(|p| p.offline) {
+            return Err(SessionError::OfflinePlan);
+        }
+        let token = crate::plan::short_hash_of(&format!(
+            "{}{}{:?}",
+            settings.holder,
+            crate::clock::now_rfc3339(),
+            std::time::Instant::now()
+        ));
+        let record = LeaseRecord {
+            holder: settings.holder.clone(),
+            purpose: settings.purpose.clone(),
+            started: 0,
+            expires: 0,
+            token: token.clone(),
+        };
+        let held = match self.take_leases(&record, settings, hooks).await {
+            Ok(held) => held,
+            Err((e, held)) => {
+                self.release(&held, &token).await;
+                return Err(e);
+            }
+        };
+        stop.set_deadline(crate::clock::now_unix() + settings.lease_ttl.as_secs());
+        let result = self
+            .apply_locked(settings, hooks, stop, &held, &record)
+            .await;
+        self.release(&held, &token).await;
+        result
+    }
+
+    async fn apply_locked(
+        &self,
+        settings: &ApplySettings,
+        hooks: &dyn Hooks,
+        stop: &StopSignal,
+        held: &[HostRef],
+        record: &LeaseRecord,
+    ) -> Result<ApplyOutcome, SessionError> {
+        let (plan, live) = match &settings.saved {
+            Some(saved) => {
+                let live = self.observe(saved.scope.as_ref()).await?;
+                let moved = stale_objects(saved, &live);
+                if !moved.is_empty() {
+                    return Err(SessionError::StalePlan { moved });
+                }
+                (saved.clone(), live)
+            }
+            None => {
+                let mut plan_settings = settings.plan.clone();
+                plan_settings.offline = false;
+                let live = self.observe_for(&plan_settings).await?;
+                (self.plan_against(&live, &plan_settings), live)
+            }
+        };
+        let defects = crate::plan::check::check(&plan, &live);
+        if !defects.is_empty() {
+            return Err(SessionError::Malformed { defects });
+        }
+        hooks.notice(&Notice::Planned(&plan));
+        let stopped = |plan: Plan, why: Stopped| {
+            let tenants = plan
+                .steps
+                .iter()
+                .map(|s| {
+                    let outcome = if why == Stopped::Refused {
+                        TenantOutcome::Refused
+                    } else {
+                        TenantOutcome::Skipped
+                    };
+                    (s.tenant.clone(), outcome)
+                })
+                .collect();
+            ApplyOutcome {
+                plan,
+                stopped: Some(why),
+                report: Report::default(),
+                tenants,
+                cancelled: false,
+                recorded: Vec::new(),
+            }
+        };
+        if !plan.refusals.is_empty() {
+            return Ok(stopped(plan, Stopped::Refused));
+        }
+        if plan.is_empty() {
+            let recorded = self.record(held, hooks).await;
+            let mut outcome = stopped(plan, Stopped::NothingToDo);
+            outcome.recorded = recorded;
+            return Ok(outcome);
+        }
+        if settings.saved.is_none() {
+            match hooks.approve(&plan) {
+                Approval::Approved => {}
+                Approval::Declined => return Ok(stopped(plan, Stopped::Declined)),
+                Approval::Impossible { message, hint } => {
+                    return Err(SessionError::NotApproved { message, hint });
+                }
+            }
+        }
+        let (journal, skip) = match &settings.journal_dir {
+            Some(dir) => {
+                let path = journal::path_for(dir, &plan);
+                let skip = if settings.resume {
+                    journal::succeeded(&path)
+                } else {
+                    BTreeSet::new()
+                };
+                (Some(journal::Journal::open(&path)?), skip)
+            }
+            None => (None, BTreeSet::new()),
+        };
+        let mut reporters: Vec<&dyn Reporter> = vec![hooks];
+        if let Some(j) = &journal {
+            reporters.push(j);
+        }
+        let reporter = crate::execute::Tee(reporters);
+        let renewing = self.renew_while_running(held, record, settings.lease_ttl, stop, hooks);
+        let stopped = || stop.is_stopped();
+        let report = tokio::select! {
+            report = crate::execute::execute(&plan, &self.drivers, &settings.exec, &reporter, &stopped, &skip) => report,
+            () = renewing => unreachable!("renewal never ends"),
+        };
+        if let Some(error) = journal.as_ref().and_then(journal::Journal::take_error) {
+            hooks.notice(&Notice::JournalFailed {
+                error: crate::driver::error_chain(&error),
+            });
+        }
+        // Record on each host the commit it now reflects (only when everything converged).
+        let recorded = if report.success() {
+            self.record(held, hooks).await
+        } else {
+            Vec::new()
+        };
+        let tenants = tenant_outcomes(&plan, &report);
+        Ok(ApplyOutcome {
+            plan,
+            stopped: None,
+            report,
+            tenants,
+            cancelled: stop.is_stopped(),
+            recorded,
+        })
+    }
+
+    async fn record(&self, held: &[HostRef], hooks: &dyn Hooks) -> Vec<HostRef> {
+        let Some(commit) = &self.commit else {
+            return Vec::new();
+        };
+        let mut recorded = Vec::new();
+        for host in held {
+            let Some(driver) = self.drivers.hosts.get(host) else {
+                continue;
+            };
+            match driver.record_applied(commit).await {
+                Ok(()) => recorded.push(host.clone()),
+                Err(e) => hooks.notice(&Notice::RecordFailed {
+                    host,
+                    error: e.chain(),
+                }),
+            }
+        }
+        recorded
+    }
+
+    /// Renew every held lease each third of its time to live; when a lease turns out not to
+    /// be ours any more, stop starting steps.
+    async fn renew_while_running(
+        &self,
+        held: &[HostRef],
+        record: &LeaseRecord,
+        ttl: Duration,
+        stop: &StopSignal,
+        hooks: &dyn Hooks,
+    ) {
+        let every = Duration::from_secs((ttl.as_secs() / 3).max(1));
+        loop {
+            tokio::time::sleep(every).await;
+            let now = crate::clock::now_unix();
+            let mut all_ours = true;
+            for host in held {
+                let Some(driver) = self.drivers.hosts.get(host) else {
+                    continue;
+                };
+                match lease::still_ours(driver, &record.token, now).await {
+                    Ok(true) => {
+                        let mut renewed = record.clone();
+                        renewed.started = now;
+                        renewed.expires = now + ttl.as_secs();
+                        if lease::renew(driver, &renewed).await.is_err() {
+                            all_ours = false;
+                        }
+                    }
+                    Ok(false) => {
+                        hooks.notice(&Notice::LeaseLost { host });
+                        stop.stop();
+                        all_ours = false;
+                    }
+                    // Cannot tell: keep the old deadline, try again next round.
+                    Err(_) => all_ours = false,
+                }
+            }
+            if all_ours {
+                stop.set_deadline(now + ttl.as_secs());
+            }
+        }
+    }
+
+    /// Per host: the recorded applied commit.
+    pub async fn applied_commits(&self) -> BTreeMap<HostRef, Option<String>> {
+        let mut out = BTreeMap::new();
+        for (host, driver) in &self.drivers.hosts {
+            out.insert(host.clone(), driver.applied_commit().await.ok().flatten());
+        }
+        out
+    }
+}
+
+/// Objects of a saved plan whose fingerprint moved, comparing only what the plan observed
+/// (its scope).
+#[must_use]
+pub fn stale_objects(plan: &Plan, live: &Live) -> Vec<Moved> {
+    let now = crate::plan::fingerprints_of(plan, live);
     plan.fingerprints
         .iter()
-        // A host the plan did not observe (offline, or not in use) has nothing to compare.
-        .filter(|(_, then)| then.as_str() != "unobserved")
+        // A host the plan did not observe has nothing to compare.
+        .filter(|(_, then)| then.as_str() != crate::plan::UNOBSERVED)
         .filter_map(|(key, then)| {
-            let current = now.get(key).cloned().unwrap_or_else(|| "absent".into());
-            (current != *then).then(|| (key.clone(), then.clone(), current))
+            let current = now
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| crate::plan::ABSENT.into());
+            (current != *then).then(|| Moved {
+                key: key.clone(),
+                then: then.clone(),
+                now: current,
+            })
         })
         .collect()
+}
+
+/// Summarise a report per tenant.
+#[must_use]
+pub fn tenant_outcomes(plan: &Plan, report: &Report) -> BTreeMap<String, TenantOutcome> {
+    use crate::execute::Outcome;
+    let mut out: BTreeMap<String, TenantOutcome> = BTreeMap::new();
+    for step in &plan.steps {
+        let entry = out
+            .entry(step.tenant.clone())
+            .or_insert(TenantOutcome::Converged);
+        match (report.outcomes.get(&step.id), &*entry) {
+            (
+                Some(Outcome::Failed { error, .. }),
+                TenantOutcome::Converged | TenantOutcome::Skipped,
+            ) => {
+                *entry = TenantOutcome::Failed {
+                    step: step.id,
+                    error: error.clone(),
+                };
+            }
+            (
+                Some(Outcome::Skipped { .. } | Outcome::Cancelled) | None,
+                TenantOutcome::Converged,
+            ) => {
+                *entry = TenantOutcome::Skipped;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// One host's line of `berth status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    /// Host.
+    pub host: HostRef,
+    /// The commit recorded as applied.
+    pub applied: Option<String>,
+    /// Commits `HEAD` has that the applied commit lacks (`None`: unknown).
+    pub behind: Option<usize>,
+    /// Steps a fresh plan makes because the host moved.
+    pub drifted: usize,
+    /// Steps a fresh plan makes because the files changed.
+    pub pending: usize,
+}
+
+/// `berth status`: per host in use, the applied commit, how far behind `HEAD` it is, and
+/// what a fresh plan finds there.
+///
+/// # Errors
+/// Invalid files, unreachable hosts.
+pub async fn status(
+    source: &Source,
+    connector: &Connector,
+) -> Result<Vec<HostStatus>, SessionError> {
+    let loaded = load(source)?;
+    let git = GitRepo::open(&source.repo).ok();
+    let session = Session::connect(loaded.fleet, loaded.commit, connector, None)
+        .await?
+        .with_history(&source.repo);
+    let plan = session
+        .plan(&PlanSettings {
+            allow_destroys: true,
+            allow_empty: true,
+            ..PlanSettings::default()
+        })
+        .await?;
+    let mut counts: BTreeMap<HostRef, (usize, usize)> = BTreeMap::new();
+    for step in &plan.steps {
+        let entry = counts
+            .entry(HostRef::new(&step.environment, &step.host))
+            .or_default();
+        match step.cause {
+            crate::plan::Cause::Drift => entry.0 += 1,
+            _ => entry.1 += 1,
+        }
+    }
+    let applied = session.applied_commits().await;
+    Ok(applied
+        .into_iter()
+        .map(|(host, applied)| {
+            let behind = match (&git, &applied) {
+                (Some(g), Some(commit)) => g.behind(commit, "HEAD").ok(),
+                _ => None,
+            };
+            let (drifted, pending) = counts.get(&host).copied().unwrap_or_default();
+            HostStatus {
+                host,
+                applied,
+                behind,
+                drifted,
+                pending,
+            }
+        })
+        .collect())
+}
+
+/// `berth lock status`: the lease of every host of the repo's environments.
+///
+/// # Errors
+/// Invalid files, unreachable hosts.
+pub async fn lock_status(
+    fleet: &Fleet,
+    connector: &Connector,
+) -> Result<Vec<(HostRef, Option<LeaseRecord>)>, SessionError> {
+    let drivers = connector.connect(fleet, None).await?;
+    let mut out = Vec::new();
+    for (host, driver) in &drivers.hosts {
+        out.push((host.clone(), lease::status(driver).await?));
+    }
+    Ok(out)
+}
+
+/// `berth lock break --host H`: remove the lease of one host; returns who held it.
+///
+/// # Errors
+/// Unreachable host.
+pub async fn lock_break(
+    fleet: &Fleet,
+    host: &HostRef,
+    connector: &Connector,
+) -> Result<Option<LeaseRecord>, SessionError> {
+    let only = BTreeSet::from([host.clone()]);
+    let drivers = connector.connect(fleet, Some(&only)).await?;
+    let Some(driver) = drivers.hosts.get(host) else {
+        return Ok(None);
+    };
+    let before = lease::status(driver).await?;
+    lease::release_any(driver).await?;
+    Ok(before)
 }

@@ -28,6 +28,9 @@ pub enum Unreadable {
     },
     /// The read itself failed (message from the OS or git).
     Io(String),
+    /// A symlink or special file: berth reads regular files only, so a link cannot pull a
+    /// file from outside the repo into a plan.
+    NotAFile,
 }
 
 /// Files larger than this are refused unread: no tenant or environment file is legitimately
@@ -67,6 +70,84 @@ impl SourceFile {
 pub struct SourceSet {
     /// Files, in the order given (the loader sorts by path).
     pub files: Vec<SourceFile>,
+}
+
+/// One directory entry of a berth repo as a reader found it (work tree or git tree), before
+/// the rules of [`build_source_set`] are applied.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// `environments` or `tenants`.
+    pub dir: String,
+    /// File name within it.
+    pub name: String,
+    /// What the entry is.
+    pub entry: FoundEntry,
+}
+
+/// What a found entry holds.
+#[derive(Debug, Clone)]
+pub enum FoundEntry {
+    /// A regular file: its bytes (at most [`MAX_FILE_BYTES`] + 1 were read) and full size.
+    File {
+        /// Bytes read.
+        bytes: Vec<u8>,
+        /// Size on disk or in git.
+        size: u64,
+    },
+    /// A regular file that could not be read.
+    Failed(String),
+    /// A symlink, directory or special file.
+    Other,
+}
+
+/// The one set of rules for turning a repo listing into a [`SourceSet`], shared by the
+/// work-tree reader and the git reader: only `environments/` and `tenants/`, only `.yaml` and
+/// `.yml`, no dot files, regular files only, the size cap, UTF-8, sorted by kind then path.
+/// `embedded` (the default local environment) is added only when the repo has no environment
+/// file of its own.
+#[must_use]
+pub fn build_source_set(found: Vec<Found>, embedded: Option<SourceFile>) -> SourceSet {
+    let mut files = Vec::new();
+    for f in found {
+        let kind = match f.dir.as_str() {
+            "environments" => FileKind::Environment,
+            "tenants" => FileKind::Tenant,
+            _ => continue,
+        };
+        let is_yaml = f.name.ends_with(".yaml") || f.name.ends_with(".yml");
+        if !is_yaml || f.name.starts_with('.') {
+            continue;
+        }
+        let text = match f.entry {
+            FoundEntry::File { size, .. } if size > MAX_FILE_BYTES => {
+                Err(Unreadable::TooLarge { size })
+            }
+            FoundEntry::File { bytes, .. } if bytes.len() as u64 > MAX_FILE_BYTES => {
+                Err(Unreadable::TooLarge {
+                    size: bytes.len() as u64,
+                })
+            }
+            FoundEntry::File { bytes, .. } => {
+                String::from_utf8(bytes).map_err(|e| Unreadable::NotUtf8 {
+                    valid_up_to: e.utf8_error().valid_up_to(),
+                })
+            }
+            FoundEntry::Failed(message) => Err(Unreadable::Io(message)),
+            FoundEntry::Other => Err(Unreadable::NotAFile),
+        };
+        files.push(SourceFile {
+            path: format!("{}/{}", f.dir, f.name),
+            kind,
+            text,
+        });
+    }
+    if !files.iter().any(|f| f.kind == FileKind::Environment)
+        && let Some(embedded) = embedded
+    {
+        files.push(embedded);
+    }
+    files.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
+    SourceSet { files }
 }
 
 /// Index of a file in a [`SourceSet`].

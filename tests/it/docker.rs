@@ -1,11 +1,11 @@
 //! The Docker driver on the real Docker Engine (tests/it/dockerhost.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicBool;
 
 use berth::driver::docker::DockerDriver;
 use berth::driver::secrets::SecretProvider;
-use berth::execute::{AnyDriver, Drivers, ExecOptions, Silent, execute, observe_all};
+use berth::driver::{AnyDriver, Drivers, observe_all};
+use berth::execute::{ExecOptions, Silent, execute};
 use berth::model::Fleet;
 use berth::model::desired::{self, Desired};
 use berth::model::live::HostRef;
@@ -101,7 +101,10 @@ impl Rig {
     }
 
     async fn plan(&self, drivers: &Drivers, baseline: Option<&Desired>) -> Plan {
-        let mut live = observe_all(drivers).await.map_err(|e| e.1.chain()).unwrap();
+        let mut live = observe_all(drivers)
+            .await
+            .map_err(|e| e.source.chain())
+            .unwrap();
         // Only this run's host matters; other tests' objects on the same engine are foreign.
         live.hosts.retain(|h, _| *h == self.host());
         let fleet = self.fleet();
@@ -112,6 +115,7 @@ impl Rig {
                 allow_destroys: true,
                 allow_empty: true,
                 baseline,
+                scope: None,
             },
         );
         // The embedded local environment points at the same engine; this run plans its own.
@@ -130,7 +134,7 @@ impl Rig {
                 ..ExecOptions::default()
             },
             &Silent,
-            &AtomicBool::new(false),
+            &|| false,
             &BTreeSet::new(),
         )
         .await;
@@ -393,7 +397,7 @@ async fn containers_stopped_or_removed_by_hand_are_drift_and_healed() {
         &drivers,
         &ExecOptions::default(),
         &Silent,
-        &AtomicBool::new(false),
+        &|| false,
         &BTreeSet::new(),
     )
     .await;
@@ -526,7 +530,7 @@ async fn a_deep_scan_catches_edits_the_labels_cannot_see() {
         &deep,
         &ExecOptions::default(),
         &Silent,
-        &AtomicBool::new(false),
+        &|| false,
         &BTreeSet::new(),
     )
     .await;
@@ -571,7 +575,7 @@ async fn tenant_networks_get_subnets_from_the_host_block() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_leases_are_exclusive_renewable_and_expire() {
-    use berth::reconcile::lease::{self, LeaseInfo};
+    use berth::reconcile::lease::{self, LeaseRecord as LeaseInfo};
     let Some(rig) = Rig::start().await else {
         return;
     };
@@ -585,37 +589,29 @@ async fn docker_leases_are_exclusive_renewable_and_expire() {
         expires,
         token: token.into(),
     };
-    lease::acquire(driver, &host, &info("a", 1_000), 500)
+    lease::acquire(driver, &info("a", 1_000), 500)
         .await
         .unwrap();
     // Held: a second holder is refused with the first one's name.
-    let err = lease::acquire(driver, &host, &info("b", 2_000), 600)
+    let err = lease::acquire(driver, &info("b", 2_000), 600)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("test a"), "{err}");
     // Renewed: the expiry moves, so at a time past the first expiry it is still held.
-    lease::renew(driver, &host, &info("a", 5_000))
-        .await
-        .unwrap();
-    assert_eq!(
-        lease::status(driver, &host).await.unwrap().unwrap().expires,
-        5_000
-    );
+    lease::renew(driver, &info("a", 5_000)).await.unwrap();
+    assert_eq!(lease::status(driver).await.unwrap().unwrap().expires, 5_000);
     assert!(
-        lease::acquire(driver, &host, &info("b", 9_000), 2_000)
+        lease::acquire(driver, &info("b", 9_000), 2_000)
             .await
             .is_err()
     );
     // Expired: the next holder takes over.
-    lease::acquire(driver, &host, &info("b", 9_000), 6_000)
+    lease::acquire(driver, &info("b", 9_000), 6_000)
         .await
         .unwrap();
-    assert_eq!(
-        lease::status(driver, &host).await.unwrap().unwrap().token,
-        "b"
-    );
-    lease::release(driver, &host, "b").await.unwrap();
-    assert!(lease::status(driver, &host).await.unwrap().is_none());
+    assert_eq!(lease::status(driver).await.unwrap().unwrap().token, "b");
+    lease::release(driver, "b").await.unwrap();
+    assert!(lease::status(driver).await.unwrap().is_none());
     let left = rig
         .docker
         .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)

@@ -1,11 +1,11 @@
 //! The Dokku driver over real SSH against the simulator (tests/it/sshd.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicBool;
 
 use berth::driver::dokku::DokkuDriver;
 use berth::driver::secrets::SecretProvider;
-use berth::execute::{AnyDriver, Drivers, ExecOptions, Report, Silent, execute, observe_all};
+use berth::driver::{AnyDriver, Drivers, observe_all};
+use berth::execute::{ExecOptions, Report, Silent, execute};
 use berth::model::desired::{self, Desired};
 use berth::model::live::HostRef;
 use berth::model::{Fleet, HostTarget};
@@ -104,7 +104,7 @@ impl Rig {
 async fn plan_now(fleet: &Fleet, drivers: &Drivers, baseline: Option<&Desired>) -> Plan {
     let live = observe_all(drivers)
         .await
-        .map_err(|(h, e)| format!("{h}: {}", e.chain()))
+        .map_err(|e| format!("{}: {}", e.host, e.source.chain()))
         .unwrap();
     plan(
         fleet,
@@ -113,6 +113,7 @@ async fn plan_now(fleet: &Fleet, drivers: &Drivers, baseline: Option<&Desired>) 
             allow_destroys: true,
             allow_empty: false,
             baseline,
+            scope: None,
         },
     )
 }
@@ -127,7 +128,7 @@ async fn apply(plan: &Plan, drivers: &Drivers) -> Report {
         drivers,
         &options,
         &Silent,
-        &AtomicBool::new(false),
+        &|| false,
         &BTreeSet::new(),
     )
     .await
@@ -380,7 +381,7 @@ async fn hostile_values_arrive_byte_exact_and_stay_out_of_argv() {
     }
     rig.tenant("acme", &format!("environment: prod\napps:\n  web:\n    image: registry.example.app/app:1.4.2\n    env:\n{env}"));
     let drivers = rig.drivers().await;
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -503,7 +504,7 @@ async fn old_dokku_is_refused_with_the_version_found() {
     state["version"] = "0.37.5".into();
     rig.host.write_state(&state);
     let drivers = rig.drivers().await;
-    let err = observe_all(&drivers).await.expect_err("refused").1;
+    let err = observe_all(&drivers).await.expect_err("refused").source;
     let text = err.chain();
     assert!(
         text.contains("0.37.5") && text.contains("0.38.21"),

@@ -193,6 +193,7 @@ const OPTIONS: PlanOptions<'static> = PlanOptions {
     allow_destroys: true,
     allow_empty: true,
     baseline: None,
+    scope: None,
 };
 
 proptest! {

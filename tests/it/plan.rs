@@ -94,6 +94,7 @@ fn load(name: &str) -> Case {
             allow_destroys: true,
             allow_empty: true,
             baseline: None,
+            scope: None,
         };
         reconcile(&prior, &mut live, &options);
         prior_fleet = Some(prior);
@@ -222,6 +223,7 @@ fn check(name: &str) {
         allow_destroys: case.allow_destroys,
         allow_empty: case.allow_empty,
         baseline: case.baseline.as_ref(),
+        scope: None,
     };
     let p = plan(&case.fleet, &case.live, &options);
     let text = render::render_text(&p, false);
@@ -263,6 +265,7 @@ fn check(name: &str) {
         &live,
         &PlanOptions {
             baseline: None,
+            scope: None,
             ..options
         },
     );

@@ -13,6 +13,7 @@
 //! - Suspend is `StopContainer`; data volumes are removed only by a purge step.
 
 pub mod convert;
+mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -101,6 +102,14 @@ pub enum DockerError {
         key: String,
         /// The env key being built.
         wanted: String,
+    },
+    /// A volume has the lease's name but carries no lease.
+    #[error("volume `{volume}` on `{host}` has the lease's name but is not a lease")]
+    NotALease {
+        /// Host.
+        host: HostRef,
+        /// Volume.
+        volume: String,
     },
     /// Not a Docker change.
     #[error("`{kind}` is not a Docker change")]
@@ -321,7 +330,17 @@ impl DockerDriver {
                 },
             );
         }
+        let applied_volume = format!("berth-applied-{}", self.host.environment);
+        let mut applied_commit = None;
         for volume in volumes.volumes.unwrap_or_default() {
+            // berth's own records are not tenant objects.
+            if volume.name == applied_volume {
+                applied_commit = volume.labels.get("io.berth.applied-commit").cloned();
+            }
+            if volume.name.starts_with("berth-lease-") || volume.name.starts_with("berth-applied-")
+            {
+                continue;
+            }
             live.volumes.insert(
                 volume.name.clone(),
                 LiveVolume {
@@ -336,6 +355,7 @@ impl DockerDriver {
         }
         Ok(LiveHost {
             docker: live,
+            applied_commit,
             ..LiveHost::default()
         })
     }

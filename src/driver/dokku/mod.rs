@@ -16,6 +16,7 @@
 
 pub mod command;
 pub mod parse;
+mod records;
 pub mod transport;
 
 use std::collections::BTreeMap;
@@ -402,8 +403,10 @@ impl DokkuDriver {
                 },
             );
         }
+        let applied_key = records::applied_key(&self.host().environment);
         Ok(LiveHost {
             dokku: live,
+            applied_commit: registry.get(&applied_key).cloned(),
             ..LiveHost::default()
         })
     }
@@ -505,7 +508,7 @@ impl DokkuDriver {
         Ok(())
     }
 
-    /// Run a read-only command on the host (status, leases).
+    /// Run one command as is (benchmarks and tools that read a host command by command).
     ///
     /// # Errors
     /// Transport failures.

@@ -1,0 +1,334 @@
+//! Compiling a stack for a Docker host: a private network per tenant, named volumes, one
+//! container per service and per process replica, with compose labels, link env (the
+//! database URL built from the service's generated password at apply time), health checks
+//! and proxy labels.
+//!
+//! Architecture invariant: pure. No I/O, no clock, no environment.
+
+use std::collections::BTreeMap;
+
+use super::{
+    ConfigValue, Container, ContainerSpec, DesiredHost, DockerHealth, LABEL_PREFIX, Network,
+    PublishedPort, Volume, container_name,
+};
+use crate::model::{
+    App, EnvValue, Environment, Health, ProxyKind, RestartPolicy, Service, ServiceKind, Stack,
+};
+
+pub(super) fn add_docker_stack(
+    dh: &mut DesiredHost,
+    env: &Environment,
+    tenant: &str,
+    stack: &Stack,
+    running: bool,
+) {
+    let network = format!("{tenant}_net");
+    let publishes = stack
+        .apps
+        .values()
+        .any(|a| !a.ports.is_empty() || !a.domains.is_empty())
+        || stack.services.values().any(|s| !s.ports.is_empty());
+    let base_labels = |role: &str| {
+        let mut labels = BTreeMap::new();
+        labels.insert(format!("{LABEL_PREFIX}managed"), "true".to_string());
+        labels.insert(format!("{LABEL_PREFIX}tenant"), tenant.to_string());
+        labels.insert(format!("{LABEL_PREFIX}environment"), env.name.clone());
+        labels.insert(format!("{LABEL_PREFIX}role"), role.to_string());
+        labels.insert("com.docker.compose.project".to_string(), tenant.to_string());
+        labels
+    };
+    let proxy = dh.proxy;
+    dh.networks.insert(
+        network.clone(),
+        Network {
+            tenant: tenant.to_string(),
+            internal: !publishes,
+            labels: base_labels("network"),
+        },
+    );
+    let mut volume = |name: &str| {
+        let full = format!("{tenant}_{name}");
+        dh.volumes.insert(
+            full.clone(),
+            Volume {
+                tenant: tenant.to_string(),
+                labels: base_labels("volume"),
+            },
+        );
+        full
+    };
+    let mut containers = Vec::new();
+    for service in stack.services.values() {
+        let name = format!("{tenant}-{}", service.name);
+        let mounts = service
+            .storage
+            .iter()
+            .map(|s| (volume(&s.volume), s.path.clone()))
+            .collect();
+        let mut env_map: BTreeMap<String, ConfigValue> = service
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.into()))
+            .collect();
+        if service.kind == ServiceKind::Postgres {
+            env_map
+                .entry("POSTGRES_PASSWORD".into())
+                .or_insert(ConfigValue::Generate { length: 32 });
+            env_map
+                .entry("POSTGRES_DB".into())
+                .or_insert_with(|| ConfigValue::literal(db_name(tenant)));
+        }
+        let mut labels = base_labels("service");
+        labels.insert(format!("{LABEL_PREFIX}service"), service.name.clone());
+        labels.insert("com.docker.compose.service".into(), service.name.clone());
+        labels.insert("com.docker.compose.container-number".into(), "1".into());
+        labels.insert("com.docker.compose.oneoff".into(), "False".into());
+        let spec = ContainerSpec {
+            name: name.clone(),
+            image: service.image.clone(),
+            command: service.command.clone(),
+            env: env_map,
+            ports: service
+                .ports
+                .iter()
+                .map(|p| PublishedPort {
+                    container: p.container,
+                    host: p.host,
+                })
+                .collect(),
+            memory: service.memory,
+            nano_cpus: service.cpus.map(nano_cpus),
+            restart: RestartPolicy::UnlessStopped,
+            health: service.health.as_ref().map(|h| docker_health(h, None)),
+            network: network.clone(),
+            aliases: vec![service.name.clone()],
+            mounts,
+            labels,
+        };
+        containers.push(Container {
+            tenant: tenant.to_string(),
+            running,
+            depends_on: Vec::new(),
+            spec,
+        });
+    }
+    for app in stack.apps.values() {
+        let (env_map, depends_on) = app_env(tenant, app, stack);
+        let mounts: Vec<(String, String)> = app
+            .storage
+            .iter()
+            .map(|s| (volume(&s.volume), s.path.clone()))
+            .collect();
+        for (process, count) in &app.processes {
+            for n in 1..=*count {
+                let name = container_name(tenant, &app.name, process, n);
+                let mut labels = base_labels("app");
+                labels.insert(format!("{LABEL_PREFIX}app"), app.name.clone());
+                labels.insert(format!("{LABEL_PREFIX}process"), process.clone());
+                labels.insert(format!("{LABEL_PREFIX}replica"), n.to_string());
+                let service_label = if process == "web" {
+                    app.name.clone()
+                } else {
+                    format!("{}-{process}", app.name)
+                };
+                labels.insert("com.docker.compose.service".into(), service_label.clone());
+                labels.insert("com.docker.compose.container-number".into(), n.to_string());
+                labels.insert("com.docker.compose.oneoff".into(), "False".into());
+                if process == "web" && !app.domains.is_empty() {
+                    proxy_labels(&mut labels, proxy, tenant, app, &network);
+                }
+                let command = app
+                    .commands
+                    .get(process)
+                    .cloned()
+                    .or_else(|| app.command.clone());
+                let ports = if process == "web" {
+                    app.ports
+                        .iter()
+                        .map(|p| PublishedPort {
+                            container: p.container,
+                            // A fixed host port can serve one replica only.
+                            host: if n == 1 { p.host } else { None },
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let spec = ContainerSpec {
+                    name: name.clone(),
+                    image: app.image.clone(),
+                    command,
+                    env: env_map.clone(),
+                    ports,
+                    memory: app.memory,
+                    nano_cpus: app.cpus.map(nano_cpus),
+                    restart: app.restart,
+                    health: if process == "web" {
+                        app.health.as_ref().map(|h| docker_health(h, app.port))
+                    } else {
+                        None
+                    },
+                    network: network.clone(),
+                    aliases: if n == 1 {
+                        vec![service_label]
+                    } else {
+                        Vec::new()
+                    },
+                    mounts: mounts.clone(),
+                    labels,
+                };
+                containers.push(Container {
+                    tenant: tenant.to_string(),
+                    running,
+                    depends_on: depends_on.clone(),
+                    spec,
+                });
+            }
+        }
+    }
+    for container in containers {
+        dh.containers.insert(container.spec.name.clone(), container);
+    }
+}
+
+pub(super) fn db_name(tenant: &str) -> String {
+    tenant.replace('-', "_")
+}
+
+pub(super) fn nano_cpus(cpus: f64) -> i64 {
+    (cpus * 1e9).round() as i64
+}
+
+pub(super) fn app_env(
+    tenant: &str,
+    app: &App,
+    stack: &Stack,
+) -> (BTreeMap<String, ConfigValue>, Vec<String>) {
+    let mut env: BTreeMap<String, ConfigValue> =
+        app.env.iter().map(|(k, v)| (k.clone(), v.into())).collect();
+    let mut depends_on = Vec::new();
+    for used in &app.uses {
+        let Some(service) = stack.services.get(used) else {
+            continue;
+        };
+        let container = format!("{tenant}-{}", service.name);
+        depends_on.push(container.clone());
+        let link = link_env(tenant, service, &container);
+        for (key, value) in link {
+            env.entry(key).or_insert(value);
+        }
+    }
+    (env, depends_on)
+}
+
+/// The env a link to `service` gives an app: `DATABASE_URL` / `REDIS_URL` on the private
+/// network, the password taken from the service container at apply time.
+pub(super) fn link_env(
+    tenant: &str,
+    service: &Service,
+    container: &str,
+) -> Vec<(String, ConfigValue)> {
+    let alias = &service.name;
+    match service.kind {
+        ServiceKind::Postgres => {
+            let db = match service.env.get("POSTGRES_DB") {
+                Some(EnvValue::Literal(db)) => db.clone(),
+                _ => db_name(tenant),
+            };
+            let value = match service.env.get("POSTGRES_PASSWORD") {
+                Some(EnvValue::Literal(pw)) => {
+                    ConfigValue::literal(format!("postgres://postgres:{pw}@{alias}:5432/{db}"))
+                }
+                _ => ConfigValue::Derived {
+                    template: format!("postgres://postgres:{{value}}@{alias}:5432/{db}"),
+                    container: container.to_string(),
+                    key: "POSTGRES_PASSWORD".into(),
+                },
+            };
+            vec![(url_key("DATABASE", alias, service.kind), value)]
+        }
+        ServiceKind::Redis => vec![(
+            url_key("REDIS", alias, service.kind),
+            ConfigValue::literal(format!("redis://{alias}:6379")),
+        )],
+        ServiceKind::Container => Vec::new(),
+    }
+}
+
+/// `DATABASE_URL` for a service called `db` (or of the kind's usual names), else
+/// `<NAME>_URL` so two databases of one tenant do not collide.
+pub(super) fn url_key(default: &str, alias: &str, kind: ServiceKind) -> String {
+    let usual = match kind {
+        ServiceKind::Postgres => ["db", "postgres", "database"].contains(&alias),
+        ServiceKind::Redis => ["cache", "redis"].contains(&alias),
+        ServiceKind::Container => false,
+    };
+    if usual {
+        format!("{default}_URL")
+    } else {
+        format!("{}_URL", alias.to_uppercase().replace('-', "_"))
+    }
+}
+
+pub(super) fn docker_health(health: &Health, port: Option<u16>) -> DockerHealth {
+    let test = match (&health.command, &health.path) {
+        (Some(command), _) => std::iter::once("CMD".to_string())
+            .chain(command.iter().cloned())
+            .collect(),
+        (None, Some(path)) => vec![
+            "CMD-SHELL".to_string(),
+            format!(
+                "wget -q -O /dev/null http://127.0.0.1:{}{path} || exit 1",
+                port.unwrap_or(8080)
+            ),
+        ],
+        (None, None) => vec!["NONE".to_string()],
+    };
+    DockerHealth {
+        test,
+        interval: health.interval,
+        timeout: health.timeout,
+        retries: health.retries,
+    }
+}
+
+pub(super) fn proxy_labels(
+    labels: &mut BTreeMap<String, String>,
+    proxy: ProxyKind,
+    tenant: &str,
+    app: &App,
+    network: &str,
+) {
+    let router = format!("{tenant}-{}", app.name);
+    let port = app.port.unwrap_or(8080);
+    match proxy {
+        ProxyKind::Traefik => {
+            let rule = app
+                .domains
+                .iter()
+                .map(|d| format!("Host(`{d}`)"))
+                .collect::<Vec<_>>()
+                .join(" || ");
+            labels.insert("traefik.enable".into(), "true".into());
+            labels.insert(format!("traefik.http.routers.{router}.rule"), rule);
+            labels.insert(
+                format!("traefik.http.services.{router}.loadbalancer.server.port"),
+                port.to_string(),
+            );
+            labels.insert("traefik.docker.network".into(), network.to_string());
+            if app.tls {
+                labels.insert(
+                    format!("traefik.http.routers.{router}.tls.certresolver"),
+                    "letsencrypt".into(),
+                );
+            }
+        }
+        ProxyKind::Caddy => {
+            labels.insert("caddy".into(), app.domains.join(" "));
+            labels.insert(
+                "caddy.reverse_proxy".into(),
+                format!("{{{{upstreams {port}}}}}"),
+            );
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Compiling a stack for a Dokku host: one app per tenant app (config with berth's markers,
+//! domains, formation, limits, storage, links) and one service per Postgres/Redis.
+//!
+//! Architecture invariant: pure. No I/O, no clock, no environment.
+
+use std::collections::BTreeMap;
+
+use super::{
+    BERTH_SPEC_KEY, BERTH_TENANT_KEY, ConfigValue, DesiredHost, DokkuApp, DokkuService,
+    dokku_app_name, short_hash,
+};
+use crate::model::live::service_key;
+use crate::model::{Environment, Stack};
+
+pub(super) fn add_dokku_stack(
+    dh: &mut DesiredHost,
+    env: &Environment,
+    tenant: &str,
+    stack: &Stack,
+    running: bool,
+) {
+    for service in stack.services.values() {
+        let name = format!("{tenant}-{}", service.name);
+        dh.dokku_services.insert(
+            service_key(service.kind, &name),
+            DokkuService {
+                tenant: tenant.to_string(),
+                kind: service.kind,
+                name,
+                image: service.image.clone(),
+            },
+        );
+    }
+    for app in stack.apps.values() {
+        let name = dokku_app_name(&env.dokku_app_template, tenant, &app.name);
+        let mut config: BTreeMap<String, ConfigValue> =
+            app.env.iter().map(|(k, v)| (k.clone(), v.into())).collect();
+        config.insert(BERTH_TENANT_KEY.into(), ConfigValue::literal(tenant));
+        let processes = app
+            .processes
+            .iter()
+            .map(|(p, n)| (p.clone(), if running { *n } else { 0 }))
+            .collect();
+        let links = app
+            .uses
+            .iter()
+            .filter_map(|u| stack.services.get(u))
+            .map(|s| service_key(s.kind, &format!("{tenant}-{}", s.name)))
+            .collect();
+        let storage = app
+            .storage
+            .iter()
+            .map(|s| format!("/var/lib/dokku/data/storage/{name}-{}:{}", s.volume, s.path))
+            .collect();
+        let mut spec = DokkuApp {
+            tenant: tenant.to_string(),
+            app: app.name.clone(),
+            config,
+            domains: app.domains.clone(),
+            processes,
+            image: app.image.clone(),
+            memory: app.memory.map(dokku_memory),
+            cpus: app.cpus.map(format_cpus),
+            storage,
+            tls: app.tls,
+            links,
+            spec_hash: String::new(),
+        };
+        spec.spec_hash = short_hash(&serde_json::to_vec(&spec).unwrap_or_default());
+        spec.config.insert(
+            BERTH_SPEC_KEY.into(),
+            ConfigValue::literal(spec.spec_hash.clone()),
+        );
+        dh.dokku_apps.insert(name, spec);
+    }
+}
+
+/// Dokku stores limits verbatim; berth writes megabytes with Dokku's `m` suffix.
+pub(super) fn dokku_memory(bytes: u64) -> String {
+    format!("{}m", bytes.div_ceil(1 << 20))
+}
+
+pub(super) fn format_cpus(cpus: f64) -> String {
+    let text = format!("{cpus:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}

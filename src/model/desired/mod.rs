@@ -1,0 +1,409 @@
+//! The desired model: per host, the resources berth wants, with stable names.
+//!
+//! Compiled from the validated [`Fleet`] and a placement (which host each tenant is on).
+//! Naming, tier defaults, tenant state (suspended and cancelled mean zero processes, data
+//! kept; purge means nothing is desired and data may go), service links, published-port
+//! allocation inputs and proxy labels are all decided here, so the planner only diffs.
+//!
+//! No secret value exists here: generated secrets and secret references are instructions
+//! ([`ConfigValue`]) that the executor resolves on the host side at apply time.
+//!
+//! Architecture invariant: pure. No I/O, no clock, no environment.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+mod docker;
+mod dokku;
+mod place;
+
+pub use place::place;
+
+use super::live::HostRef;
+use super::{
+    EnvValue, Fleet, HostTarget, Policy, ProxyKind, RestartPolicy, ServiceKind, Stack, TenantState,
+};
+
+/// Label namespace on Docker objects.
+pub const LABEL_PREFIX: &str = "io.berth.";
+/// Dokku config key naming the owning tenant (the ownership marker).
+pub const BERTH_TENANT_KEY: &str = "BERTH_TENANT";
+/// Dokku config key holding the hash of the app spec berth last applied.
+pub const BERTH_SPEC_KEY: &str = "BERTH_SPEC";
+
+/// A config (env) value as the plan carries it. Only `Literal` holds text, and literals come
+/// from git, where they are already public.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum ConfigValue {
+    /// A literal from the tenant file.
+    Literal {
+        /// The value.
+        value: String,
+    },
+    /// Keep the live value if present, else generate this many characters.
+    Generate {
+        /// Length.
+        length: u32,
+    },
+    /// Resolve through the secret provider at apply time.
+    Secret {
+        /// Secret name.
+        name: String,
+    },
+    /// A URL built at apply time from another container's value (`DATABASE_URL` built from
+    /// the Postgres container's generated password). `{value}` in the template is replaced.
+    Derived {
+        /// Template with `{value}`.
+        template: String,
+        /// Container whose env holds the value.
+        container: String,
+        /// Env key in that container.
+        key: String,
+    },
+}
+
+impl ConfigValue {
+    /// Whether printing the value would reveal a secret.
+    #[must_use]
+    pub fn is_sensitive(&self) -> bool {
+        !matches!(self, ConfigValue::Literal { .. })
+    }
+
+    /// A literal.
+    #[must_use]
+    pub fn literal(value: impl Into<String>) -> Self {
+        ConfigValue::Literal {
+            value: value.into(),
+        }
+    }
+}
+
+impl From<&EnvValue> for ConfigValue {
+    fn from(value: &EnvValue) -> Self {
+        match value {
+            EnvValue::Literal(v) => ConfigValue::literal(v.clone()),
+            EnvValue::Generate { length } => ConfigValue::Generate { length: *length },
+            EnvValue::Secret { name } => ConfigValue::Secret { name: name.clone() },
+        }
+    }
+}
+
+/// Which host each tenant is on, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Tenant id.
+    pub tenant: String,
+    /// Host, or `None` when no host had room.
+    pub host: Option<HostRef>,
+    /// How the host was chosen.
+    pub reason: PlacementReason,
+}
+
+/// Placement reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementReason {
+    /// `host:` in the tenant file.
+    Pinned,
+    /// The tenant already lives there (sticky: placement never moves a tenant by itself).
+    Existing,
+    /// New tenant: the host with the most free capacity (ties by name).
+    Chosen,
+    /// No host of the environment has room.
+    NoCapacity,
+}
+
+/// Everything berth wants, by host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    /// Hosts of every environment, including ones that want nothing.
+    pub hosts: BTreeMap<HostRef, DesiredHost>,
+    /// Placement of every tenant.
+    pub placements: Vec<Placement>,
+    /// Tenants by id: environment and state, for safety rules.
+    pub tenants: BTreeMap<String, (String, TenantState)>,
+}
+
+/// What one host should run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredHost {
+    /// `dokku` or `docker`.
+    pub kind: HostKind,
+    /// The environment's policy.
+    pub policy: Policy,
+    /// Publishable port range (Docker).
+    pub ports: Option<(u16, u16)>,
+    /// Proxy flavour for domain routing (Docker).
+    pub proxy: ProxyKind,
+    /// Block tenant networks get a /24 of (Docker).
+    pub subnets: Option<(u32, u8)>,
+    /// Dokku apps by name.
+    pub dokku_apps: BTreeMap<String, DokkuApp>,
+    /// Dokku services by `kind:name`.
+    pub dokku_services: BTreeMap<String, DokkuService>,
+    /// Docker networks by name.
+    pub networks: BTreeMap<String, Network>,
+    /// Docker volumes by name.
+    pub volumes: BTreeMap<String, Volume>,
+    /// Docker containers by name.
+    pub containers: BTreeMap<String, Container>,
+    /// Tenants placed here.
+    pub tenants: BTreeSet<String>,
+}
+
+/// Host kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKind {
+    /// Dokku over SSH.
+    Dokku,
+    /// Docker Engine.
+    Docker,
+}
+
+/// A Dokku app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DokkuApp {
+    /// Owning tenant.
+    pub tenant: String,
+    /// App name in the tenant file.
+    pub app: String,
+    /// Config berth owns (tenant env plus `BERTH_TENANT`, `BERTH_SPEC`).
+    pub config: BTreeMap<String, ConfigValue>,
+    /// Vhosts; empty means Dokku's default vhost is fine.
+    pub domains: Vec<String>,
+    /// Formation.
+    pub processes: BTreeMap<String, u32>,
+    /// Image to deploy.
+    pub image: String,
+    /// Memory limit as Dokku stores it (`512m`).
+    pub memory: Option<String>,
+    /// CPU limit as Dokku stores it.
+    pub cpus: Option<String>,
+    /// Storage mounts `host:container`.
+    pub storage: Vec<String>,
+    /// Let's Encrypt.
+    pub tls: bool,
+    /// Linked services (`postgres:acme-db`).
+    pub links: Vec<String>,
+    /// Hash of this spec, recorded on the app as `BERTH_SPEC`.
+    pub spec_hash: String,
+}
+
+/// A Dokku Postgres/Redis service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DokkuService {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Kind.
+    pub kind: ServiceKind,
+    /// Service name on the host.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+}
+
+/// A Docker network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Internal unless the tenant publishes ports or routes domains.
+    pub internal: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A Docker volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A Docker container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Whether it should run (false for suspended and cancelled tenants).
+    pub running: bool,
+    /// Service containers this one waits for (by container name).
+    pub depends_on: Vec<String>,
+    /// The container configuration.
+    pub spec: ContainerSpec,
+}
+
+/// A container configuration, complete: the executor creates exactly this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ContainerSpec {
+    /// Container name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Command, if not the image's.
+    pub command: Option<Vec<String>>,
+    /// Environment.
+    pub env: BTreeMap<String, ConfigValue>,
+    /// Published ports; `host: None` until the planner allocates one.
+    pub ports: Vec<PublishedPort>,
+    /// Memory limit, bytes.
+    pub memory: Option<u64>,
+    /// CPU limit, nano-CPUs.
+    pub nano_cpus: Option<i64>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Docker health check, exec form.
+    pub health: Option<DockerHealth>,
+    /// Network.
+    pub network: String,
+    /// Network aliases (the service name, so apps reach `db`).
+    pub aliases: Vec<String>,
+    /// Volume mounts, `(volume, path)`.
+    pub mounts: Vec<(String, String)>,
+    /// Labels, ownership and proxy routing included.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A published port.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub struct PublishedPort {
+    /// Container port.
+    pub container: u16,
+    /// Host port (fixed in the file, or allocated by the planner).
+    pub host: Option<u16>,
+}
+
+/// A Docker health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DockerHealth {
+    /// `["CMD", …]` or `["CMD-SHELL", "…"]`.
+    pub test: Vec<String>,
+    /// Seconds.
+    pub interval: u32,
+    /// Seconds.
+    pub timeout: u32,
+    /// Retries.
+    pub retries: u32,
+}
+
+impl ContainerSpec {
+    /// Canonical hash of everything that, when changed, requires a new container.
+    ///
+    /// Computed over the serialized spec without the hash label itself. Generated secrets
+    /// enter as instructions, not values, so the hash is stable across redeploys.
+    #[must_use]
+    pub fn hash(&self) -> String {
+        let mut spec = self.clone();
+        spec.labels.remove(&format!("{LABEL_PREFIX}spec-hash"));
+        short_hash(&serde_json::to_vec(&spec).unwrap_or_default())
+    }
+}
+
+/// First 16 hex characters of SHA-256.
+#[must_use]
+pub fn short_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Dokku app name for a tenant's app.
+#[must_use]
+pub fn dokku_app_name(template: &str, tenant: &str, app: &str) -> String {
+    template.replace("{tenant}", tenant).replace("{app}", app)
+}
+
+/// Docker container name for replica `n` of process `process` of `app`.
+#[must_use]
+pub fn container_name(tenant: &str, app: &str, process: &str, n: u32) -> String {
+    if process == "web" {
+        format!("{tenant}-{app}-{n}")
+    } else {
+        format!("{tenant}-{app}-{process}-{n}")
+    }
+}
+
+/// Compile the desired state of every host.
+#[must_use]
+pub fn compile(fleet: &Fleet, placements: &[Placement]) -> Desired {
+    let mut desired = Desired {
+        placements: placements.to_vec(),
+        ..Desired::default()
+    };
+    for env in fleet.environments.values() {
+        for host in env.hosts.values() {
+            desired.hosts.insert(
+                HostRef::new(&env.name, &host.name),
+                DesiredHost {
+                    kind: match host.target {
+                        HostTarget::Dokku(_) => HostKind::Dokku,
+                        HostTarget::Docker { .. } => HostKind::Docker,
+                    },
+                    policy: env.policy.clone(),
+                    ports: host.ports,
+                    proxy: host.proxy,
+                    subnets: host.subnets,
+                    dokku_apps: BTreeMap::new(),
+                    dokku_services: BTreeMap::new(),
+                    networks: BTreeMap::new(),
+                    volumes: BTreeMap::new(),
+                    containers: BTreeMap::new(),
+                    tenants: BTreeSet::new(),
+                },
+            );
+        }
+        if let Some(shared) = &env.shared
+            && let Some(host) = &shared.host
+        {
+            let key = HostRef::new(&env.name, host);
+            if let Some(dh) = desired.hosts.get_mut(&key) {
+                add_stack(dh, env, super::SHARED_STACK_ID, shared, TenantState::Active);
+            }
+        }
+    }
+    for placement in placements {
+        let Some(tenant) = fleet.tenants.get(&placement.tenant) else {
+            continue;
+        };
+        desired.tenants.insert(
+            tenant.id.clone(),
+            (tenant.environment.clone(), tenant.state),
+        );
+        let (Some(host), Some(env)) =
+            (&placement.host, fleet.environments.get(&tenant.environment))
+        else {
+            continue;
+        };
+        if let Some(dh) = desired.hosts.get_mut(host) {
+            dh.tenants.insert(tenant.id.clone());
+            if tenant.state != TenantState::Purge {
+                add_stack(dh, env, &tenant.id, &tenant.stack, tenant.state);
+            }
+        }
+    }
+    desired
+}
+
+pub(super) fn add_stack(
+    dh: &mut DesiredHost,
+    env: &super::Environment,
+    tenant: &str,
+    stack: &Stack,
+    state: TenantState,
+) {
+    let running = state == TenantState::Active;
+    match dh.kind {
+        HostKind::Dokku => dokku::add_dokku_stack(dh, env, tenant, stack, running),
+        HostKind::Docker => docker::add_docker_stack(dh, env, tenant, stack, running),
+    }
+}

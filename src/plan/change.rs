@@ -1,0 +1,369 @@
+//! What a plan does: every change kind berth makes (verb + noun, with full parameters) and
+//! the config-key changes inside them.
+//!
+//! Architecture invariant: pure. No I/O, no clock, no environment, no randomness.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::ServiceKind;
+use crate::model::desired::{ConfigValue, ContainerSpec};
+
+/// Old value of a config key, as much as may be shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum OldValue {
+    /// The key was not set.
+    Absent,
+    /// Set; the value is shown only for keys the files declare as literals.
+    Present {
+        /// The old literal, for literal keys.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+    },
+}
+
+/// One config key change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct ConfigChange {
+    /// Key.
+    pub key: String,
+    /// New value instruction.
+    pub new: ConfigValue,
+    /// What was there.
+    pub old: OldValue,
+}
+
+/// Every change kind berth makes, verb + noun, with full parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Change {
+    /// `apps:create`.
+    CreateApp {
+        /// Dokku app name.
+        app: String,
+    },
+    /// `config:set --no-restart --encoded`, all keys of one app in one batch.
+    SetConfig {
+        /// App.
+        app: String,
+        /// Keys to set.
+        changes: Vec<ConfigChange>,
+    },
+    /// `config:unset --no-restart`.
+    UnsetConfig {
+        /// App.
+        app: String,
+        /// Keys to remove.
+        keys: Vec<String>,
+    },
+    /// `domains:set` (or `domains:clear` when empty).
+    SetDomains {
+        /// App.
+        app: String,
+        /// New vhosts.
+        domains: Vec<String>,
+        /// Vhosts before.
+        before: Vec<String>,
+    },
+    /// `git:from-image`.
+    DeployImage {
+        /// App.
+        app: String,
+        /// Image reference.
+        image: String,
+        /// Deployed image before, if any.
+        before: Option<String>,
+    },
+    /// `ps:scale`.
+    Scale {
+        /// App.
+        app: String,
+        /// New formation.
+        processes: BTreeMap<String, u32>,
+        /// Formation before.
+        before: BTreeMap<String, u32>,
+    },
+    /// `resource:limit`.
+    SetLimits {
+        /// App.
+        app: String,
+        /// Memory (`512m`), `None` = clear.
+        memory: Option<String>,
+        /// CPUs, `None` = clear.
+        cpus: Option<String>,
+    },
+    /// `storage:mount`.
+    MountStorage {
+        /// App.
+        app: String,
+        /// `host:container`.
+        mount: String,
+    },
+    /// `storage:unmount` (the data directory stays).
+    UnmountStorage {
+        /// App.
+        app: String,
+        /// `host:container`.
+        mount: String,
+    },
+    /// `ps:restart`, once after batched no-restart changes.
+    Restart {
+        /// App.
+        app: String,
+    },
+    /// `<kind>:create`.
+    CreateService {
+        /// `postgres` or `redis`.
+        service_kind: ServiceKind,
+        /// Service name.
+        service: String,
+        /// Image reference.
+        image: String,
+    },
+    /// `<kind>:link --no-restart`.
+    LinkService {
+        /// Kind.
+        service_kind: ServiceKind,
+        /// Service.
+        service: String,
+        /// App.
+        app: String,
+    },
+    /// `<kind>:unlink --no-restart`.
+    UnlinkService {
+        /// Kind.
+        service_kind: ServiceKind,
+        /// Service.
+        service: String,
+        /// App.
+        app: String,
+    },
+    /// `letsencrypt:enable`.
+    EnableTls {
+        /// App.
+        app: String,
+    },
+    /// `letsencrypt:disable`.
+    DisableTls {
+        /// App.
+        app: String,
+    },
+    /// `apps:destroy --force`.
+    DestroyApp {
+        /// App.
+        app: String,
+    },
+    /// `<kind>:destroy --force` (purge only).
+    DestroyService {
+        /// Kind.
+        service_kind: ServiceKind,
+        /// Service.
+        service: String,
+    },
+    /// Create a labelled Docker network.
+    CreateNetwork {
+        /// Name.
+        network: String,
+        /// Internal.
+        internal: bool,
+        /// IPv4 subnet from the host's `subnets` block (the engine's pools when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subnet: Option<String>,
+        /// Labels.
+        labels: BTreeMap<String, String>,
+    },
+    /// Create a labelled Docker volume.
+    CreateVolume {
+        /// Name.
+        volume: String,
+        /// Labels.
+        labels: BTreeMap<String, String>,
+    },
+    /// Create (and start, unless the tenant is suspended) a container.
+    CreateContainer {
+        /// The complete container.
+        spec: ContainerSpec,
+        /// Start it after creating.
+        start: bool,
+    },
+    /// Create the new container under a temporary name, stop and remove the old one, rename,
+    /// start. Generated secrets are read back from the old container first.
+    RecreateContainer {
+        /// The complete new container.
+        spec: ContainerSpec,
+        /// Start it.
+        start: bool,
+        /// Why (hash changed, image changed, network, volumes).
+        reasons: Vec<String>,
+    },
+    /// Start a stopped container.
+    StartContainer {
+        /// Name.
+        container: String,
+    },
+    /// Stop a container (suspend).
+    StopContainer {
+        /// Name.
+        container: String,
+    },
+    /// Stop and remove a container.
+    RemoveContainer {
+        /// Name.
+        container: String,
+    },
+    /// Remove a network.
+    RemoveNetwork {
+        /// Name.
+        network: String,
+    },
+    /// Remove a volume (purge only).
+    RemoveVolume {
+        /// Name.
+        volume: String,
+    },
+}
+
+/// What a step does to the world, for markers and counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// `+`
+    Create,
+    /// `~`
+    Update,
+    /// `-`
+    Destroy,
+}
+
+impl Change {
+    /// Create, update or destroy.
+    #[must_use]
+    pub fn effect(&self) -> Effect {
+        match self {
+            Change::CreateApp { .. }
+            | Change::CreateService { .. }
+            | Change::CreateNetwork { .. }
+            | Change::CreateVolume { .. }
+            | Change::CreateContainer { .. } => Effect::Create,
+            Change::DestroyApp { .. }
+            | Change::DestroyService { .. }
+            | Change::RemoveContainer { .. }
+            | Change::RemoveNetwork { .. }
+            | Change::RemoveVolume { .. } => Effect::Destroy,
+            _ => Effect::Update,
+        }
+    }
+
+    /// Whether the step destroys data (a database, a Redis, a volume).
+    #[must_use]
+    pub fn destroys_data(&self) -> bool {
+        matches!(
+            self,
+            Change::DestroyService { .. } | Change::RemoveVolume { .. }
+        )
+    }
+
+    /// The Dokku app the change acts on, when it acts on one (links included).
+    #[must_use]
+    pub fn app(&self) -> Option<&str> {
+        match self {
+            Change::CreateApp { app }
+            | Change::SetConfig { app, .. }
+            | Change::UnsetConfig { app, .. }
+            | Change::SetDomains { app, .. }
+            | Change::DeployImage { app, .. }
+            | Change::Scale { app, .. }
+            | Change::SetLimits { app, .. }
+            | Change::MountStorage { app, .. }
+            | Change::UnmountStorage { app, .. }
+            | Change::Restart { app }
+            | Change::LinkService { app, .. }
+            | Change::UnlinkService { app, .. }
+            | Change::EnableTls { app }
+            | Change::DisableTls { app }
+            | Change::DestroyApp { app } => Some(app),
+            _ => None,
+        }
+    }
+
+    /// The object the step acts on, `app acme-web`.
+    #[must_use]
+    pub fn subject(&self) -> String {
+        if let (Some(app), false) = (
+            self.app(),
+            matches!(
+                self,
+                Change::LinkService { .. } | Change::UnlinkService { .. }
+            ),
+        ) {
+            return format!("app {app}");
+        }
+        match self {
+            Change::CreateService {
+                service_kind,
+                service,
+                ..
+            }
+            | Change::DestroyService {
+                service_kind,
+                service,
+            } => format!(
+                "{} {service}",
+                crate::model::live::service_kind_word(*service_kind)
+            ),
+            Change::LinkService { service, app, .. }
+            | Change::UnlinkService { service, app, .. } => {
+                format!("link {service} → {app}")
+            }
+            Change::CreateNetwork { network, .. } | Change::RemoveNetwork { network } => {
+                format!("network {network}")
+            }
+            Change::CreateVolume { volume, .. } | Change::RemoveVolume { volume } => {
+                format!("volume {volume}")
+            }
+            Change::CreateContainer { spec, .. } | Change::RecreateContainer { spec, .. } => {
+                format!("container {}", spec.name)
+            }
+            Change::StartContainer { container }
+            | Change::StopContainer { container }
+            | Change::RemoveContainer { container } => format!("container {container}"),
+            _ => format!("app {}", self.app().unwrap_or_default()),
+        }
+    }
+
+    /// The kebab-case verb-noun name of the change kind.
+    #[must_use]
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Change::CreateApp { .. } => "create-app",
+            Change::SetConfig { .. } => "set-config",
+            Change::UnsetConfig { .. } => "unset-config",
+            Change::SetDomains { .. } => "set-domains",
+            Change::DeployImage { .. } => "deploy-image",
+            Change::Scale { .. } => "scale",
+            Change::SetLimits { .. } => "set-limits",
+            Change::MountStorage { .. } => "mount-storage",
+            Change::UnmountStorage { .. } => "unmount-storage",
+            Change::Restart { .. } => "restart",
+            Change::CreateService { .. } => "create-service",
+            Change::LinkService { .. } => "link-service",
+            Change::UnlinkService { .. } => "unlink-service",
+            Change::EnableTls { .. } => "enable-tls",
+            Change::DisableTls { .. } => "disable-tls",
+            Change::DestroyApp { .. } => "destroy-app",
+            Change::DestroyService { .. } => "destroy-service",
+            Change::CreateNetwork { .. } => "create-network",
+            Change::CreateVolume { .. } => "create-volume",
+            Change::CreateContainer { .. } => "create-container",
+            Change::RecreateContainer { .. } => "recreate-container",
+            Change::StartContainer { .. } => "start-container",
+            Change::StopContainer { .. } => "stop-container",
+            Change::RemoveContainer { .. } => "remove-container",
+            Change::RemoveNetwork { .. } => "remove-network",
+            Change::RemoveVolume { .. } => "remove-volume",
+        }
+    }
+}
