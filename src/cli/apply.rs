@@ -18,8 +18,7 @@ use crate::output::progress::Progress;
 use crate::output::{Format, Printer};
 use crate::plan::Plan;
 use crate::reconcile::{
-    ApplySettings, Approval, Hooks, Notice, PlanSettings, ScopeRequest, Session, Source,
-    StopSignal, lease,
+    ApplySettings, Approval, Hooks, Notice, PlanSettings, Session, Source, StopSignal, lease,
 };
 
 /// Arguments of `berth apply`.
@@ -42,12 +41,9 @@ pub struct ApplyArgs {
     /// Accept an empty desired set while hosts hold berth's objects (fresh plans only).
     #[arg(long)]
     pub allow_empty: bool,
-    /// Apply only the tenants whose files changed since this git revision (fresh plans).
-    #[arg(long, value_name = "REV")]
-    pub since: Option<String>,
-    /// Apply only this tenant (repeatable; fresh plans).
-    #[arg(long = "tenant", value_name = "ID")]
-    pub tenants: Vec<String>,
+    /// Which tenants (`--since`, `--tenant`; fresh plans only).
+    #[command(flatten)]
+    pub select: super::Selection,
     /// Steps in flight per host.
     #[arg(long, default_value_t = 4)]
     pub per_host: usize,
@@ -119,20 +115,11 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> anyhow::Result<u8> {
         repo: args.repo.clone(),
         rev: None,
     };
-    let loaded = super::load(&source, printer)?;
+    let (loaded, scope) = super::load_scoped(&source, &args.select, printer)?;
     let saved = match &args.plan {
         Some(path) => Some(crate::reconcile::read_plan(path).map_err(|e| super::fail(printer, e))?),
         None => None,
     };
-    let scope = crate::reconcile::resolve_scope(
-        &source,
-        &loaded,
-        &ScopeRequest {
-            since: args.since.clone(),
-            tenants: args.tenants.clone(),
-        },
-    )
-    .map_err(|e| super::fail(printer, e))?;
     let settings = ApplySettings {
         plan: PlanSettings {
             scope,

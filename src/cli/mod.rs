@@ -101,6 +101,39 @@ pub(crate) fn load(
     crate::reconcile::load(source).map_err(|e| fail(printer, e))
 }
 
+/// `--since REV` and `--tenant ID`: which tenants a plan or apply is about.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Selection {
+    /// Only the tenants whose files changed since this git revision (uncommitted edits
+    /// included when the work tree is read), plus every tenant of an environment whose file
+    /// changed.
+    #[arg(long, value_name = "REV")]
+    pub since: Option<String>,
+    /// Only this tenant (repeatable; combines with `--since`). A name with no file and no
+    /// object on any host is an error.
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<String>,
+}
+
+/// Load and validate, then resolve the selection into a scope.
+pub(crate) fn load_scoped(
+    source: &crate::reconcile::Source,
+    select: &Selection,
+    printer: &Printer,
+) -> anyhow::Result<(crate::reconcile::Loaded, Option<crate::plan::Scope>)> {
+    let loaded = load(source, printer)?;
+    let scope = crate::reconcile::resolve_scope(
+        source,
+        &loaded,
+        &crate::reconcile::ScopeRequest {
+            since: select.since.clone(),
+            tenants: select.tenants.clone(),
+        },
+    )
+    .map_err(|e| fail(printer, e))?;
+    Ok((loaded, scope))
+}
+
 /// Ctrl-C and SIGTERM stop `stop`: in-flight steps finish, nothing new starts.
 pub(crate) fn stop_on_signals(
     stop: std::sync::Arc<crate::reconcile::StopSignal>,

@@ -8,7 +8,7 @@ use anyhow::Context;
 use crate::driver::Connector;
 use crate::output::{Format, Printer, plan as render};
 use crate::plan::Plan;
-use crate::reconcile::{PlanSettings, ScopeRequest, Session, Source};
+use crate::reconcile::{PlanSettings, Session, Source};
 
 /// Arguments of `berth plan`.
 #[derive(Debug, clap::Args)]
@@ -34,13 +34,9 @@ pub struct PlanArgs {
     /// Accept an empty desired set while hosts hold berth's objects.
     #[arg(long)]
     pub allow_empty: bool,
-    /// Plan only the tenants whose files changed since this git revision (plus every tenant
-    /// of an environment whose file changed).
-    #[arg(long, value_name = "REV")]
-    pub since: Option<String>,
-    /// Plan only this tenant (repeatable; combines with `--since`).
-    #[arg(long = "tenant", value_name = "ID")]
-    pub tenants: Vec<String>,
+    /// Which tenants (`--since`, `--tenant`).
+    #[command(flatten)]
+    pub select: super::Selection,
     /// Docker hosts: inspect every container berth manages, so edits made with `docker
     /// update` or a changed env show up as drift (one more API call per container).
     #[arg(long)]
@@ -56,16 +52,7 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
         repo: args.repo.clone(),
         rev: args.rev.clone(),
     };
-    let loaded = super::load(&source, printer)?;
-    let scope = crate::reconcile::resolve_scope(
-        &source,
-        &loaded,
-        &ScopeRequest {
-            since: args.since.clone(),
-            tenants: args.tenants.clone(),
-        },
-    )
-    .map_err(|e| super::fail(printer, e))?;
+    let (loaded, scope) = super::load_scoped(&source, &args.select, printer)?;
     let settings = PlanSettings {
         scope,
         offline: args.offline,

@@ -9,7 +9,8 @@ use crate::output::Printer;
 /// Arguments of `berth schema`.
 #[derive(Debug, clap::Args)]
 pub struct SchemaArgs {
-    /// Directory to write `tenant.schema.json`, `environment.schema.json` and `plan.schema.json` into.
+    /// Directory to write `tenant.schema.json`, `environment.schema.json`, `plan.schema.json`
+    /// and `events.schema.json` into.
     #[arg(long, default_value = "schema")]
     pub out: PathBuf,
     /// Also write the Markdown file reference (docs/reference.md) to this path.
@@ -30,6 +31,11 @@ pub fn schema_files() -> Vec<(&'static str, String)> {
         (
             "environment.schema.json",
             render(crate::spec::environment_schema()),
+        ),
+        ("plan.schema.json", render(crate::output::plan::schema())),
+        (
+            "events.schema.json",
+            render(crate::output::events::schema()),
         ),
     ]
 }

@@ -129,7 +129,7 @@ pub enum EventBody {
         /// Steps that succeeded.
         succeeded: usize,
         /// Per tenant with steps.
-        tenants: BTreeMap<String, TenantSummary>,
+        tenants: BTreeMap<String, TenantOutcome>,
         /// Stopped by a signal or a lost lease.
         cancelled: bool,
         /// Why nothing ran: `nothing-to-do`, `refused`, `declined`.
@@ -138,25 +138,6 @@ pub enum EventBody {
         /// Hosts whose applied commit was recorded.
         recorded: Vec<String>,
     },
-}
-
-/// A tenant's line in the summary.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-#[serde(tag = "result", rename_all = "kebab-case")]
-pub enum TenantSummary {
-    /// Every step succeeded.
-    Converged,
-    /// A step failed.
-    Failed {
-        /// The step.
-        step: u32,
-        /// Its error.
-        error: String,
-    },
-    /// Some steps did not run.
-    Skipped,
-    /// The plan was refused.
-    Refused,
 }
 
 impl EventRecord {
@@ -258,22 +239,7 @@ pub fn summary_body(outcome: &ApplyOutcome) -> EventBody {
     EventBody::Summary {
         steps: outcome.plan.steps.len(),
         succeeded: outcome.succeeded(),
-        tenants: outcome
-            .tenants
-            .iter()
-            .map(|(t, o)| {
-                let s = match o {
-                    TenantOutcome::Converged => TenantSummary::Converged,
-                    TenantOutcome::Failed { step, error } => TenantSummary::Failed {
-                        step: *step,
-                        error: error.clone(),
-                    },
-                    TenantOutcome::Skipped => TenantSummary::Skipped,
-                    TenantOutcome::Refused => TenantSummary::Refused,
-                };
-                (t.clone(), s)
-            })
-            .collect(),
+        tenants: outcome.tenants.clone(),
         cancelled: outcome.cancelled,
         stopped: outcome.stopped.as_ref().map(|s| {
             match s {

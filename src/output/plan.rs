@@ -369,6 +369,12 @@ fn container_details(spec: &ContainerSpec) -> Vec<String> {
     details
 }
 
+/// The JSON Schema of the plan document (plan files, `plan --format json`).
+#[must_use]
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Plan)).unwrap_or_default()
+}
+
 /// The versioned JSON document (`plan --format json`, plan files).
 #[must_use]
 pub fn render_json(plan: &Plan) -> serde_json::Value {

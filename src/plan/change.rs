@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::ServiceKind;
 use crate::model::desired::{ConfigValue, ContainerSpec};
+use crate::model::live::{ObjectKind, service_key};
 
 /// Old value of a config key, as much as may be shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -289,19 +290,11 @@ impl Change {
         }
     }
 
-    /// The object the step acts on, `app acme-web`.
+    /// The live object the change acts on, as `(kind, name)` (a service's name is its key,
+    /// `postgres:acme-db`); `None` for links, which act on two.
     #[must_use]
-    pub fn subject(&self) -> String {
-        if let (Some(app), false) = (
-            self.app(),
-            matches!(
-                self,
-                Change::LinkService { .. } | Change::UnlinkService { .. }
-            ),
-        ) {
-            return format!("app {app}");
-        }
-        match self {
+    pub fn object(&self) -> Option<(ObjectKind, String)> {
+        Some(match self {
             Change::CreateService {
                 service_kind,
                 service,
@@ -310,27 +303,36 @@ impl Change {
             | Change::DestroyService {
                 service_kind,
                 service,
-            } => format!(
-                "{} {service}",
-                crate::model::live::service_kind_word(*service_kind)
-            ),
-            Change::LinkService { service, app, .. }
-            | Change::UnlinkService { service, app, .. } => {
-                format!("link {service} → {app}")
-            }
+            } => (ObjectKind::Service, service_key(*service_kind, service)),
+            Change::LinkService { .. } | Change::UnlinkService { .. } => return None,
             Change::CreateNetwork { network, .. } | Change::RemoveNetwork { network } => {
-                format!("network {network}")
+                (ObjectKind::Network, network.clone())
             }
             Change::CreateVolume { volume, .. } | Change::RemoveVolume { volume } => {
-                format!("volume {volume}")
+                (ObjectKind::Volume, volume.clone())
             }
             Change::CreateContainer { spec, .. } | Change::RecreateContainer { spec, .. } => {
-                format!("container {}", spec.name)
+                (ObjectKind::Container, spec.name.clone())
             }
             Change::StartContainer { container }
             | Change::StopContainer { container }
-            | Change::RemoveContainer { container } => format!("container {container}"),
-            _ => format!("app {}", self.app().unwrap_or_default()),
+            | Change::RemoveContainer { container } => (ObjectKind::Container, container.clone()),
+            other => (ObjectKind::App, other.app()?.to_string()),
+        })
+    }
+
+    /// The object the step acts on, `app acme-web`, `postgres acme-db`.
+    #[must_use]
+    pub fn subject(&self) -> String {
+        match (self, self.object()) {
+            (
+                Change::LinkService { service, app, .. }
+                | Change::UnlinkService { service, app, .. },
+                _,
+            ) => format!("link {service} → {app}"),
+            (_, Some((ObjectKind::Service, key))) => key.replacen(':', " ", 1),
+            (_, Some((kind, name))) => format!("{} {name}", kind.word()),
+            (_, None) => String::new(),
         }
     }
 

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::{Change, Effect, Plan};
-use crate::model::live::{Live, ObjectKind};
+use crate::model::live::Live;
 
 /// A rule a plan breaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,36 +121,6 @@ impl fmt::Display for Defect {
     }
 }
 
-/// The live object a change acts on, as `(kind, name)` for an ownership lookup.
-fn object(change: &Change) -> Option<(ObjectKind, String)> {
-    use crate::model::live::service_key;
-    Some(match change {
-        Change::CreateService {
-            service_kind,
-            service,
-            ..
-        }
-        | Change::DestroyService {
-            service_kind,
-            service,
-        } => (ObjectKind::Service, service_key(*service_kind, service)),
-        Change::LinkService { .. } | Change::UnlinkService { .. } => return None,
-        Change::CreateNetwork { network, .. } | Change::RemoveNetwork { network } => {
-            (ObjectKind::Network, network.clone())
-        }
-        Change::CreateVolume { volume, .. } | Change::RemoveVolume { volume } => {
-            (ObjectKind::Volume, volume.clone())
-        }
-        Change::CreateContainer { spec, .. } | Change::RecreateContainer { spec, .. } => {
-            (ObjectKind::Container, spec.name.clone())
-        }
-        Change::StartContainer { container }
-        | Change::StopContainer { container }
-        | Change::RemoveContainer { container } => (ObjectKind::Container, container.clone()),
-        other => (ObjectKind::App, other.app()?.to_string()),
-    })
-}
-
 /// Change kinds that contradict each other on one object: the same kind twice (mounts of
 /// different paths aside), a destroy beside anything, or one of the opposite pairs.
 fn contradicts(a: &Change, b: &Change) -> bool {
@@ -211,7 +181,7 @@ pub fn check(plan: &Plan, live: &Live) -> Vec<Defect> {
             });
         }
         let host = crate::model::live::HostRef::new(&step.environment, &step.host);
-        let Some((kind, name)) = object(&step.change) else {
+        let Some((kind, name)) = step.change.object() else {
             continue;
         };
         let Some(live_host) = live.hosts.get(&host) else {

@@ -288,8 +288,10 @@ pub enum Stopped {
     Declined,
 }
 
-/// What happened to one tenant in an apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What happened to one tenant in an apply (serialized as the summary event's per-tenant
+/// entry: `{"result": "failed", "step": 3, "error": "…"}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(tag = "result", rename_all = "kebab-case")]
 pub enum TenantOutcome {
     /// Every step of the tenant succeeded.
     Converged,

@@ -459,3 +459,55 @@ fn killed_at_every_step_a_rerun_converges_and_keeps_data() {
         host.write_state(&state);
     }
 }
+
+/// `berth apply --auto-approve 2>&1 | head -2`: the reader goes away after two lines. Writes
+/// to the closed pipe are dropped, the apply finishes, the lease is released, and no
+/// container is left created-but-stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_output_pipe_never_panics_an_apply() {
+    use std::io::BufRead;
+    let Some(docker) = dockerhost::docker().await else {
+        return;
+    };
+    dockerhost::images(&docker).await;
+    let run = Run::new();
+    let (repo, _) = docker_repo(&run, "pipe");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = Command::new(berth_bin())
+        .args(["apply", "--auto-approve", "--repo"])
+        .arg(repo.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    {
+        let mut lines = std::io::BufReader::new(reader).lines();
+        for _ in 0..2 {
+            lines.next();
+        }
+        // `head -2` exits: the read end closes here.
+    }
+    let status = child.wait().unwrap();
+    assert_ne!(status.code(), Some(101), "berth panicked on a closed pipe");
+    assert_eq!(status.code(), Some(0), "the apply itself succeeded");
+    let created = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=io.berth.environment={}", run.env))
+        .args(["--filter", "status=created"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&created.stdout).trim().is_empty(),
+        "containers left in Created"
+    );
+    let locks = berth_in(&repo, &["lock", "status"]);
+    assert!(
+        String::from_utf8_lossy(&locks.stdout).contains(": free"),
+        "{}",
+        text(&locks)
+    );
+    let plan = berth_in(&repo, &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+}

@@ -208,6 +208,8 @@ proptest! {
         memory::apply(&first, &mut live, &secrets()).unwrap();
 
         let p = plan(&current, &live, &OPTIONS);
+        let defects = berth::plan::check::check(&p, &live);
+        prop_assert!(defects.is_empty(), "malformed plan: {:?}", defects);
         let again = plan(&current, &live, &OPTIONS);
         prop_assert_eq!(&p, &again);
         prop_assert_eq!(serde_json::to_string(&p).unwrap(), serde_json::to_string(&again).unwrap());

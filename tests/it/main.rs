@@ -13,6 +13,7 @@ mod invariants;
 mod plan;
 mod samples;
 mod schema;
+mod session;
 mod sshd;
 mod support;
 mod validate;

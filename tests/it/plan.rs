@@ -256,6 +256,9 @@ fn check(name: &str) {
     // The plan file round-trips.
     let back: Plan = serde_json::from_str(&json).unwrap();
     assert_eq!(back, p);
+    // The plan checker finds it well-formed.
+    let defects = berth::plan::check::check(&p, &case.live);
+    assert!(defects.is_empty(), "{name}: malformed plan: {defects:?}");
 
     // Convergence: apply, plan again, nothing left to do.
     let mut live = case.live.clone();
@@ -350,4 +353,72 @@ cases! {
     docker_two_tenants => "docker-two-tenants",
     docker_ports_exhausted => "docker-ports-exhausted",
     shared_services => "shared-services",
+}
+
+/// The plan checker is not a rubber stamp: each rule catches a plan made to break it.
+#[test]
+fn the_plan_checker_catches_malformed_plans() {
+    use berth::plan::Change;
+    use berth::plan::check::{Defect, check};
+    let case = load("dokku-tier-change");
+    let options = PlanOptions {
+        allow_destroys: true,
+        allow_empty: true,
+        baseline: None,
+        scope: None,
+    };
+    let good = plan(&case.fleet, &case.live, &options);
+    assert!(good.steps.len() >= 2, "a plan with steps");
+    assert!(check(&good, &case.live).is_empty());
+
+    // Rule 1: a dependency on a later step (a cycle in waiting).
+    let mut p = good.clone();
+    p.steps[0].after.push(1);
+    assert!(matches!(
+        check(&p, &case.live)[..],
+        [Defect::BadDependency { step: 0, after: 1 }]
+    ));
+    // Rule 2: the same change twice on one object.
+    let mut p = good.clone();
+    let mut twin = p.steps[0].clone();
+    twin.id = u32::try_from(p.steps.len()).unwrap();
+    p.steps.push(twin);
+    assert!(
+        check(&p, &case.live)
+            .iter()
+            .any(|d| matches!(d, Defect::Conflict { .. })),
+        "{:?}",
+        check(&p, &case.live)
+    );
+    // Rule 3: data destroyed for a tenant that is not purging.
+    let mut p = good.clone();
+    p.steps[0].change = Change::DestroyService {
+        service_kind: berth::model::ServiceKind::Postgres,
+        service: format!("{}-db", p.steps[0].tenant),
+    };
+    assert!(
+        check(&p, &case.live)
+            .iter()
+            .any(|d| matches!(d, Defect::UnprotectedData { .. }))
+    );
+    // Rule 4: a step of one tenant on another tenant's live app.
+    let mut p = good.clone();
+    let owned: Vec<_> = case
+        .live
+        .hosts
+        .values()
+        .flat_map(|h| h.dokku.apps.iter())
+        .filter(|(_, a)| a.owner.is_some())
+        .map(|(n, a)| (n.clone(), a.owner.clone().unwrap()))
+        .collect();
+    let (app, owner) = owned.first().cloned().expect("a managed app");
+    p.steps[0].change = Change::Restart { app };
+    p.steps[0].tenant = format!("not-{owner}");
+    assert!(
+        check(&p, &case.live)
+            .iter()
+            .any(|d| matches!(d, Defect::WrongOwner { .. })),
+        "{:?}",
+        check(&p, &case.live)
+    );
 }

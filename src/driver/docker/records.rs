@@ -57,8 +57,13 @@ impl DockerDriver {
     async fn create_labelled(
         &self,
         name: &str,
-        labels: HashMap<String, String>,
+        mut labels: HashMap<String, String>,
     ) -> Result<HashMap<String, String>, DockerError> {
+        // The environment label lets tooling (and test cleanup) find berth's records.
+        labels.insert(
+            "io.berth.environment".to_string(),
+            self.host().environment.clone(),
+        );
         self.count();
         let volume = self
             .docker
