@@ -35,12 +35,9 @@ pub struct ApplyArgs {
     /// Apply without asking.
     #[arg(long)]
     pub auto_approve: bool,
-    /// Accept more destroys than `policy.max-destroys` (fresh plans only).
-    #[arg(long)]
-    pub allow_destroys: bool,
-    /// Accept an empty desired set while hosts hold berth's objects (fresh plans only).
-    #[arg(long)]
-    pub allow_empty: bool,
+    /// Safety overrides (fresh plans only).
+    #[command(flatten)]
+    pub overrides: super::Overrides,
     /// Which tenants (`--since`, `--tenant`; fresh plans only).
     #[command(flatten)]
     pub select: super::Selection,
@@ -125,8 +122,8 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> anyhow::Result<u8> {
             scope,
             offline: false,
             deep: args.deep,
-            allow_destroys: args.allow_destroys,
-            allow_empty: args.allow_empty,
+            allow_destroys: args.overrides.allow_destroys,
+            allow_empty: args.overrides.allow_empty,
         },
         resume: args.resume,
         journal_dir: Some(args.repo.clone()),

@@ -101,6 +101,17 @@ pub(crate) fn load(
     crate::reconcile::load(source).map_err(|e| fail(printer, e))
 }
 
+/// The safety overrides a fresh plan may take.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct Overrides {
+    /// Accept more destroys than `policy.max-destroys`.
+    #[arg(long)]
+    pub allow_destroys: bool,
+    /// Accept an empty desired set while hosts hold berth's objects.
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
 /// `--since REV` and `--tenant ID`: which tenants a plan or apply is about.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Selection {

@@ -28,12 +28,9 @@ pub struct PlanArgs {
     /// Exit 2 when the plan has changes, 0 when it has none, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
-    /// Accept more destroys than `policy.max-destroys`.
-    #[arg(long)]
-    pub allow_destroys: bool,
-    /// Accept an empty desired set while hosts hold berth's objects.
-    #[arg(long)]
-    pub allow_empty: bool,
+    /// Safety overrides (fresh plans only).
+    #[command(flatten)]
+    pub overrides: super::Overrides,
     /// Which tenants (`--since`, `--tenant`).
     #[command(flatten)]
     pub select: super::Selection,
@@ -57,8 +54,8 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
         scope,
         offline: args.offline,
         deep: args.deep,
-        allow_destroys: args.allow_destroys,
-        allow_empty: args.allow_empty,
+        allow_destroys: args.overrides.allow_destroys,
+        allow_empty: args.overrides.allow_empty,
     };
     let plan = if args.offline {
         let session = Session::offline(loaded.fleet, loaded.commit).with_history(&args.repo);

@@ -109,10 +109,12 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
         for dep in &container.depends_on {
             after.extend(container_steps.get(dep).copied());
         }
+        // Compared as compiled, before ports were allocated: the baseline never had any.
         let in_baseline = cx
             .baseline
             .and_then(|b| b.containers.get(name))
-            .is_some_and(|b| b.spec.hash() == container.spec.hash());
+            .zip(cx.desired.containers.get(name))
+            .is_some_and(|(b, d)| b.spec.hash() == d.spec.hash());
         match live.containers.get(name) {
             None => {
                 let id = cx.step(

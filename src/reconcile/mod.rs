@@ -17,16 +17,19 @@
 //! A pass is level-triggered: it is never told why it runs. Nothing here prints; progress
 //! and questions go through [`Hooks`].
 
+mod hooks;
 pub mod journal;
 pub mod lease;
 mod scope;
+mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use self::hooks::{Approval, Hooks, Notice, StopSignal, Unattended};
 pub use self::scope::{ScopeRequest, dokku_prefixes};
+pub use self::status::{HostStatus, lock_break, lock_status, status};
 use crate::driver::{ConnectError, Connector, Drivers, LeaseRecord, observe_all_scoped};
 use crate::execute::{ExecOptions, Report, Reporter};
 use crate::gitops::{GitError, GitRepo};
@@ -344,121 +347,6 @@ impl ApplyOutcome {
             .values()
             .filter(|o| **o == crate::execute::Outcome::Succeeded)
             .count()
-    }
-}
-
-/// What a session reports while it works, besides executor events.
-#[derive(Debug, Clone)]
-pub enum Notice<'a> {
-    /// The plan about to be executed (or refused).
-    Planned(&'a Plan),
-    /// Waiting for another holder's lease.
-    WaitingForLease {
-        /// Host.
-        host: &'a HostRef,
-        /// Who holds it.
-        held: &'a LeaseRecord,
-    },
-    /// The lease of a host was taken.
-    LeaseTaken {
-        /// Host.
-        host: &'a HostRef,
-    },
-    /// The lease of a host is no longer ours: no new step starts.
-    LeaseLost {
-        /// Host.
-        host: &'a HostRef,
-    },
-    /// The applied commit could not be recorded on a host.
-    RecordFailed {
-        /// Host.
-        host: &'a HostRef,
-        /// Why.
-        error: String,
-    },
-    /// The journal could not be written (the apply went on without it).
-    JournalFailed {
-        /// Why.
-        error: String,
-    },
-}
-
-/// Whether to go ahead with a plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Approval {
-    /// Execute it.
-    Approved,
-    /// Do not.
-    Declined,
-    /// Confirmation cannot be asked (no terminal).
-    Impossible {
-        /// Why.
-        message: String,
-        /// What to do.
-        hint: String,
-    },
-}
-
-/// The caller's side of a session: rendering and questions.
-pub trait Hooks: Reporter {
-    /// Something happened.
-    fn notice(&self, notice: &Notice<'_>);
-    /// Ask whether to execute `plan` (called only for plans with steps and no refusals).
-    fn approve(&self, plan: &Plan) -> Approval;
-}
-
-/// Hooks that approve everything and show nothing (daemon passes, tests).
-pub struct Unattended;
-
-impl Reporter for Unattended {
-    fn event(&self, _: &crate::execute::Event<'_>) {}
-}
-
-impl Hooks for Unattended {
-    fn notice(&self, _: &Notice<'_>) {}
-    fn approve(&self, _: &Plan) -> Approval {
-        Approval::Approved
-    }
-}
-
-/// Stops an apply: a signal sets the flag; a lease deadline passing (the holder was paused
-/// past its lease) trips it too. In-flight steps finish; no new step starts.
-#[derive(Debug)]
-pub struct StopSignal {
-    flag: AtomicBool,
-    /// Unix seconds after which the leases may no longer be ours (`u64::MAX`: no deadline).
-    deadline: AtomicU64,
-}
-
-impl Default for StopSignal {
-    fn default() -> Self {
-        StopSignal {
-            flag: AtomicBool::new(false),
-            deadline: AtomicU64::new(u64::MAX),
-        }
-    }
-}
-
-impl StopSignal {
-    /// Ask the apply to stop.
-    pub fn stop(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether the apply was asked to stop (a signal, not a lease deadline).
-    #[must_use]
-    pub fn requested(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-
-    /// Whether no new step may start.
-    #[must_use]
-    pub fn is_stopped(&self) -> bool {
-        self.requested() || crate::clock::now_unix() >= self.deadline.load(Ordering::SeqCst)
-    }
-
-    fn set_deadline(&self, unix: u64) {
-        self.deadline.store(unix, Ordering::SeqCst);
     }
 }
 
@@ -1052,105 +940,4 @@ pub fn tenant_outcomes(plan: &Plan, report: &Report) -> BTreeMap<String, TenantO
         }
     }
     out
-}
-
-/// One host's line of `berth status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostStatus {
-    /// Host.
-    pub host: HostRef,
-    /// The commit recorded as applied.
-    pub applied: Option<String>,
-    /// Commits `HEAD` has that the applied commit lacks (`None`: unknown).
-    pub behind: Option<usize>,
-    /// Steps a fresh plan makes because the host moved.
-    pub drifted: usize,
-    /// Steps a fresh plan makes because the files changed.
-    pub pending: usize,
-}
-
-/// `berth status`: per host in use, the applied commit, how far behind `HEAD` it is, and
-/// what a fresh plan finds there.
-///
-/// # Errors
-/// Invalid files, unreachable hosts.
-pub async fn status(
-    source: &Source,
-    connector: &Connector,
-) -> Result<Vec<HostStatus>, SessionError> {
-    let loaded = load(source)?;
-    let git = GitRepo::open(&source.repo).ok();
-    let session = Session::connect(loaded.fleet, loaded.commit, connector, None)
-        .await?
-        .with_history(&source.repo);
-    let plan = session
-        .plan(&PlanSettings {
-            allow_destroys: true,
-            allow_empty: true,
-            ..PlanSettings::default()
-        })
-        .await?;
-    let mut counts: BTreeMap<HostRef, (usize, usize)> = BTreeMap::new();
-    for step in &plan.steps {
-        let entry = counts
-            .entry(HostRef::new(&step.environment, &step.host))
-            .or_default();
-        match step.cause {
-            crate::plan::Cause::Drift => entry.0 += 1,
-            _ => entry.1 += 1,
-        }
-    }
-    let applied = session.applied_commits().await;
-    Ok(applied
-        .into_iter()
-        .map(|(host, applied)| {
-            let behind = match (&git, &applied) {
-                (Some(g), Some(commit)) => g.behind(commit, "HEAD").ok(),
-                _ => None,
-            };
-            let (drifted, pending) = counts.get(&host).copied().unwrap_or_default();
-            HostStatus {
-                host,
-                applied,
-                behind,
-                drifted,
-                pending,
-            }
-        })
-        .collect())
-}
-
-/// `berth lock status`: the lease of every host of the repo's environments.
-///
-/// # Errors
-/// Invalid files, unreachable hosts.
-pub async fn lock_status(
-    fleet: &Fleet,
-    connector: &Connector,
-) -> Result<Vec<(HostRef, Option<LeaseRecord>)>, SessionError> {
-    let drivers = connector.connect(fleet, None).await?;
-    let mut out = Vec::new();
-    for (host, driver) in &drivers.hosts {
-        out.push((host.clone(), lease::status(driver).await?));
-    }
-    Ok(out)
-}
-
-/// `berth lock break --host H`: remove the lease of one host; returns who held it.
-///
-/// # Errors
-/// Unreachable host.
-pub async fn lock_break(
-    fleet: &Fleet,
-    host: &HostRef,
-    connector: &Connector,
-) -> Result<Option<LeaseRecord>, SessionError> {
-    let only = BTreeSet::from([host.clone()]);
-    let drivers = connector.connect(fleet, Some(&only)).await?;
-    let Some(driver) = drivers.hosts.get(host) else {
-        return Ok(None);
-    };
-    let before = lease::status(driver).await?;
-    lease::release_any(driver).await?;
-    Ok(before)
 }

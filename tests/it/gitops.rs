@@ -242,3 +242,54 @@ fn status_shows_the_applied_commit_and_how_far_behind_it_is() {
         "{text}"
     );
 }
+
+/// The baseline is real: after an apply records its commit, a container removed by hand is
+/// drift (the desired state at the applied commit had it), not a new intended object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_removed_by_hand_is_drift_against_the_applied_commit() {
+    let Some(docker) = crate::dockerhost::docker().await else {
+        return;
+    };
+    crate::dockerhost::images(&docker).await;
+    let run = crate::dockerhost::Run::new();
+    let repo = Repo::new();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    repo.write(&format!("environments/{}.yaml", run.env), &run.env_file());
+    let id = run.tenant("base");
+    repo.write(
+        &format!("tenants/{id}.yaml"),
+        &format!(
+            "environment: {}\napps:\n  web:\n    image: berth-stub:v1\n    ports: [{{ container: 8080 }}]\n",
+            run.env
+        ),
+    );
+    commit(repo.path(), "base");
+    let berth = |args: &[&str]| {
+        Command::new(berth_bin())
+            .args(args)
+            .arg("--repo")
+            .arg(repo.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = berth(&["apply", "--auto-approve"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rm = Command::new("docker")
+        .args(["rm", "-f", &format!("{id}-web-1")])
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    let out = berth(&["plan", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = plan["steps"].as_array().unwrap();
+    let create = steps
+        .iter()
+        .find(|s| s["change"]["kind"] == "create-container")
+        .expect("the container is planned back");
+    assert_eq!(create["cause"], "drift", "{create}");
+}
