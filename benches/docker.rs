@@ -43,7 +43,7 @@ async fn main() {
     std::fs::create_dir_all(dir.path().join("tenants")).unwrap();
     std::fs::write(
         dir.path().join(format!("environments/{}.yaml", run.env)),
-        "version: 1\nhosts:\n  local:\n    docker: { endpoint: unix:///var/run/docker.sock }\n    ports: 40000-40999\n    subnets: 10.240.0.0/16\n",
+        "version: 1\nhosts:\n  local:\n    docker: { endpoint: unix:///var/run/docker.sock }\n    ports: 26000-26999\n    subnets: 10.240.0.0/16\n",
     )
     .unwrap();
     for i in 0..n {

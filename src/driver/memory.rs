@@ -306,6 +306,7 @@ pub fn apply_step(
                             })?
                     }
                     ConfigValue::Derived { template, .. } => template.clone(),
+                    ConfigValue::Kept { volume } => generated(app, volume, 32),
                 };
                 a.config.insert(change.key.clone(), LiveValue(value));
             }
@@ -473,7 +474,7 @@ pub fn apply_step(
                 },
             );
         }
-        Change::CreateVolume { volume, labels } => {
+        Change::CreateVolume { volume, labels, .. } => {
             host.docker.volumes.insert(
                 volume.clone(),
                 LiveVolume {

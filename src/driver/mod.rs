@@ -144,7 +144,28 @@ impl From<DockerError> for DriverError {
     }
 }
 
+/// A failure the plan can route around: the session re-plans with what it learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replan {
+    /// A host port is held by something that is not a container: plan another.
+    PortHeld {
+        /// The port.
+        port: u16,
+    },
+}
+
 impl DriverError {
+    /// What the plan should learn from this failure, if anything.
+    #[must_use]
+    pub fn replan(&self) -> Option<Replan> {
+        match self {
+            DriverError::Docker(DockerError::PortHeld { port, .. }) => {
+                Some(Replan::PortHeld { port: *port })
+            }
+            _ => None,
+        }
+    }
+
     /// Whether a retry may succeed.
     #[must_use]
     pub fn is_transient(&self) -> bool {

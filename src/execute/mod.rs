@@ -53,6 +53,8 @@ pub enum Outcome {
         error: String,
         /// Tries made.
         attempts: u32,
+        /// What a re-plan should take into account.
+        replan: Option<crate::driver::Replan>,
     },
     /// Not run: a step it waits for failed or was skipped.
     Skipped {
@@ -252,7 +254,14 @@ async fn run_step(
             step,
             error: error.clone(),
         });
-        return (step.id, Outcome::Failed { error, attempts: 0 });
+        return (
+            step.id,
+            Outcome::Failed {
+                error,
+                attempts: 0,
+                replan: None,
+            },
+        );
     };
     let mut attempt = 1;
     loop {
@@ -281,6 +290,7 @@ async fn run_step(
             }
             Err(e) => {
                 let error = e.chain();
+                let replan = e.replan();
                 tracing::warn!(tenant = %step.tenant, host = %host, step = step.id, error = %error, "step failed");
                 reporter.event(&Event::StepFailed {
                     step,
@@ -291,6 +301,7 @@ async fn run_step(
                     Outcome::Failed {
                         error,
                         attempts: attempt,
+                        replan,
                     },
                 );
             }

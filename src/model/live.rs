@@ -172,9 +172,14 @@ pub struct LiveDocker {
     /// Image reference → image id, for the references desired containers use.
     #[serde(default)]
     pub images: BTreeMap<String, String>,
-    /// Host ports published by anything on the host (managed or not).
+    /// Host ports published by anything on the host (managed or not; berth's own stopped
+    /// containers included, from their `io.berth.ports` label).
     #[serde(default)]
     pub ports_in_use: BTreeSet<u16>,
+    /// Host ports found held by something that is not a container (a start failed with
+    /// "address already in use" during this apply). Not observed: the session adds them.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub ports_held: BTreeSet<u16>,
 }
 
 /// A Docker network.

@@ -245,6 +245,8 @@ pub enum EnvValue {
 pub struct Health {
     /// HTTP path.
     pub path: Option<String>,
+    /// HTTP port (default: the app's `port`, else 8080).
+    pub port: Option<u16>,
     /// Exec command.
     pub command: Option<Vec<String>>,
     /// Seconds between probes.

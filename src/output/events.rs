@@ -110,6 +110,15 @@ pub enum EventBody {
         /// `step 3 failed` or `cancelled`.
         reason: String,
     },
+    /// Steps failed on host ports another process holds; a new plan with them taken runs now.
+    Replanned {
+        /// `environment/host`.
+        host: String,
+        /// The ports found held.
+        ports: Vec<u16>,
+        /// The new plan.
+        plan: serde_json::Value,
+    },
     /// The applied commit could not be recorded on a host.
     RecordFailed {
         /// `environment/host`.
@@ -228,6 +237,11 @@ pub fn notice_body(notice: &Notice<'_>) -> Option<EventBody> {
         },
         Notice::JournalFailed { error } => EventBody::JournalFailed {
             error: error.clone(),
+        },
+        Notice::Replanned { host, ports, plan } => EventBody::Replanned {
+            host: host.to_string(),
+            ports: ports.iter().copied().collect(),
+            plan: super::plan::render_json(plan),
         },
         Notice::LeaseTaken { .. } => return None,
     })

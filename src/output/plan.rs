@@ -246,7 +246,23 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             ),
             vec![],
         ),
-        Change::CreateVolume { volume, .. } => (format!("volume {volume}"), vec![]),
+        Change::CreateVolume { volume, secret, .. } => (
+            format!("volume {volume}"),
+            secret
+                .iter()
+                .map(|s| {
+                    if s.adopt_from.is_empty() {
+                        format!("holds the generated `{}` (sensitive)", s.key)
+                    } else {
+                        format!(
+                            "holds the generated `{}` (sensitive; kept from {})",
+                            s.key,
+                            s.adopt_from.join(", ")
+                        )
+                    }
+                })
+                .collect(),
+        ),
         Change::CreateContainer { spec, start } => (
             format!(
                 "container {}{}",
@@ -259,8 +275,18 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             spec,
             start,
             reasons,
+            rollout,
         } => {
             let mut details = vec![format!("recreate: {}", reasons.join(", "))];
+            details.push(match rollout {
+                crate::plan::Rollout::StartFirst => {
+                    "start-first: the old container serves until the new one is healthy".into()
+                }
+                crate::plan::Rollout::StopFirst { ports } => format!(
+                    "stop-first: host port {} cannot be held twice (a short gap; the old container is started again if the new one is unhealthy)",
+                    ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            });
             details.extend(container_details(spec));
             if !start {
                 details.push("left stopped".into());

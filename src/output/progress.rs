@@ -121,6 +121,14 @@ impl<'p> Progress<'p> {
             Notice::LeaseLost { host } => self.printer.warn(&format!(
                 "the lease on {host} is no longer ours: in-flight steps finish, nothing new starts"
             )),
+            Notice::Replanned { host, ports, plan } => {
+                self.printer.warn(&format!(
+                    "host port {} on {host} is held by another process: planned again with other ports",
+                    ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ));
+                self.printer
+                    .data(&super::plan::render_text(plan, self.printer.color_stdout));
+            }
             Notice::RecordFailed { host, error } => self.printer.warn(&format!(
                 "could not record the applied commit on {host}: {error}"
             )),
@@ -181,10 +189,15 @@ pub fn summary_text(outcome: &ApplyOutcome) -> String {
             TenantOutcome::Refused => format!("tenant {tenant}: refused"),
         });
     }
+    let steps: usize = outcome.plan.steps.len()
+        + outcome
+            .replans
+            .iter()
+            .map(|(p, _)| p.steps.len())
+            .sum::<usize>();
     lines.push(format!(
-        "apply: {} of {} steps done, {failed} tenants failed, {skipped} skipped{}",
+        "apply: {} of {steps} steps done, {failed} tenants failed, {skipped} skipped{}",
         outcome.succeeded(),
-        outcome.plan.steps.len(),
         if outcome.cancelled {
             " (stopped by a signal)"
         } else {

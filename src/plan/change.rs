@@ -177,12 +177,15 @@ pub enum Change {
         /// Labels.
         labels: BTreeMap<String, String>,
     },
-    /// Create a labelled Docker volume.
+    /// Create a labelled Docker volume (a secret volume makes or adopts its value).
     CreateVolume {
         /// Name.
         volume: String,
         /// Labels.
         labels: BTreeMap<String, String>,
+        /// For a secret volume: the value to make (or adopt from a container that has it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<NewSecret>,
     },
     /// Create (and start, unless the tenant is suspended) a container.
     CreateContainer {
@@ -191,8 +194,10 @@ pub enum Change {
         /// Start it after creating.
         start: bool,
     },
-    /// Create the new container under a temporary name, stop and remove the old one, rename,
-    /// start. Generated secrets are read back from the old container first.
+    /// Replace a container. `start-first`: the new one starts beside the old one under a
+    /// temporary name, and only once it is healthy is the old one switched out and removed;
+    /// `stop-first` (it publishes a host port, so two cannot run at once): the old one
+    /// stops, the new one starts, and if it never gets healthy the old one is started again.
     RecreateContainer {
         /// The complete new container.
         spec: ContainerSpec,
@@ -200,6 +205,9 @@ pub enum Change {
         start: bool,
         /// Why (hash changed, image changed, network, volumes).
         reasons: Vec<String>,
+        /// How the old container is replaced.
+        #[serde(default)]
+        rollout: Rollout,
     },
     /// Start a stopped container.
     StartContainer {
@@ -225,6 +233,35 @@ pub enum Change {
     RemoveVolume {
         /// Name.
         volume: String,
+    },
+}
+
+/// A generated value a new secret volume is to hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct NewSecret {
+    /// Env key.
+    pub key: String,
+    /// Characters to generate.
+    pub length: u32,
+    /// Containers that may already hold a value for the key (made before secret volumes
+    /// existed): the first one found is kept instead of generating a new value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopt_from: Vec<String>,
+}
+
+/// How a container is replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Rollout {
+    /// New beside old; switch when healthy; an unhealthy new one is removed.
+    #[default]
+    StartFirst,
+    /// Old stops first (these host ports cannot be held twice); rolled back when the new one
+    /// never gets healthy.
+    StopFirst {
+        /// The host ports in the way.
+        ports: Vec<u16>,
     },
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use super::change::{NewSecret, Rollout};
 use super::{Cause, Change, HostCx, RefusalRule};
 use crate::model::TenantState;
 use crate::model::desired::{Container, LABEL_PREFIX};
@@ -69,12 +70,18 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
     for (name, volume) in &desired.volumes {
         match live.volumes.get(name) {
             None => {
+                let secret = volume.secret.as_ref().map(|s| NewSecret {
+                    key: s.key.clone(),
+                    length: s.length,
+                    adopt_from: holders(cx, name),
+                });
                 let id = cx.step(
                     &volume.tenant,
                     Cause::Intended,
                     Change::CreateVolume {
                         volume: name.clone(),
                         labels: volume.labels.clone(),
+                        secret,
                     },
                     Vec::new(),
                 );
@@ -104,6 +111,9 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
         let mut after: Vec<u32> = Vec::new();
         after.extend(infra.get(&container.spec.network).copied());
         for (volume, _) in &container.spec.mounts {
+            after.extend(infra.get(volume).copied());
+        }
+        for volume in secret_volumes(&container.spec) {
             after.extend(infra.get(volume).copied());
         }
         for dep in &container.depends_on {
@@ -147,6 +157,13 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                 let drift = l.spec_hash.as_deref() == Some(hash.as_str()) || in_baseline;
                 let cause = if drift { Cause::Drift } else { Cause::Intended };
                 if !reasons.is_empty() {
+                    let ports: Vec<u16> =
+                        container.spec.ports.iter().filter_map(|p| p.host).collect();
+                    let rollout = if ports.is_empty() {
+                        Rollout::StartFirst
+                    } else {
+                        Rollout::StopFirst { ports }
+                    };
                     let id = cx.step(
                         &container.tenant,
                         cause,
@@ -154,6 +171,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                             spec: container.spec.clone(),
                             start: container.running,
                             reasons,
+                            rollout,
                         },
                         after,
                     );
@@ -239,6 +257,40 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
     }
 }
 
+/// The secret volumes a container's env reads (`Kept`, or `Derived` from `Kept`).
+pub(super) fn secret_volumes(spec: &crate::model::desired::ContainerSpec) -> Vec<&String> {
+    use crate::model::desired::ConfigValue;
+    spec.env
+        .values()
+        .filter_map(|v| match v {
+            ConfigValue::Kept { volume } => Some(volume),
+            ConfigValue::Derived { from, .. } => match from.as_ref() {
+                ConfigValue::Kept { volume } => Some(volume),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Live containers that may already hold the value of secret volume `volume` in their env
+/// (containers made before berth kept generated values in secret volumes).
+fn holders(cx: &HostCx<'_>, volume: &str) -> Vec<String> {
+    use crate::model::desired::ConfigValue;
+    cx.desired
+        .containers
+        .values()
+        .filter(|c| {
+            c.spec
+                .env
+                .values()
+                .any(|v| matches!(v, ConfigValue::Kept { volume: v } if v == volume))
+        })
+        .map(|c| c.spec.name.clone())
+        .filter(|name| cx.live.docker.containers.contains_key(name))
+        .collect()
+}
+
 /// The first /24 of `block` that no network uses.
 fn free_subnet((base, prefix): (u32, u8), taken: &BTreeSet<String>) -> Option<String> {
     let count = 1u32 << (24 - prefix.min(24));
@@ -320,6 +372,8 @@ fn deep_differences(
 fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
     let live = &cx.live.docker;
     let mut used: BTreeSet<u16> = live.ports_in_use.clone();
+    // Ports something other than a container holds (a start failed on them this apply).
+    used.extend(live.ports_held.iter().copied());
     let mut containers: Vec<Container> = cx.desired.containers.values().cloned().collect();
     let mut conflicts = Vec::new();
     // Fixed ports first: they are the file's word.
@@ -331,7 +385,9 @@ fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
                 .get(&c.spec.name)
                 .filter(|l| l.owner.as_deref() == Some(c.tenant.as_str()))
                 .is_some_and(|l| l.ports.iter().any(|b| b.host == host_port));
-            if live.ports_in_use.contains(&host_port) && !ours {
+            if (live.ports_in_use.contains(&host_port) && !ours)
+                || live.ports_held.contains(&host_port)
+            {
                 conflicts.push(format!(
                     "host port {host_port} wanted by container `{}` on host `{}` is already in use",
                     c.spec.name, cx.host
@@ -352,6 +408,7 @@ fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
         for p in &mut c.spec.ports {
             if p.host.is_none()
                 && let Some(b) = l.ports.iter().find(|b| b.container == p.container)
+                && !live.ports_held.contains(&b.host)
             {
                 p.host = Some(b.host);
                 used.insert(b.host);
@@ -373,6 +430,19 @@ fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
                 }
                 None => exhausted.push(c.spec.name.clone()),
             }
+        }
+        // The ports are recorded on the container too: the list call shows a stopped
+        // container's ports only through this label, and they stay its own.
+        let published: Vec<String> = c
+            .spec
+            .ports
+            .iter()
+            .filter_map(|p| p.host.map(|h| format!("{}:{h}", p.container)))
+            .collect();
+        if !published.is_empty() {
+            c.spec
+                .labels
+                .insert(format!("{LABEL_PREFIX}ports"), published.join(","));
         }
         let hash = c.spec.hash();
         c.spec

@@ -24,7 +24,7 @@ mod fingerprint;
 mod safety;
 mod scope;
 
-pub use change::{Change, ConfigChange, Effect, OldValue};
+pub use change::{Change, ConfigChange, Effect, NewSecret, OldValue, Rollout};
 pub use dokku::dokku_managed_key;
 pub use fingerprint::{ABSENT, UNOBSERVED, fingerprints_of};
 pub use scope::{Scope, scope, scope_live};

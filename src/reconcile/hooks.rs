@@ -30,6 +30,16 @@ pub enum Notice<'a> {
         /// Host.
         host: &'a HostRef,
     },
+    /// Steps failed on host ports another process holds; the plan was made again with them
+    /// taken and is executed now.
+    Replanned {
+        /// Host.
+        host: &'a HostRef,
+        /// The ports found held.
+        ports: &'a std::collections::BTreeSet<u16>,
+        /// The new plan.
+        plan: &'a Plan,
+    },
     /// The applied commit could not be recorded on a host.
     RecordFailed {
         /// Host.

@@ -233,18 +233,16 @@ pub fn resolve_scope(
     scope::resolve(source, loaded, request)
 }
 
-/// Hosts a fleet's tenants and shared services are on, or could be placed on.
+/// Every host of the fleet's environments. An environment without tenants is observed too:
+/// its hosts may still hold berth's objects (the last tenant file was removed), which a plan
+/// must show as removals (refused as an empty desired set unless `--allow-empty`).
 #[must_use]
 pub fn hosts_in_use(fleet: &Fleet) -> BTreeSet<HostRef> {
-    let mut hosts = BTreeSet::new();
-    for env in fleet.environments.values() {
-        let used =
-            fleet.tenants.values().any(|t| t.environment == env.name) || env.shared.is_some();
-        if used {
-            hosts.extend(env.hosts.keys().map(|h| HostRef::new(&env.name, h)));
-        }
-    }
-    hosts
+    fleet
+        .environments
+        .values()
+        .flat_map(|env| env.hosts.keys().map(|h| HostRef::new(&env.name, h)))
+        .collect()
 }
 
 /// Hosts a saved plan acts on or observed.
@@ -326,6 +324,8 @@ pub struct ApplyOutcome {
     pub cancelled: bool,
     /// Hosts whose applied commit was recorded.
     pub recorded: Vec<HostRef>,
+    /// Plans made again after steps failed on held host ports, with what they did.
+    pub replans: Vec<(Plan, Report)>,
 }
 
 impl ApplyOutcome {
@@ -335,16 +335,19 @@ impl ApplyOutcome {
         match self.stopped {
             Some(Stopped::NothingToDo) => true,
             Some(_) => false,
-            None => self.report.success(),
+            None => self
+                .replans
+                .last()
+                .map_or(self.report.success(), |(_, r)| r.success()),
         }
     }
 
     /// Steps that succeeded.
     #[must_use]
     pub fn succeeded(&self) -> usize {
-        self.report
-            .outcomes
-            .values()
+        std::iter::once(&self.report)
+            .chain(self.replans.iter().map(|(_, r)| r))
+            .flat_map(|r| r.outcomes.values())
             .filter(|o| **o == crate::execute::Outcome::Succeeded)
             .count()
     }
@@ -750,6 +753,7 @@ impl Session {
                 tenants,
                 cancelled: false,
                 recorded: Vec::new(),
+                replans: Vec::new(),
             }
         };
         if !plan.refusals.is_empty() {
@@ -788,9 +792,9 @@ impl Session {
         }
         let reporter = crate::execute::Tee(reporters);
         let renewing = self.renew_while_running(held, record, settings.lease_ttl, stop, hooks);
-        let stopped = || stop.is_stopped();
-        let report = tokio::select! {
-            report = crate::execute::execute(&plan, &self.drivers, &settings.exec, &reporter, &stopped, &skip) => report,
+        let rounds = self.execute_rounds(plan, settings, &reporter, stop, &skip, hooks);
+        let (plan, report, replans) = tokio::select! {
+            done = rounds => done?,
             () = renewing => unreachable!("renewal never ends"),
         };
         if let Some(error) = journal.as_ref().and_then(journal::Journal::take_error) {
@@ -798,13 +802,19 @@ impl Session {
                 error: crate::driver::error_chain(&error),
             });
         }
+        let mut tenants = tenant_outcomes(&plan, &report);
+        for (p, r) in &replans {
+            tenants.extend(tenant_outcomes(p, r));
+        }
+        let converged = replans
+            .last()
+            .map_or(report.success(), |(_, r)| r.success());
         // Record on each host the commit it now reflects (only when everything converged).
-        let recorded = if report.success() {
+        let recorded = if converged {
             self.record(held, hooks).await
         } else {
             Vec::new()
         };
-        let tenants = tenant_outcomes(&plan, &report);
         Ok(ApplyOutcome {
             plan,
             stopped: None,
@@ -812,7 +822,77 @@ impl Session {
             tenants,
             cancelled: stop.is_stopped(),
             recorded,
+            replans,
         })
+    }
+
+    /// Execute, then — while steps failed on host ports something else holds — re-plan with
+    /// those ports taken and execute again (at most [`REPLAN_ROUNDS`] times).
+    async fn execute_rounds(
+        &self,
+        plan: Plan,
+        settings: &ApplySettings,
+        reporter: &dyn Reporter,
+        stop: &StopSignal,
+        skip: &BTreeSet<u32>,
+        hooks: &dyn Hooks,
+    ) -> Result<(Plan, Report, Vec<(Plan, Report)>), SessionError> {
+        let stopped = || stop.is_stopped();
+        let report = crate::execute::execute(
+            &plan,
+            &self.drivers,
+            &settings.exec,
+            reporter,
+            &stopped,
+            skip,
+        )
+        .await;
+        let mut replans: Vec<(Plan, Report)> = Vec::new();
+        let mut held_total: BTreeMap<HostRef, BTreeSet<u16>> = BTreeMap::new();
+        for _ in 0..REPLAN_ROUNDS {
+            let (last_plan, last) = replans.last().map_or((&plan, &report), |(p, r)| (p, r));
+            let held = held_ports(last_plan, last);
+            if held.is_empty() || stop.is_stopped() {
+                break;
+            }
+            for (host, ports) in &held {
+                held_total.entry(host.clone()).or_default().extend(ports);
+            }
+            let mut live = self.observe(plan.scope.as_ref()).await?;
+            for (host, ports) in &held_total {
+                if let Some(observed) = live.hosts.get_mut(host) {
+                    observed.docker.ports_held.extend(ports);
+                }
+            }
+            let mut plan_settings = settings.plan.clone();
+            plan_settings.scope.clone_from(&plan.scope);
+            let next = self.plan_against(&live, &plan_settings);
+            let defects = crate::plan::check::check(&next, &live);
+            if !defects.is_empty() {
+                return Err(SessionError::Malformed { defects });
+            }
+            if !next.refusals.is_empty() || next.is_empty() {
+                break;
+            }
+            for (host, ports) in &held {
+                hooks.notice(&Notice::Replanned {
+                    host,
+                    ports,
+                    plan: &next,
+                });
+            }
+            let next_report = crate::execute::execute(
+                &next,
+                &self.drivers,
+                &settings.exec,
+                reporter,
+                &stopped,
+                &BTreeSet::new(),
+            )
+            .await;
+            replans.push((next, next_report));
+        }
+        Ok((plan, report, replans))
     }
 
     async fn record(&self, held: &[HostRef], hooks: &dyn Hooks) -> Vec<HostRef> {
@@ -886,6 +966,26 @@ impl Session {
         }
         out
     }
+}
+
+/// Re-plans after steps failed on held host ports, at most.
+pub const REPLAN_ROUNDS: usize = 3;
+
+/// Host ports that steps of `plan` failed on because something else holds them.
+fn held_ports(plan: &Plan, report: &Report) -> BTreeMap<HostRef, BTreeSet<u16>> {
+    let mut out: BTreeMap<HostRef, BTreeSet<u16>> = BTreeMap::new();
+    for step in &plan.steps {
+        if let Some(crate::execute::Outcome::Failed {
+            replan: Some(crate::driver::Replan::PortHeld { port }),
+            ..
+        }) = report.outcomes.get(&step.id)
+        {
+            out.entry(HostRef::new(&step.environment, &step.host))
+                .or_default()
+                .insert(*port);
+        }
+    }
+    out
 }
 
 /// Objects of a saved plan whose fingerprint moved, comparing only what the plan observed

@@ -344,9 +344,13 @@ pub struct SecretRefSpec {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct HealthSpec {
-    /// HTTP path probed on the app port.
+    /// HTTP path berth probes itself (Docker: on the container's address; no tool in the
+    /// image needed).
     #[serde(default)]
     pub path: Option<String>,
+    /// Port of the HTTP probe (default: the app's `port`, else 8080).
+    #[serde(default)]
+    pub port: Option<u16>,
     /// Docker: exec-form command instead of an HTTP probe.
     #[serde(default)]
     pub command: Option<Vec<String>>,

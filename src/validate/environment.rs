@@ -344,6 +344,24 @@ pub(super) fn check_host(
                 Some("write `low-high` with 1 <= low <= high <= 65535".into()),
             );
         }
+        if let Some((low, high)) = parsed_range
+            && low <= EPHEMERAL.1
+            && high >= EPHEMERAL.0
+        {
+            let diag = Diagnostic::error(
+                "berth::ephemeral-ports",
+                format!(
+                    "port range `{low}-{high}` overlaps Linux's ephemeral ports ({}-{})",
+                    EPHEMERAL.0, EPHEMERAL.1
+                ),
+                cx.loc(parsed, &["hosts", name, "ports"], "may collide with outgoing connections"),
+            )
+            .with_hint(
+                "the kernel hands these ports to outgoing connections, so a published port can be taken at random; use a range below 32768 (or change net.ipv4.ip_local_port_range on the host)",
+            )
+            .warning();
+            cx.push(diag);
+        }
         parsed_range
     });
     if ports.is_some() && matches!(target, HostTarget::Dokku(_)) {
@@ -441,6 +459,9 @@ pub(super) fn parse_cidr(text: &str) -> Option<(u32, u8)> {
     };
     (base & mask == base).then_some((base, prefix))
 }
+
+/// Linux's default ephemeral port range (`net.ipv4.ip_local_port_range`).
+const EPHEMERAL: (u16, u16) = (32768, 60999);
 
 pub(super) fn parse_port_range(text: &str) -> Option<(u16, u16)> {
     let (low, high) = text.split_once('-')?;

@@ -342,6 +342,7 @@ pub(super) fn check_health<T>(
     }
     Some(Health {
         path: spec.path.clone(),
+        port: spec.port,
         command: spec.command.clone(),
         interval: spec.interval.unwrap_or(10),
         timeout: spec.timeout.unwrap_or(5),

@@ -7,11 +7,20 @@
  *   stub work               a worker: sleeps forever
  *   stub health --port N    exit 0 when http://127.0.0.1:N/health answers 200 (health checks)
  *   stub fail               exit 1 at once (a container that cannot start)
+ *   stub client HOST PORT SECONDS
+ *                           GET / on HOST:PORT in a loop for SECONDS (HOST resolved anew for
+ *                           every request, so a network alias that moves is followed), then
+ *                           print `ok=N failed=M` and exit 0: counts failed requests during
+ *                           a rollout
+ *
+ * `serve` answers with STUB_SAY when set (a tenant can say its name), else the version.
  *
  * SIGTERM/SIGINT end it at once, so `docker stop` does not wait for its timeout while the
  * stub runs as PID 1. Built with `gcc -static`, imported with `docker import`: no registry.
  */
 #include <arpa/inet.h>
+#include <netdb.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -41,6 +50,8 @@ static int serve(int port) {
     FILE *f = fopen("/etc/stub-version", "r");
     if (f) { if (!fgets(version, sizeof version, f)) strcpy(version, "berth-stub"); fclose(f); }
     version[strcspn(version, "\n")] = 0;
+    const char *say = getenv("STUB_SAY");
+    if (say && *say) { strncpy(version, say, sizeof version - 1); version[sizeof version - 1] = 0; }
     for (;;) {
         int c = accept(s, 0, 0);
         if (c < 0) continue;
@@ -72,6 +83,39 @@ static int health(int port) {
     return strstr(resp, " 200 ") ? 0 : 1;
 }
 
+static int request(const char *host, const char *port) {
+    struct addrinfo hints = {0}, *res = 0;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, port, &hints, &res) != 0 || !res) return 0;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int ok = 0;
+    struct timeval tv = {2, 0};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv); /* bounds connect() too */
+    if (connect(s, res->ai_addr, res->ai_addrlen) == 0) {
+        const char *req = "GET / HTTP/1.0\r\n\r\n";
+        char resp[64] = {0};
+        if (write(s, req, strlen(req)) > 0 && read(s, resp, sizeof resp - 1) > 0)
+            ok = strstr(resp, " 200 ") != 0;
+    }
+    close(s);
+    freeaddrinfo(res);
+    return ok;
+}
+
+static int client(const char *host, const char *port, int seconds) {
+    long ok = 0, failed = 0;
+    time_t end = time(0) + seconds;
+    while (time(0) < end) {
+        if (request(host, port)) ok++; else failed++;
+        usleep(2000);
+    }
+    printf("ok=%ld failed=%ld\n", ok, failed);
+    fflush(stdout);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     signal(SIGTERM, bye);
     signal(SIGINT, bye);
@@ -80,6 +124,7 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "health") == 0) return health(port_arg(argc, argv));
     if (strcmp(mode, "work") == 0) for (;;) pause();
     if (strcmp(mode, "fail") == 0) return 1;
-    fprintf(stderr, "usage: stub serve|work|health|fail [--port N]\n");
+    if (strcmp(mode, "client") == 0 && argc > 4) return client(argv[2], argv[3], atoi(argv[4]));
+    fprintf(stderr, "usage: stub serve|work|health|fail [--port N] | client HOST PORT SECONDS\n");
     return 2;
 }

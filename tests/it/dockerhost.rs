@@ -167,8 +167,9 @@ impl Run {
     pub fn new() -> Run {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let id = format!("{:x}{n}", std::process::id() % 0xffff);
-        // Ranges per test, away from the ports other tests and services use.
-        let base = 32000 + (std::process::id() % 50) as u16 * 200 + n * 20;
+        // Ranges per test below Linux's ephemeral range (32768-60999), where outgoing
+        // connections would take published ports at random.
+        let base = 21000 + (std::process::id() % 40) as u16 * 250 + (n % 12) * 20;
         Run {
             env: format!("it{id}"),
             id,

@@ -14,7 +14,7 @@ use bollard::models::{
 };
 
 use crate::model::RestartPolicy;
-use crate::model::desired::{ContainerSpec, LABEL_PREFIX};
+use crate::model::desired::{ContainerSpec, LABEL_PREFIX, Probe};
 use crate::model::live::{ContainerState, LiveContainer, PortBinding};
 
 /// The container's name without Docker's leading `/`.
@@ -85,6 +85,17 @@ pub fn live_container(summary: &ContainerSummary, environment: &str) -> LiveCont
             })
         })
         .collect();
+    // A stopped container's list entry shows no ports; berth's own containers carry them
+    // in a label, so a suspended tenant keeps its port.
+    if let Some(label) = labels.and_then(|l| l.get(&format!("{LABEL_PREFIX}ports"))) {
+        ports.extend(label.split(',').filter_map(|pair| {
+            let (container, host) = pair.split_once(':')?;
+            Some(PortBinding {
+                host: host.parse().ok()?,
+                container: container.parse().ok()?,
+            })
+        }));
+    }
     ports.sort();
     ports.dedup();
     let mut networks: Vec<String> = summary
@@ -183,13 +194,17 @@ pub fn create_body(spec: &ContainerSpec, env: &BTreeMap<String, String>) -> Cont
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         ),
-        healthcheck: spec.health.as_ref().map(|h| HealthConfig {
-            test: Some(h.test.clone()),
-            interval: Some(nanos(h.interval)),
-            timeout: Some(nanos(h.timeout)),
-            retries: Some(i64::from(h.retries)),
-            start_period: None,
-            start_interval: None,
+        // Only the exec form is Docker's; berth probes the HTTP form itself.
+        healthcheck: spec.health.as_ref().and_then(|h| match &h.probe {
+            Probe::Command { test } => Some(HealthConfig {
+                test: Some(test.clone()),
+                interval: Some(nanos(h.interval)),
+                timeout: Some(nanos(h.timeout)),
+                retries: Some(i64::from(h.retries)),
+                start_period: None,
+                start_interval: None,
+            }),
+            Probe::Http { .. } => None,
         }),
         host_config: Some(host_config),
         networking_config: Some(NetworkingConfig {

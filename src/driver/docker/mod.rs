@@ -4,33 +4,29 @@
 //! - Observe: every container (berth's and others', so names and published ports that
 //!   something else holds are seen), every network, every volume, every image — four calls,
 //!   whatever the number of tenants. No per-container inspect.
-//! - Create: a container is created with its one network and started; starts are serialised
-//!   per host (concurrent starts can race on published ports, as compose learned). When it has
-//!   a health check, the step waits until Docker reports it healthy, with a timeout.
-//! - Recreate: create the new container under a temporary name, stop and remove the old one,
-//!   rename, start. Generated secrets are read back from the old container first, so a
-//!   database password never changes by accident.
+//! - Create and replace: see [`lifecycle`] — starts serialised per host, health probed by
+//!   berth itself ([`probe`]), replacement start-first with automatic rollback (stop-first
+//!   where a published host port forbids two at once, still rolled back).
+//! - Generated values live in secret volumes, made once and shared by every replica.
 //! - Suspend is `StopContainer`; data volumes are removed only by a purge step.
 
 pub mod convert;
+mod lifecycle;
+pub mod probe;
 mod records;
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
-    ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
 };
 
-use super::secrets::{MissingSecret, SecretProvider, generate};
-use crate::model::desired::{ConfigValue, ContainerSpec};
+use super::secrets::{MissingSecret, SecretProvider};
 use crate::model::live::{HostRef, LiveDocker, LiveHost, LiveNetwork, LiveVolume};
-use crate::plan::{Change, Step};
+use crate::plan::{Change, Rollout, Step};
 
 /// How long a started container may take to become healthy.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(90);
@@ -62,8 +58,9 @@ pub enum DockerError {
         #[source]
         source: BollardError,
     },
-    /// A container did not become healthy.
-    #[error("container `{container}` on `{host}` is {status} after {waited:?} (tenant `{tenant}`)")]
+    /// A container did not become healthy (a replacement was removed and the old container
+    /// kept serving).
+    #[error("container `{container}` on `{host}` did not become healthy within {:.0} s (tenant `{tenant}`): {status}", waited.as_secs_f64())]
     Unhealthy {
         /// Host.
         host: HostRef,
@@ -87,21 +84,29 @@ pub enum DockerError {
         #[source]
         source: MissingSecret,
     },
-    /// A value derived from another container could not be read.
-    #[error(
-        "`{key}` of container `{container}` is needed for `{wanted}` but is not set (tenant `{tenant}` on `{host}`)"
-    )]
-    Derived {
+    /// A secret volume that holds no value (made by hand, or lost).
+    #[error("secret volume `{volume}` on `{host}` holds no value (tenant `{tenant}`)")]
+    NoKeptValue {
         /// Host.
         host: HostRef,
         /// Tenant.
         tenant: String,
-        /// Container holding the value.
+        /// The volume.
+        volume: String,
+    },
+    /// A host port is held by something that is not a container berth knows of.
+    #[error(
+        "host port {port} on `{host}` is held by another process; container `{container}` cannot start (tenant `{tenant}`)"
+    )]
+    PortHeld {
+        /// Host.
+        host: HostRef,
+        /// Tenant.
+        tenant: String,
+        /// Container.
         container: String,
-        /// Its key.
-        key: String,
-        /// The env key being built.
-        wanted: String,
+        /// The port.
+        port: u16,
     },
     /// A volume has the lease's name but carries no lease.
     #[error("volume `{volume}` on `{host}` has the lease's name but is not a lease")]
@@ -159,6 +164,34 @@ pub struct DockerDriver {
     calls: std::sync::atomic::AtomicU64,
     /// Inspect managed containers on every observation (`--deep`).
     deep: bool,
+    /// Where published ports of this engine answer (health probes): the endpoint's host, or
+    /// loopback for a local socket.
+    probe_host: String,
+    /// How long a replaced container keeps running after it was switched out, so requests
+    /// in flight finish.
+    drain: Duration,
+}
+
+/// The address published ports of an engine answer on: the endpoint's host name, or loopback
+/// for a unix socket.
+#[must_use]
+pub fn probe_host(endpoint: &str) -> String {
+    let rest =
+        endpoint.split_once("://").map_or(
+            endpoint,
+            |(scheme, rest)| if scheme == "unix" { "" } else { rest },
+        );
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() {
+        "127.0.0.1".to_string()
+    } else {
+        host.to_string()
+    }
 }
 
 impl DockerDriver {
@@ -190,6 +223,8 @@ impl DockerDriver {
             starts: tokio::sync::Mutex::new(()),
             calls: std::sync::atomic::AtomicU64::new(1),
             deep: false,
+            probe_host: probe_host(endpoint),
+            drain: Duration::from_secs(1),
         })
     }
 
@@ -306,7 +341,10 @@ impl DockerDriver {
                 continue;
             };
             let container = convert::live_container(summary, &self.host.environment);
-            if container.state == crate::model::live::ContainerState::Running {
+            // Running containers hold their ports; berth's stopped ones keep theirs too.
+            if container.state == crate::model::live::ContainerState::Running
+                || container.owner.is_some()
+            {
                 live.ports_in_use
                     .extend(container.ports.iter().map(|b| b.host));
             }
@@ -360,214 +398,6 @@ impl DockerDriver {
         })
     }
 
-    /// Env of an existing container (inspect), empty when it does not exist.
-    async fn env_of(
-        &self,
-        tenant: &str,
-        container: &str,
-    ) -> Result<BTreeMap<String, String>, DockerError> {
-        self.count();
-        match self.docker.inspect_container(container, None).await {
-            Ok(info) => Ok(convert::env_map(
-                &info.config.and_then(|c| c.env).unwrap_or_default(),
-            )),
-            Err(e) if not_found(&e) => Ok(BTreeMap::new()),
-            Err(e) => Err(self.api(tenant, format!("inspect container {container}"))(
-                e,
-            )),
-        }
-    }
-
-    /// Resolve a spec's env: literals, generated values (kept from `previous` when present),
-    /// secret references, and values derived from another container.
-    async fn resolve_env(
-        &self,
-        tenant: &str,
-        spec: &ContainerSpec,
-        previous: &BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, String>, DockerError> {
-        let mut env = BTreeMap::new();
-        let mut others: HashMap<String, BTreeMap<String, String>> = HashMap::new();
-        for (key, value) in &spec.env {
-            let resolved = match value {
-                ConfigValue::Literal { value } => value.clone(),
-                ConfigValue::Generate { length } => previous
-                    .get(key)
-                    .cloned()
-                    .unwrap_or_else(|| generate(*length)),
-                ConfigValue::Secret { name } => {
-                    self.secrets
-                        .get(name)
-                        .map_err(|source| DockerError::Secret {
-                            host: self.host.clone(),
-                            tenant: tenant.to_string(),
-                            source,
-                        })?
-                }
-                ConfigValue::Derived {
-                    template,
-                    container,
-                    key: from,
-                } => {
-                    if !others.contains_key(container) {
-                        let env = self.env_of(tenant, container).await?;
-                        others.insert(container.clone(), env);
-                    }
-                    let value =
-                        others
-                            .get(container)
-                            .and_then(|e| e.get(from))
-                            .ok_or_else(|| DockerError::Derived {
-                                host: self.host.clone(),
-                                tenant: tenant.to_string(),
-                                container: container.clone(),
-                                key: from.clone(),
-                                wanted: key.clone(),
-                            })?;
-                    template.replace("{value}", value)
-                }
-            };
-            env.insert(key.clone(), resolved);
-        }
-        Ok(env)
-    }
-
-    async fn create(
-        &self,
-        tenant: &str,
-        spec: &ContainerSpec,
-        name: &str,
-        env: &BTreeMap<String, String>,
-    ) -> Result<(), DockerError> {
-        let body = convert::create_body(spec, env);
-        self.count();
-        match self
-            .docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().name(name).build()),
-                body,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            // A retry after a create whose answer was lost: the container is there already.
-            // It is ours if it carries this spec's hash; anything else is a real conflict.
-            Err(BollardError::DockerResponseServerError {
-                status_code: 409, ..
-            }) if self.has_spec(name, spec).await => Ok(()),
-            Err(e) => Err(self.api(tenant, format!("create container {name}"))(e)),
-        }
-    }
-
-    async fn has_spec(&self, name: &str, spec: &ContainerSpec) -> bool {
-        let want = spec
-            .labels
-            .get(&format!("{}spec-hash", crate::model::desired::LABEL_PREFIX));
-        self.count();
-        self.docker
-            .inspect_container(name, None)
-            .await
-            .is_ok_and(|info| {
-                info.config
-                    .and_then(|c| c.labels)
-                    .and_then(|l| {
-                        l.get(&format!("{}spec-hash", crate::model::desired::LABEL_PREFIX))
-                            .cloned()
-                    })
-                    .as_ref()
-                    == want
-            })
-    }
-
-    /// Start (serialised per host), then wait for health when the container has a check.
-    async fn start(&self, tenant: &str, name: &str, has_health: bool) -> Result<(), DockerError> {
-        {
-            let _one_at_a_time = self.starts.lock().await;
-            self.count();
-            self.docker
-                .start_container(name, None)
-                .await
-                .map_err(self.api(tenant, format!("start container {name}")))?;
-        }
-        if has_health {
-            self.wait_healthy(tenant, name).await?;
-        }
-        Ok(())
-    }
-
-    async fn wait_healthy(&self, tenant: &str, name: &str) -> Result<(), DockerError> {
-        let started = Instant::now();
-        loop {
-            self.count();
-            let info = self
-                .docker
-                .inspect_container(name, None)
-                .await
-                .map_err(self.api(tenant, format!("inspect container {name}")))?;
-            let state = info.state.unwrap_or_default();
-            let status = state
-                .health
-                .and_then(|h| h.status)
-                .map_or_else(|| "starting".to_string(), |s| s.to_string());
-            let running = state.running.unwrap_or(false);
-            if status == "healthy" {
-                return Ok(());
-            }
-            if status == "unhealthy" || !running || started.elapsed() > HEALTH_TIMEOUT {
-                let status = if running {
-                    status
-                } else {
-                    "not running".to_string()
-                };
-                return Err(DockerError::Unhealthy {
-                    host: self.host.clone(),
-                    tenant: tenant.to_string(),
-                    container: name.to_string(),
-                    status,
-                    waited: started.elapsed(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    async fn stop(&self, tenant: &str, name: &str) -> Result<(), DockerError> {
-        self.count();
-        match self
-            .docker
-            .stop_container(
-                name,
-                Some(StopContainerOptionsBuilder::default().t(10).build()),
-            )
-            .await
-        {
-            Err(e) if !not_found(&e) => Err(self.api(tenant, format!("stop container {name}"))(e)),
-            _ => Ok(()),
-        }
-    }
-
-    async fn remove(&self, tenant: &str, name: &str) -> Result<(), DockerError> {
-        self.count();
-        match self
-            .docker
-            .remove_container(
-                name,
-                Some(
-                    RemoveContainerOptionsBuilder::default()
-                        .force(true)
-                        .v(false)
-                        .build(),
-                ),
-            )
-            .await
-        {
-            Err(e) if !not_found(&e) => {
-                Err(self.api(tenant, format!("remove container {name}"))(e))
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// Apply one step.
     ///
     /// # Errors
@@ -601,62 +431,45 @@ impl DockerDriver {
                     .await
                     .map_err(self.api(tenant, format!("create network {network}")))?;
             }
-            Change::CreateVolume { volume, labels } => {
-                self.count();
-                self.docker
-                    .create_volume(VolumeCreateRequest {
-                        name: Some(volume.clone()),
-                        labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-                        ..VolumeCreateRequest::default()
-                    })
-                    .await
-                    .map_err(self.api(tenant, format!("create volume {volume}")))?;
-            }
-            Change::CreateContainer { spec, start } => {
-                let env = self.resolve_env(tenant, spec, &BTreeMap::new()).await?;
-                self.create(tenant, spec, &spec.name, &env).await?;
-                if *start {
-                    self.start(tenant, &spec.name, spec.health.is_some())
+            Change::CreateVolume {
+                volume,
+                labels,
+                secret,
+            } => match secret {
+                Some(secret) => {
+                    self.create_secret_volume(tenant, volume, labels, secret)
                         .await?;
                 }
-            }
-            Change::RecreateContainer { spec, start, .. } => {
-                let previous = self.env_of(tenant, &spec.name).await?;
-                let env = self.resolve_env(tenant, spec, &previous).await?;
-                let temporary = format!("{}-berth-next", spec.name);
-                // A leftover from an interrupted recreate would block the name.
-                self.remove(tenant, &temporary).await?;
-                self.create(tenant, spec, &temporary, &env).await?;
-                self.stop(tenant, &spec.name).await?;
-                self.remove(tenant, &spec.name).await?;
-                self.count();
-                self.docker
-                    .rename_container(
-                        &temporary,
-                        RenameContainerOptionsBuilder::default()
-                            .name(&spec.name)
-                            .build(),
-                    )
-                    .await
-                    .map_err(self.api(tenant, format!("rename container {temporary}")))?;
-                if *start {
-                    self.start(tenant, &spec.name, spec.health.is_some())
-                        .await?;
-                }
-            }
-            Change::StartContainer { container } => {
-                let has_health = {
+                None => {
                     self.count();
                     self.docker
-                        .inspect_container(container, None)
+                        .create_volume(VolumeCreateRequest {
+                            name: Some(volume.clone()),
+                            labels: Some(
+                                labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                            ),
+                            ..VolumeCreateRequest::default()
+                        })
                         .await
-                        .map_err(self.api(tenant, format!("inspect container {container}")))?
-                        .config
-                        .and_then(|c| c.healthcheck)
-                        .and_then(|h| h.test)
-                        .is_some_and(|t| t.first().map(String::as_str) != Some("NONE"))
-                };
-                self.start(tenant, container, has_health).await?;
+                        .map_err(self.api(tenant, format!("create volume {volume}")))?;
+                }
+            },
+            Change::CreateContainer { spec, start } => {
+                self.create_container(tenant, spec, *start).await?;
+            }
+            Change::RecreateContainer {
+                spec,
+                start,
+                rollout,
+                ..
+            } => match rollout {
+                Rollout::StartFirst => self.replace_start_first(tenant, spec, *start).await?,
+                Rollout::StopFirst { .. } => {
+                    self.replace_stop_first(tenant, spec, *start).await?;
+                }
+            },
+            Change::StartContainer { container } => {
+                self.start_existing(tenant, container).await?;
             }
             Change::StopContainer { container } => self.stop(tenant, container).await?,
             Change::RemoveContainer { container } => {

@@ -441,7 +441,7 @@ impl DokkuDriver {
                                 source,
                             })?
                     }
-                    ConfigValue::Derived { .. } => {
+                    ConfigValue::Derived { .. } | ConfigValue::Kept { .. } => {
                         return Err(DokkuError::Build {
                             host,
                             tenant: step.tenant.clone(),

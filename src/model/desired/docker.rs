@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    ConfigValue, Container, ContainerSpec, DesiredHost, DockerHealth, LABEL_PREFIX, Network,
-    PublishedPort, Volume, container_name,
+    ConfigValue, Container, ContainerHealth, ContainerSpec, DesiredHost, HEALTH_LABEL,
+    LABEL_PREFIX, Network, Probe, PublishedPort, SecretKey, Volume, container_name,
+    secret_volume_name,
 };
 use crate::model::{
     App, EnvValue, Environment, Health, ProxyKind, RestartPolicy, Service, ServiceKind, Stack,
@@ -46,16 +47,42 @@ pub(super) fn add_docker_stack(
             labels: base_labels("network"),
         },
     );
+    let mut volumes: BTreeMap<String, Volume> = BTreeMap::new();
     let mut volume = |name: &str| {
         let full = format!("{tenant}_{name}");
-        dh.volumes.insert(
+        volumes.insert(
             full.clone(),
             Volume {
                 tenant: tenant.to_string(),
                 labels: base_labels("volume"),
+                secret: None,
             },
         );
         full
+    };
+    // Generated values live in secret volumes, one per app or service and key: made once,
+    // shared by every replica, removed only with the tenant's data.
+    let mut secrets: BTreeMap<String, Volume> = BTreeMap::new();
+    let mut keep = |owner: &str, env: &mut BTreeMap<String, ConfigValue>| {
+        for (key, value) in env.iter_mut() {
+            if let ConfigValue::Generate { length } = value {
+                let name = secret_volume_name(owner, key);
+                let mut labels = base_labels("secret");
+                labels.insert(format!("{LABEL_PREFIX}secret-key"), key.clone());
+                secrets.insert(
+                    name.clone(),
+                    Volume {
+                        tenant: tenant.to_string(),
+                        labels,
+                        secret: Some(SecretKey {
+                            key: key.clone(),
+                            length: *length,
+                        }),
+                    },
+                );
+                *value = ConfigValue::Kept { volume: name };
+            }
+        }
     };
     let mut containers = Vec::new();
     for service in stack.services.values() {
@@ -78,6 +105,7 @@ pub(super) fn add_docker_stack(
                 .entry("POSTGRES_DB".into())
                 .or_insert_with(|| ConfigValue::literal(db_name(tenant)));
         }
+        keep(&name, &mut env_map);
         let mut labels = base_labels("service");
         labels.insert(format!("{LABEL_PREFIX}service"), service.name.clone());
         labels.insert("com.docker.compose.service".into(), service.name.clone());
@@ -99,7 +127,7 @@ pub(super) fn add_docker_stack(
             memory: service.memory,
             nano_cpus: service.cpus.map(nano_cpus),
             restart: RestartPolicy::UnlessStopped,
-            health: service.health.as_ref().map(|h| docker_health(h, None)),
+            health: service.health.as_ref().map(|h| container_health(h, None)),
             network: network.clone(),
             aliases: vec![service.name.clone()],
             mounts,
@@ -113,7 +141,8 @@ pub(super) fn add_docker_stack(
         });
     }
     for app in stack.apps.values() {
-        let (env_map, depends_on) = app_env(tenant, app, stack);
+        let (mut env_map, depends_on) = app_env(tenant, app, stack);
+        keep(&format!("{tenant}-{}", app.name), &mut env_map);
         let mounts: Vec<(String, String)> = app
             .storage
             .iter()
@@ -164,7 +193,7 @@ pub(super) fn add_docker_stack(
                     nano_cpus: app.cpus.map(nano_cpus),
                     restart: app.restart,
                     health: if process == "web" {
-                        app.health.as_ref().map(|h| docker_health(h, app.port))
+                        app.health.as_ref().map(|h| container_health(h, app.port))
                     } else {
                         None
                     },
@@ -186,9 +215,15 @@ pub(super) fn add_docker_stack(
             }
         }
     }
-    for container in containers {
+    for mut container in containers {
+        if let Some(health) = &container.spec.health {
+            let json = serde_json::to_string(health).unwrap_or_default();
+            container.spec.labels.insert(HEALTH_LABEL.to_string(), json);
+        }
         dh.containers.insert(container.spec.name.clone(), container);
     }
+    dh.volumes.extend(volumes);
+    dh.volumes.extend(secrets);
 }
 
 pub(super) fn db_name(tenant: &str) -> String {
@@ -222,7 +257,8 @@ pub(super) fn app_env(
 }
 
 /// The env a link to `service` gives an app: `DATABASE_URL` / `REDIS_URL` on the private
-/// network, the password taken from the service container at apply time.
+/// network, the password taken at apply time from where the service's own value lives (its
+/// secret volume, or the secret provider).
 pub(super) fn link_env(
     tenant: &str,
     service: &Service,
@@ -235,14 +271,20 @@ pub(super) fn link_env(
                 Some(EnvValue::Literal(db)) => db.clone(),
                 _ => db_name(tenant),
             };
+            let template = format!("postgres://postgres:{{value}}@{alias}:5432/{db}");
             let value = match service.env.get("POSTGRES_PASSWORD") {
                 Some(EnvValue::Literal(pw)) => {
-                    ConfigValue::literal(format!("postgres://postgres:{pw}@{alias}:5432/{db}"))
+                    ConfigValue::literal(template.replace("{value}", pw))
                 }
+                Some(EnvValue::Secret { name }) => ConfigValue::Derived {
+                    template,
+                    from: Box::new(ConfigValue::Secret { name: name.clone() }),
+                },
                 _ => ConfigValue::Derived {
-                    template: format!("postgres://postgres:{{value}}@{alias}:5432/{db}"),
-                    container: container.to_string(),
-                    key: "POSTGRES_PASSWORD".into(),
+                    template,
+                    from: Box::new(ConfigValue::Kept {
+                        volume: secret_volume_name(container, "POSTGRES_PASSWORD"),
+                    }),
                 },
             };
             vec![(url_key("DATABASE", alias, service.kind), value)]
@@ -270,22 +312,22 @@ pub(super) fn url_key(default: &str, alias: &str, kind: ServiceKind) -> String {
     }
 }
 
-pub(super) fn docker_health(health: &Health, port: Option<u16>) -> DockerHealth {
-    let test = match (&health.command, &health.path) {
-        (Some(command), _) => std::iter::once("CMD".to_string())
-            .chain(command.iter().cloned())
-            .collect(),
-        (None, Some(path)) => vec![
-            "CMD-SHELL".to_string(),
-            format!(
-                "wget -q -O /dev/null http://127.0.0.1:{}{path} || exit 1",
-                port.unwrap_or(8080)
-            ),
-        ],
-        (None, None) => vec!["NONE".to_string()],
+/// The container's health check: berth's own HTTP probe for `path`, Docker's exec check for
+/// `command`.
+pub(super) fn container_health(health: &Health, app_port: Option<u16>) -> ContainerHealth {
+    let probe = match (&health.command, &health.path) {
+        (Some(command), _) => Probe::Command {
+            test: std::iter::once("CMD".to_string())
+                .chain(command.iter().cloned())
+                .collect(),
+        },
+        (None, path) => Probe::Http {
+            path: path.clone().unwrap_or_else(|| "/".into()),
+            port: health.port.or(app_port).unwrap_or(8080),
+        },
     };
-    DockerHealth {
-        test,
+    ContainerHealth {
+        probe,
         interval: health.interval,
         timeout: health.timeout,
         retries: health.retries,

@@ -29,6 +29,8 @@ use super::{
 
 /// Label namespace on Docker objects.
 pub const LABEL_PREFIX: &str = "io.berth.";
+/// Label holding a container's health check as JSON, so a later start probes it the same way.
+pub const HEALTH_LABEL: &str = "io.berth.health";
 /// Dokku config key naming the owning tenant (the ownership marker).
 pub const BERTH_TENANT_KEY: &str = "BERTH_TENANT";
 /// Dokku config key holding the hash of the app spec berth last applied.
@@ -56,15 +58,20 @@ pub enum ConfigValue {
         /// Secret name.
         name: String,
     },
-    /// A URL built at apply time from another container's value (`DATABASE_URL` built from
-    /// the Postgres container's generated password). `{value}` in the template is replaced.
+    /// The generated value berth keeps in one of its secret volumes (Docker): made once when
+    /// the volume is created, shared by every replica of the app, and kept as long as the
+    /// tenant's data (a secret volume is removed only by `state: purge`).
+    Kept {
+        /// The secret volume holding the value.
+        volume: String,
+    },
+    /// A value built at apply time from another (`DATABASE_URL` built from the Postgres
+    /// service's generated password). `{value}` in the template is replaced.
     Derived {
         /// Template with `{value}`.
         template: String,
-        /// Container whose env holds the value.
-        container: String,
-        /// Env key in that container.
-        key: String,
+        /// Where the value comes from (`Kept` or `Secret`).
+        from: Box<ConfigValue>,
     },
 }
 
@@ -227,6 +234,24 @@ pub struct Volume {
     pub tenant: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// For a secret volume: the generated value it holds.
+    pub secret: Option<SecretKey>,
+}
+
+/// What a secret volume holds: one generated env value of an app or service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct SecretKey {
+    /// The env key (`POSTGRES_PASSWORD`).
+    pub key: String,
+    /// Characters to generate.
+    pub length: u32,
+}
+
+/// Name of the secret volume of `owner` (`acme-db`, `acme-web`) for env `key`.
+#[must_use]
+pub fn secret_volume_name(owner: &str, key: &str) -> String {
+    format!("{owner}.secret.{key}")
 }
 
 /// A Docker container.
@@ -261,8 +286,8 @@ pub struct ContainerSpec {
     pub nano_cpus: Option<i64>,
     /// Restart policy.
     pub restart: RestartPolicy,
-    /// Docker health check, exec form.
-    pub health: Option<DockerHealth>,
+    /// Health check: probed by berth over HTTP, or Docker's exec check.
+    pub health: Option<ContainerHealth>,
     /// Network.
     pub network: String,
     /// Network aliases (the service name, so apps reach `db`).
@@ -284,17 +309,37 @@ pub struct PublishedPort {
     pub host: Option<u16>,
 }
 
-/// A Docker health check.
+/// A container's health check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct DockerHealth {
-    /// `["CMD", …]` or `["CMD-SHELL", "…"]`.
-    pub test: Vec<String>,
-    /// Seconds.
+#[serde(rename_all = "kebab-case")]
+pub struct ContainerHealth {
+    /// What is probed.
+    pub probe: Probe,
+    /// Seconds between probes.
     pub interval: u32,
-    /// Seconds.
+    /// Seconds one probe may take.
     pub timeout: u32,
-    /// Retries.
+    /// Failed probes in a row that make the container unhealthy.
     pub retries: u32,
+}
+
+/// How health is probed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Probe {
+    /// berth itself sends `GET path` to the container's port (its address on its network, or
+    /// its published port): no shell or tool inside the image is needed.
+    Http {
+        /// URL path.
+        path: String,
+        /// Container port.
+        port: u16,
+    },
+    /// Docker's exec health check (`["CMD", …]`), for images that bring their own.
+    Command {
+        /// `["CMD", …]`.
+        test: Vec<String>,
+    },
 }
 
 impl ContainerSpec {
