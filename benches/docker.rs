@@ -71,6 +71,8 @@ async fn main() {
         allow_empty: true,
         baseline: None,
         scope: None,
+        now: None,
+        purge_now: &[],
     };
 
     let started = Instant::now();

@@ -76,6 +76,8 @@ async fn main() {
         allow_empty: true,
         baseline: None,
         scope: None,
+        now: None,
+        purge_now: &[],
     };
     let seeded = Instant::now();
     let first = plan(

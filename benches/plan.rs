@@ -20,6 +20,8 @@ fn main() {
         allow_empty: true,
         baseline: None,
         scope: None,
+        now: None,
+        purge_now: &[],
     };
     let secrets = BTreeMap::from([("openai".to_string(), "sk-bench".to_string())]);
 

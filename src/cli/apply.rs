@@ -29,6 +29,10 @@ pub struct ApplyArgs {
     /// The berth repo.
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
+    /// Apply the files as they are at this git revision (a rollback: `--rev HEAD~1`, with
+    /// `--tenant ID` for one tenant). The revision is what is recorded as applied.
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
     /// `text` (progress on stderr) or `json` (JSON lines on stdout).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -63,6 +67,11 @@ pub struct ApplyArgs {
     /// Skip the steps the journal records as done (saved plans only).
     #[arg(long)]
     pub resume: bool,
+    /// Skip the checks made before the first mutating step (every secret resolves, every
+    /// image is on its host or in its registry). For experts: a failure then surfaces
+    /// half-way through the apply instead.
+    #[arg(long)]
+    pub skip_preflight: bool,
 }
 
 /// The CLI's side of the session: progress rendering and the confirmation question.
@@ -110,7 +119,7 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> anyhow::Result<u8> {
     super::refuse_markdown(args.format, "apply")?;
     let source = Source {
         repo: args.repo.clone(),
-        rev: None,
+        rev: args.rev.clone(),
     };
     let (loaded, scope) = super::load_scoped(&source, &args.select, printer)?;
     let saved = match &args.plan {
@@ -124,6 +133,7 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> anyhow::Result<u8> {
             deep: args.deep,
             allow_destroys: args.overrides.allow_destroys,
             allow_empty: args.overrides.allow_empty,
+            purge_now: args.overrides.purge_now.clone(),
         },
         resume: args.resume,
         journal_dir: Some(args.repo.clone()),
@@ -135,6 +145,7 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> anyhow::Result<u8> {
         },
         lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
         lock_timeout: Duration::from_secs(args.lock_timeout),
+        skip_preflight: args.skip_preflight,
         ..ApplySettings::default()
     };
     let settings = ApplySettings { saved, ..settings };

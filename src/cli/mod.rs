@@ -73,6 +73,13 @@ pub(crate) fn fail(printer: &Printer, error: crate::reconcile::SessionError) -> 
             diagnostics,
             printer.color_stderr,
         )),
+        SessionError::Preflight { problems } => {
+            let list: Vec<String> = problems
+                .iter()
+                .map(|p| format!("  {} tenant {}: {}", p.host, p.tenant, p.message))
+                .collect();
+            printer.status(&format!("preflight:\n{}", list.join("\n")));
+        }
         SessionError::StalePlan { moved } => {
             let list: Vec<String> = moved.iter().map(|m| format!("  {}", m.key)).collect();
             printer.status(&format!(
@@ -102,7 +109,7 @@ pub(crate) fn load(
 }
 
 /// The safety overrides a fresh plan may take.
-#[derive(Debug, Clone, Copy, Default, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
     /// Accept more destroys than `policy.max-destroys`.
     #[arg(long)]
@@ -110,6 +117,10 @@ pub struct Overrides {
     /// Accept an empty desired set while hosts hold berth's objects.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Purge this tenant's data (`state: purge`) before `policy.retain-data` has passed
+    /// since its cancellation (repeatable; names the tenant on purpose).
+    #[arg(long = "purge-now", value_name = "TENANT")]
+    pub purge_now: Vec<String>,
 }
 
 /// `--since REV` and `--tenant ID`: which tenants a plan or apply is about.

@@ -56,6 +56,7 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
         deep: args.deep,
         allow_destroys: args.overrides.allow_destroys,
         allow_empty: args.overrides.allow_empty,
+        purge_now: args.overrides.purge_now.clone(),
     };
     let plan = if args.offline {
         let session = Session::offline(loaded.fleet, loaded.commit).with_history(&args.repo);

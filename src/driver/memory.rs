@@ -96,6 +96,12 @@ impl MemoryDriver {
         }
     }
 
+    /// The secret provider of the host's environment.
+    #[must_use]
+    pub fn secrets(&self) -> &SecretProvider {
+        &self.secrets
+    }
+
     /// The host.
     #[must_use]
     pub fn host(&self) -> &HostRef {
@@ -133,7 +139,15 @@ impl MemoryDriver {
             })?;
             secrets.insert(name, value);
         }
-        apply_step(step, &mut self.world.state().live, &secrets)
+        let mut state = self.world.state();
+        apply_step(step, &mut state.live, &secrets)?;
+        if let Change::RecordCancellation { tenant } = &step.change
+            && let Some(host) = state.live.hosts.get_mut(&self.host)
+        {
+            host.cancelled
+                .insert(tenant.clone(), crate::clock::now_unix());
+        }
+        Ok(())
     }
 
     /// See [`super::AnyDriver::lease_claim`].
@@ -482,7 +496,8 @@ pub fn apply_step(
                 },
             );
         }
-        Change::CreateContainer { spec, start } | Change::RecreateContainer { spec, start, .. } => {
+        Change::CreateContainer { spec, start, .. }
+        | Change::RecreateContainer { spec, start, .. } => {
             let docker = &mut host.docker;
             if let Some(old) = docker.containers.remove(&spec.name) {
                 for b in old.ports {
@@ -562,6 +577,14 @@ pub fn apply_step(
                 .volumes
                 .remove(volume)
                 .ok_or_else(|| missing(format!("volume {volume}")))?;
+        }
+        // This pure form has no clock: the record says "at 0"; `MemoryDriver` stamps the
+        // real time.
+        Change::RecordCancellation { tenant } => {
+            host.cancelled.insert(tenant.clone(), 0);
+        }
+        Change::ClearCancellation { tenant } => {
+            host.cancelled.remove(tenant);
         }
     }
     Ok(())

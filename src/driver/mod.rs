@@ -88,6 +88,52 @@ pub enum Claim {
     Held(LeaseRecord),
 }
 
+/// Something that would make a step fail, found before anything changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Host.
+    pub host: HostRef,
+    /// Tenant.
+    pub tenant: String,
+    /// What is wrong (a secret without a value, an image that cannot be pulled).
+    pub message: String,
+}
+
+/// Secret names a config value needs (`Secret`, or `Derived` from one).
+#[must_use]
+pub fn secret_names(value: &crate::model::desired::ConfigValue) -> Option<&str> {
+    use crate::model::desired::ConfigValue;
+    match value {
+        ConfigValue::Secret { name } => Some(name),
+        ConfigValue::Derived { from, .. } => secret_names(from),
+        _ => None,
+    }
+}
+
+/// The secret names the steps of one host need, with the tenant needing each.
+fn needed_secrets(steps: &[&Step]) -> Vec<(String, String)> {
+    use crate::plan::Change;
+    let mut out = Vec::new();
+    for step in steps {
+        let values: Vec<&crate::model::desired::ConfigValue> = match &step.change {
+            Change::SetConfig { changes, .. } => changes.iter().map(|c| &c.new).collect(),
+            Change::CreateContainer { spec, .. } | Change::RecreateContainer { spec, .. } => {
+                spec.env.values().collect()
+            }
+            _ => Vec::new(),
+        };
+        for v in values {
+            if let Some(name) = secret_names(v) {
+                let entry = (step.tenant.clone(), name.to_string());
+                if !out.contains(&entry) {
+                    out.push(entry);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Name of the lease object of an environment on a host (an app or a volume).
 #[must_use]
 pub fn lease_name(environment: &str) -> String {
@@ -244,6 +290,42 @@ impl AnyDriver {
         Ok(())
     }
 
+    /// Preflight: everything `steps` (this host's steps of a plan) will need exists — every
+    /// secret reference resolves, and on Docker every image is on the host or in its
+    /// registry. Read-only; every problem is reported, not just the first.
+    pub async fn preflight(&self, steps: &[&Step]) -> Vec<Problem> {
+        let host = self.host().clone();
+        let problem = |tenant: &str, message: String| Problem {
+            host: host.clone(),
+            tenant: tenant.to_string(),
+            message,
+        };
+        let secrets = match self {
+            AnyDriver::Memory(d) => d.secrets(),
+            AnyDriver::Dokku(d) => d.secrets(),
+            AnyDriver::Docker(d) => d.secrets(),
+        };
+        let mut problems = Vec::new();
+        for (tenant, name) in needed_secrets(steps) {
+            if let Err(missing) = secrets.get(&name) {
+                problems.push(problem(&tenant, missing.to_string()));
+            }
+        }
+        if let AnyDriver::Docker(d) = self {
+            let mut seen = BTreeSet::new();
+            for step in steps {
+                if let crate::plan::Change::CreateContainer { spec, pull, .. }
+                | crate::plan::Change::RecreateContainer { spec, pull, .. } = &step.change
+                    && seen.insert(spec.image.clone())
+                    && let Err(e) = d.image_available(&step.tenant, &spec.image, *pull).await
+                {
+                    problems.push(problem(&step.tenant, error_chain(&e)));
+                }
+            }
+        }
+        problems
+    }
+
     /// Create the environment's lease object atomically with `record`, or report the lease
     /// that is there.
     ///
@@ -392,7 +474,7 @@ impl Connector {
                     (Connector::Real, HostTarget::Docker { endpoint }) => {
                         DockerDriver::connect(&key, endpoint, secrets.clone())
                             .await
-                            .map(AnyDriver::Docker)
+                            .map(|d| AnyDriver::Docker(d.with_registries(env.registries.clone())))
                             .map_err(DriverError::Docker)
                     }
                 };

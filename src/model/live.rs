@@ -61,6 +61,10 @@ pub struct LiveHost {
     /// The commit berth recorded as applied here for this environment, read with the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_commit: Option<String>,
+    /// When berth applied each tenant's cancellation here (unix seconds): data retention
+    /// (`policy.retain-data`) counts from it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cancelled: BTreeMap<String, u64>,
 }
 
 /// A config value read from a host. `Debug` never shows it.

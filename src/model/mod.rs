@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 pub mod desired;
 pub mod live;
 
-pub use crate::spec::{ProxyKind, RestartPolicy, SecretProviderKind, ServiceKind, TenantState};
+pub use crate::spec::{
+    ProxyKind, PullPolicy, RestartPolicy, SecretProviderKind, ServiceKind, TenantState,
+};
 
 /// The owner recorded on an environment's shared services (`shared:` in the environment
 /// file); no tenant may use this id.
@@ -50,6 +52,17 @@ pub struct Environment {
     pub stripe_new_tenant: Option<String>,
     /// Environment-level shared services.
     pub shared: Option<Stack>,
+    /// Registry credentials by server.
+    pub registries: BTreeMap<String, Registry>,
+}
+
+/// Credentials for one registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    /// User name.
+    pub username: String,
+    /// Secret name holding the password.
+    pub password_secret: String,
 }
 
 /// A host.
@@ -221,6 +234,8 @@ pub struct App {
     pub storage: Vec<Storage>,
     /// Restart policy.
     pub restart: RestartPolicy,
+    /// When to pull the image.
+    pub pull: PullPolicy,
 }
 
 /// Env values. The plan never holds a secret: `Generate` and `Secret` are instructions.
@@ -298,6 +313,8 @@ pub struct Service {
     pub ports: Vec<Port>,
     /// Volumes (Postgres and Redis get a `data` volume by default).
     pub storage: Vec<Storage>,
+    /// When to pull the image.
+    pub pull: PullPolicy,
 }
 
 /// Parse `512M`, `2G`, `1.5G`, `256Mi`, `100k`, or a bare byte count.

@@ -263,7 +263,7 @@ fn describe(change: &Change) -> (String, Vec<String>) {
                 })
                 .collect(),
         ),
-        Change::CreateContainer { spec, start } => (
+        Change::CreateContainer { spec, start, .. } => (
             format!(
                 "container {}{}",
                 spec.name,
@@ -276,6 +276,7 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             start,
             reasons,
             rollout,
+            ..
         } => {
             let mut details = vec![format!("recreate: {}", reasons.join(", "))];
             details.push(match rollout {
@@ -301,6 +302,13 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             format!("volume {volume}"),
             vec!["destroys its data (tenant is in `state: purge`)".into()],
         ),
+        Change::RecordCancellation { tenant } => (
+            format!("record: {tenant} cancelled"),
+            vec!["data retention (`policy.retain-data`) counts from now".into()],
+        ),
+        Change::ClearCancellation { tenant } => {
+            (format!("record: {tenant} no longer cancelled"), vec![])
+        }
     }
 }
 

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::ServiceKind;
 use crate::model::desired::{ConfigValue, ContainerSpec};
 use crate::model::live::{ObjectKind, service_key};
+use crate::model::{PullPolicy, ServiceKind};
 
 /// Old value of a config key, as much as may be shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -193,6 +193,9 @@ pub enum Change {
         spec: ContainerSpec,
         /// Start it after creating.
         start: bool,
+        /// When to pull its image.
+        #[serde(default)]
+        pull: PullPolicy,
     },
     /// Replace a container. `start-first`: the new one starts beside the old one under a
     /// temporary name, and only once it is healthy is the old one switched out and removed;
@@ -208,6 +211,9 @@ pub enum Change {
         /// How the old container is replaced.
         #[serde(default)]
         rollout: Rollout,
+        /// When to pull its image.
+        #[serde(default)]
+        pull: PullPolicy,
     },
     /// Start a stopped container.
     StartContainer {
@@ -233,6 +239,17 @@ pub enum Change {
     RemoveVolume {
         /// Name.
         volume: String,
+    },
+    /// Record on the host that the tenant's cancellation was applied now: data retention
+    /// (`policy.retain-data`) counts from this moment.
+    RecordCancellation {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Forget a tenant's cancellation record (it is active again, or its data is gone).
+    ClearCancellation {
+        /// Tenant.
+        tenant: String,
     },
 }
 
@@ -354,6 +371,7 @@ impl Change {
             Change::StartContainer { container }
             | Change::StopContainer { container }
             | Change::RemoveContainer { container } => (ObjectKind::Container, container.clone()),
+            Change::RecordCancellation { .. } | Change::ClearCancellation { .. } => return None,
             other => (ObjectKind::App, other.app()?.to_string()),
         })
     }
@@ -367,6 +385,9 @@ impl Change {
                 | Change::UnlinkService { service, app, .. },
                 _,
             ) => format!("link {service} → {app}"),
+            (Change::RecordCancellation { tenant } | Change::ClearCancellation { tenant }, _) => {
+                format!("cancellation record of {tenant}")
+            }
             (_, Some((ObjectKind::Service, key))) => key.replacen(':', " ", 1),
             (_, Some((kind, name))) => format!("{} {name}", kind.word()),
             (_, None) => String::new(),
@@ -403,6 +424,8 @@ impl Change {
             Change::RemoveContainer { .. } => "remove-container",
             Change::RemoveNetwork { .. } => "remove-network",
             Change::RemoveVolume { .. } => "remove-volume",
+            Change::RecordCancellation { .. } => "record-cancellation",
+            Change::ClearCancellation { .. } => "clear-cancellation",
         }
     }
 }

@@ -174,7 +174,11 @@ pub fn check(plan: &Plan, live: &Live) -> Vec<Defect> {
             step.change.subject()
         );
         by_subject.entry(subject).or_default().push(step);
-        if step.change.destroys_data() && !purging.contains(step.tenant.as_str()) {
+        // A refused plan never runs; what its refusals are about is not a defect.
+        if step.change.destroys_data()
+            && !purging.contains(step.tenant.as_str())
+            && plan.refusals.is_empty()
+        {
             defects.push(Defect::UnprotectedData {
                 step: step.id,
                 tenant: step.tenant.clone(),

@@ -137,6 +137,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                     Change::CreateContainer {
                         spec: container.spec.clone(),
                         start: container.running,
+                        pull: container.pull,
                     },
                     after,
                 );
@@ -172,6 +173,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                             start: container.running,
                             reasons,
                             rollout,
+                            pull: container.pull,
                         },
                         after,
                     );

@@ -21,6 +21,7 @@ pub mod check;
 mod docker;
 mod dokku;
 mod fingerprint;
+mod retention;
 mod safety;
 mod scope;
 
@@ -52,6 +53,11 @@ pub struct PlanOptions<'a> {
     pub baseline: Option<&'a Desired>,
     /// Plan only these tenants (`plan --since`, `--tenant`); `None` = all.
     pub scope: Option<&'a Scope>,
+    /// Now, in unix seconds, to judge data retention; `None` = retention not judged (tests,
+    /// views that are never applied).
+    pub now: Option<u64>,
+    /// Tenants whose data may be purged before the retention has passed (`--purge-now`).
+    pub purge_now: &'a [String],
 }
 
 /// A complete plan.
@@ -158,6 +164,8 @@ pub enum RefusalRule {
     NoCapacity,
     /// A data-bearing object would be destroyed outside purge (a planner bug; never expected).
     ProtectedData,
+    /// `state: purge` before `policy.retain-data` has passed since the applied cancellation.
+    RetentionNotPassed,
 }
 
 /// A note (warning) carried by the plan.
@@ -298,6 +306,8 @@ pub fn plan_desired(desired: &Desired, live: &Live, options: &PlanOptions<'_>) -
             );
         }
     }
+    let purging = retention::judge(desired, live, options, &mut builder);
+    retention::records(desired, live, &purging, &mut builder);
     safety::apply_safety(desired, live, options, &mut builder);
     let fingerprints = fingerprint::fingerprint(desired, live, options.scope.is_some());
     Plan {
@@ -309,12 +319,7 @@ pub fn plan_desired(desired: &Desired, live: &Live, options: &PlanOptions<'_>) -
         placements: desired.placements.iter().map(placement_view).collect(),
         fingerprints,
         scope: options.scope.cloned(),
-        purging: desired
-            .tenants
-            .iter()
-            .filter(|(_, (_, state))| *state == TenantState::Purge)
-            .map(|(id, _)| id.clone())
-            .collect(),
+        purging: purging.into_iter().collect(),
         offline: false,
     }
 }
@@ -342,6 +347,29 @@ struct Builder {
 }
 
 impl Builder {
+    fn push_step(
+        &mut self,
+        host: &HostRef,
+        tenant: &str,
+        cause: Cause,
+        change: Change,
+        mut after: Vec<u32>,
+    ) -> u32 {
+        let id = u32::try_from(self.steps.len()).unwrap_or(u32::MAX);
+        after.sort_unstable();
+        after.dedup();
+        self.steps.push(Step {
+            id,
+            environment: host.environment.clone(),
+            host: host.host.clone(),
+            tenant: tenant.to_string(),
+            cause,
+            after,
+            change,
+        });
+        id
+    }
+
     fn refuse(&mut self, rule: RefusalRule, message: String, override_flag: Option<String>) {
         let refusal = Refusal {
             rule,
@@ -366,20 +394,8 @@ struct HostCx<'a> {
 
 impl HostCx<'_> {
     fn step(&mut self, tenant: &str, cause: Cause, change: Change, after: Vec<u32>) -> u32 {
-        let id = u32::try_from(self.builder.steps.len()).unwrap_or(u32::MAX);
-        let mut after = after;
-        after.sort_unstable();
-        after.dedup();
-        self.builder.steps.push(Step {
-            id,
-            environment: self.host.environment.clone(),
-            host: self.host.host.clone(),
-            tenant: tenant.to_string(),
-            cause,
-            after,
-            change,
-        });
-        id
+        self.builder
+            .push_step(self.host, tenant, cause, change, after)
     }
 
     fn warn(&mut self, tenant: Option<&str>, message: String) {

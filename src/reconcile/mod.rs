@@ -104,6 +104,12 @@ pub enum SessionError {
     /// A saved plan made with `--offline` cannot be applied.
     #[error("the saved plan was made offline: its hosts were never observed")]
     OfflinePlan,
+    /// Preflight found problems; nothing was changed.
+    #[error("preflight found {} problem{}; nothing was changed", problems.len(), if problems.len() == 1 { "" } else { "s" })]
+    Preflight {
+        /// Every problem found.
+        problems: Vec<crate::driver::Problem>,
+    },
     /// `--resume` without a saved plan.
     #[error("`--resume` needs a saved plan file")]
     ResumeNeedsPlan,
@@ -163,6 +169,7 @@ impl SessionError {
             SessionError::StalePlan { .. } => {
                 "plan again (`berth plan --out plan.json`) and review the new plan".into()
             }
+            SessionError::Preflight { .. } => "fix the problems above and apply again (`--skip-preflight` skips these checks; for experts)".into(),
             SessionError::OfflinePlan => "plan against the hosts (`berth plan --out plan.json`, without `--offline`) and apply that".into(),
             SessionError::ResumeNeedsPlan => {
                 "a fresh plan re-observes the hosts and already skips what is done".into()
@@ -366,6 +373,8 @@ pub struct PlanSettings {
     pub allow_destroys: bool,
     /// Allow an empty desired set.
     pub allow_empty: bool,
+    /// Purge these tenants' data before `policy.retain-data` has passed (`--purge-now`).
+    pub purge_now: Vec<String>,
 }
 
 /// How to apply.
@@ -385,6 +394,8 @@ pub struct ApplySettings {
     pub lease_ttl: Duration,
     /// How long to wait for another holder's lease.
     pub lock_timeout: Duration,
+    /// Skip the preflight checks (secrets, images) before the first mutating step.
+    pub skip_preflight: bool,
     /// Who we are, for the lease (`user@machine pid N`).
     pub holder: String,
     /// `apply` or `daemon`.
@@ -403,6 +414,7 @@ impl Default for ApplySettings {
             lock_timeout: Duration::ZERO,
             holder: holder(),
             purpose: "apply".into(),
+            skip_preflight: false,
         }
     }
 }
@@ -585,6 +597,8 @@ impl Session {
             allow_empty: settings.allow_empty,
             baseline: baseline.as_ref(),
             scope: settings.scope.as_ref(),
+            now: Some(crate::clock::now_unix()),
+            purge_now: &settings.purge_now,
         };
         let mut plan = crate::plan::plan(&self.fleet, live, &options);
         plan.commit.clone_from(&self.commit);
@@ -760,10 +774,16 @@ impl Session {
             return Ok(stopped(plan, Stopped::Refused));
         }
         if plan.is_empty() {
-            let recorded = self.record(held, hooks).await;
+            let recorded = self.record(held, plan.scope.as_ref(), hooks).await;
             let mut outcome = stopped(plan, Stopped::NothingToDo);
             outcome.recorded = recorded;
             return Ok(outcome);
+        }
+        if !settings.skip_preflight {
+            let problems = self.preflight(&plan).await;
+            if !problems.is_empty() {
+                return Err(SessionError::Preflight { problems });
+            }
         }
         if settings.saved.is_none() {
             match hooks.approve(&plan) {
@@ -811,7 +831,7 @@ impl Session {
             .map_or(report.success(), |(_, r)| r.success());
         // Record on each host the commit it now reflects (only when everything converged).
         let recorded = if converged {
-            self.record(held, hooks).await
+            self.record(held, plan.scope.as_ref(), hooks).await
         } else {
             Vec::new()
         };
@@ -895,10 +915,44 @@ impl Session {
         Ok((plan, report, replans))
     }
 
-    async fn record(&self, held: &[HostRef], hooks: &dyn Hooks) -> Vec<HostRef> {
+    /// Every problem that would make a step of `plan` fail and can be known before anything
+    /// changes (secrets, images), from every host at once.
+    pub async fn preflight(&self, plan: &Plan) -> Vec<crate::driver::Problem> {
+        let mut by_host: BTreeMap<HostRef, Vec<&crate::plan::Step>> = BTreeMap::new();
+        for step in &plan.steps {
+            by_host
+                .entry(HostRef::new(&step.environment, &step.host))
+                .or_default()
+                .push(step);
+        }
+        let checks = by_host.iter().filter_map(|(host, steps)| {
+            self.drivers
+                .hosts
+                .get(host)
+                .map(|driver| driver.preflight(steps))
+        });
+        futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    async fn record(
+        &self,
+        held: &[HostRef],
+        scope: Option<&Scope>,
+        hooks: &dyn Hooks,
+    ) -> Vec<HostRef> {
         let Some(commit) = &self.commit else {
             return Vec::new();
         };
+        // A host reflects a commit only when everything that changed up to it was applied:
+        // a full apply, or a `--since` apply (everything else is unchanged since then). A
+        // `--tenant` apply leaves the other tenants where they were.
+        if scope.is_some_and(|s| !s.named.is_empty() || s.since.is_none()) {
+            return Vec::new();
+        }
         let mut recorded = Vec::new();
         for host in held {
             let Some(driver) = self.drivers.hosts.get(host) else {

@@ -53,6 +53,11 @@ pub struct EnvironmentSpec {
     /// Where secret references (`{ secret: name }`) are resolved, and which names exist.
     #[serde(default)]
     pub secrets: Option<SecretsSpec>,
+    /// Container registries images are pulled from with credentials, by server
+    /// (`registry.example.net`, `127.0.0.1:5000`). Images of other registries are pulled
+    /// anonymously, or with the host's `~/.docker/config.json` when it has them.
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistrySpec>,
     /// Environment-level shared services: a platform (API, event bus, shared databases) that
     /// runs beside the tenants on one host of this environment.
     #[serde(default)]
@@ -310,6 +315,9 @@ pub struct AppSpec {
     /// Docker restart policy; default `unless-stopped`.
     #[serde(default)]
     pub restart: Option<RestartPolicy>,
+    /// Docker: when to pull the image; default `missing`.
+    #[serde(default)]
+    pub pull: Option<PullPolicy>,
 }
 
 /// An env value: a literal, a generated secret, or a reference to a secret provider.
@@ -386,6 +394,43 @@ pub struct StorageSpec {
     pub path: String,
 }
 
+/// When berth pulls an image on a Docker host.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    PartialEq,
+    Eq,
+    Default,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Pull when the host does not have the image (default).
+    #[default]
+    Missing,
+    /// Pull before every create or replacement, even when the image is there.
+    Always,
+    /// Never pull: the image must be on the host already.
+    Never,
+}
+
+/// Credentials for one container registry: a user name, and the name of a secret (in the
+/// environment's `secrets.names`) holding its password or token.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RegistrySpec {
+    /// User name.
+    pub username: String,
+    /// Secret holding the password or token (never the value itself).
+    pub password_secret: String,
+}
+
 /// Docker restart policies.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -430,6 +475,9 @@ pub struct ServiceSpec {
     /// Docker: named volumes. Postgres and Redis get a data volume by default.
     #[serde(default)]
     pub storage: Vec<StorageSpec>,
+    /// Docker: when to pull the image; default `missing`.
+    #[serde(default)]
+    pub pull: Option<PullPolicy>,
 }
 
 /// Service kinds.

@@ -207,6 +207,52 @@ pub(super) fn check_environment(
             ..stack
         })
     });
+    let mut registries = BTreeMap::new();
+    for (server, registry) in &spec.registries {
+        let host_part = server.split(':').next().unwrap_or_default();
+        let port_ok = server
+            .split_once(':')
+            .is_none_or(|(_, p)| p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !(is_hostname(host_part) || host_part.parse::<std::net::Ipv4Addr>().is_ok()) || !port_ok
+        {
+            let diag = Diagnostic::error(
+                "berth::invalid-registry",
+                format!("`{}` is not a registry server", printable(server)),
+                cx.key_loc(
+                    parsed,
+                    &["registries", server],
+                    "expected `host` or `host:port`",
+                ),
+            );
+            cx.push(diag);
+            continue;
+        }
+        if !secrets.names.contains(&registry.password_secret) {
+            let known: Vec<&str> = secrets.names.iter().map(String::as_str).collect();
+            cx.error(
+                parsed,
+                "berth::unknown-secret",
+                &["registries", server, "password-secret"],
+                format!(
+                    "registry `{server}` uses secret `{}`, which `secrets.names` does not list",
+                    printable(&registry.password_secret)
+                ),
+                "not a declared secret",
+                Some(reference_hint(
+                    &registry.password_secret,
+                    &known,
+                    "secrets.names",
+                )),
+            );
+        }
+        registries.insert(
+            server.clone(),
+            crate::model::Registry {
+                username: registry.username.clone(),
+                password_secret: registry.password_secret.clone(),
+            },
+        );
+    }
     // The environment is kept even with errors, so tenants referencing it do not cascade
     // into more errors; the fleet is not returned anyway when any error exists.
     Some(Environment {
@@ -220,6 +266,7 @@ pub(super) fn check_environment(
         stripe_prices,
         stripe_new_tenant,
         shared,
+        registries,
     })
 }
 

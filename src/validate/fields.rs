@@ -160,6 +160,7 @@ pub(super) fn check_app<T>(
         cpus: spec.cpus.or(scx.tier.and_then(|t| t.cpus)),
         storage,
         restart: spec.restart.unwrap_or(RestartPolicy::UnlessStopped),
+        pull: spec.pull.unwrap_or_default(),
     })
 }
 
@@ -239,6 +240,7 @@ pub(super) fn check_service<T>(
         health,
         ports,
         storage,
+        pull: spec.pull.unwrap_or_default(),
     })
 }
 

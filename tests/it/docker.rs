@@ -116,6 +116,8 @@ impl Rig {
                 allow_empty: true,
                 baseline,
                 scope: None,
+                now: None,
+                purge_now: &[],
             },
         );
         // The embedded local environment points at the same engine; this run plans its own.
@@ -440,10 +442,11 @@ async fn cancelling_keeps_volumes_and_tenants_share_no_network() {
     );
     let p = rig.converge(&drivers).await;
     assert!(
-        p.steps
-            .iter()
-            .all(|s| matches!(s.change, Change::StopContainer { .. })),
-        "cancel only stops"
+        p.steps.iter().all(|s| matches!(
+            s.change,
+            Change::StopContainer { .. } | Change::RecordCancellation { .. }
+        )),
+        "cancel only stops (and records when, for data retention)"
     );
     let info = rig
         .docker

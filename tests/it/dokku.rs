@@ -114,6 +114,8 @@ async fn plan_now(fleet: &Fleet, drivers: &Drivers, baseline: Option<&Desired>) 
             allow_empty: false,
             baseline,
             scope: None,
+            now: None,
+            purge_now: &[],
         },
     )
 }

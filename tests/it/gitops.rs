@@ -293,3 +293,63 @@ async fn a_container_removed_by_hand_is_drift_against_the_applied_commit() {
         .expect("the container is planned back");
     assert_eq!(create["cause"], "drift", "{create}");
 }
+
+/// Rolling back is applying an earlier commit: `apply --rev HEAD~1` puts the tenant back on
+/// the image of that commit (start-first, as every replacement) and records it as applied.
+/// (`--tenant ID` narrows a rollback to one tenant; such an apply records no commit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_rev_rolls_a_tenant_back_to_an_earlier_commit() {
+    let Some(docker) = crate::dockerhost::docker().await else {
+        return;
+    };
+    crate::dockerhost::images(&docker).await;
+    let run = crate::dockerhost::Run::new();
+    let repo = Repo::new();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    repo.write(&format!("environments/{}.yaml", run.env), &run.env_file());
+    let id = run.tenant("back");
+    let tenant = |image: &str| {
+        format!(
+            "environment: {}\napps:\n  web:\n    image: {image}\n    health: {{ path: /health, interval: 1, timeout: 1, retries: 3 }}\n",
+            run.env
+        )
+    };
+    let berth = |args: &[&str]| {
+        Command::new(berth_bin())
+            .args(args)
+            .arg("--repo")
+            .arg(repo.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let image_of = || {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.Config.Image}}", &format!("{id}-web-1")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    repo.write(&format!("tenants/{id}.yaml"), &tenant("berth-stub:v1"));
+    commit(repo.path(), "v1");
+    assert!(berth(&["apply", "--auto-approve"]).status.success());
+    repo.write(&format!("tenants/{id}.yaml"), &tenant("berth-stub:v2"));
+    commit(repo.path(), "v2");
+    assert!(berth(&["apply", "--auto-approve"]).status.success());
+    assert_eq!(image_of(), "berth-stub:v2");
+    let out = berth(&["apply", "--auto-approve", "--rev", "HEAD~1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(image_of(), "berth-stub:v1");
+    let status = berth(&["status", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let previous = GitRepo::open(repo.path())
+        .unwrap()
+        .resolve("HEAD~1")
+        .unwrap();
+    assert_eq!(doc["hosts"][0]["applied"], previous.as_str(), "{doc}");
+    assert_eq!(doc["hosts"][0]["behind"], 1, "{doc}");
+}

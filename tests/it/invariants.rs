@@ -194,6 +194,8 @@ const OPTIONS: PlanOptions<'static> = PlanOptions {
     allow_empty: true,
     baseline: None,
     scope: None,
+    now: None,
+    purge_now: &[],
 };
 
 proptest! {

@@ -11,6 +11,7 @@ mod dokku;
 mod gitops;
 mod invariants;
 mod plan;
+mod registry;
 mod rollout;
 mod samples;
 mod schema;

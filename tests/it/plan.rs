@@ -81,6 +81,7 @@ struct Case {
     allow_destroys: bool,
     allow_empty: bool,
     baseline: Option<Desired>,
+    now: Option<u64>,
 }
 
 fn load(name: &str) -> Case {
@@ -95,6 +96,8 @@ fn load(name: &str) -> Case {
             allow_empty: true,
             baseline: None,
             scope: None,
+            now: None,
+            purge_now: &[],
         };
         reconcile(&prior, &mut live, &options);
         prior_fleet = Some(prior);
@@ -117,6 +120,7 @@ fn load(name: &str) -> Case {
         allow_destroys: options["allow_destroys"] == true,
         allow_empty: options["allow_empty"] == true,
         baseline,
+        now: options["now"].as_u64(),
     }
 }
 
@@ -224,6 +228,8 @@ fn check(name: &str) {
         allow_empty: case.allow_empty,
         baseline: case.baseline.as_ref(),
         scope: None,
+        now: case.now,
+        purge_now: &[],
     };
     let p = plan(&case.fleet, &case.live, &options);
     let text = render::render_text(&p, false);
@@ -260,6 +266,18 @@ fn check(name: &str) {
     let defects = berth::plan::check::check(&p, &case.live);
     assert!(defects.is_empty(), "{name}: malformed plan: {defects:?}");
 
+    // A plan refused for data retention is never applied, and applying it by force would
+    // plan the record of the purge next: convergence is judged on plans that may run.
+    let retention = p
+        .refusals
+        .iter()
+        .any(|r| r.rule == berth::plan::RefusalRule::RetentionNotPassed);
+    if retention {
+        insta::assert_snapshot!(format!("plan_{name}_text"), text);
+        insta::assert_snapshot!(format!("plan_{name}_json"), json);
+        insta::assert_snapshot!(format!("plan_{name}_markdown"), markdown);
+        return;
+    }
     // Convergence: apply, plan again, nothing left to do.
     let mut live = case.live.clone();
     memory::apply(&p, &mut live, &provider_secrets()).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -269,6 +287,8 @@ fn check(name: &str) {
         &PlanOptions {
             baseline: None,
             scope: None,
+            now: None,
+            purge_now: &[],
             ..options
         },
     );
@@ -329,6 +349,7 @@ cases! {
     dokku_suspend => "dokku-suspend",
     dokku_cancel => "dokku-cancel",
     dokku_purge => "dokku-purge",
+    retention_too_early => "retention-too-early",
     dokku_tenant_file_removed => "dokku-tenant-file-removed",
     dokku_unmanaged_conflict => "dokku-unmanaged-conflict",
     dokku_unmanaged_ignored => "dokku-unmanaged-ignored",
@@ -366,6 +387,8 @@ fn the_plan_checker_catches_malformed_plans() {
         allow_empty: true,
         baseline: None,
         scope: None,
+        now: None,
+        purge_now: &[],
     };
     let good = plan(&case.fleet, &case.live, &options);
     assert!(good.steps.len() >= 2, "a plan with steps");

@@ -335,3 +335,69 @@ async fn a_healthy_rollout_fails_no_request() {
     );
     rig.assert_converged();
 }
+
+/// `state: purge` waits for `policy.retain-data` after the cancellation berth recorded on
+/// the host; `--allow-destroys` does not override it, `--purge-now <tenant>` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_waits_for_retention_unless_purge_now_names_the_tenant() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let body = "apps:\n  web:\n    image: berth-stub:v1\nservices:\n  db: { kind: postgres, image: berth-stub:v1, command: [\"/stub\", \"serve\", \"--port\", \"5432\"] }\n";
+    let id = rig.tenant("gone", body);
+    assert!(rig.apply().status.success());
+    rig.tenant("gone", &format!("state: cancelled\n{body}"));
+    let out = rig.apply();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("record: {id} cancelled")),
+        "{}",
+        text(&out)
+    );
+    let record = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name=berth-cancelled.{}.{id}", rig.run.env),
+    ]);
+    assert!(
+        !record.is_empty(),
+        "the cancellation is recorded on the host"
+    );
+    rig.assert_converged();
+    rig.tenant("gone", &format!("state: purge\n{body}"));
+    let out = berth(&rig.repo, &["apply", "--auto-approve", "--allow-destroys"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("keeps its data for 30 days"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={id}_db-data")
+        ])
+        .is_empty(),
+        "the data is still there"
+    );
+    let out = berth(&rig.repo, &["apply", "--auto-approve", "--purge-now", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(docker(&["volume", "ls", "-q", "--filter", &format!("name={id}_")]).is_empty());
+    assert!(
+        docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=berth-cancelled.{}.{id}", rig.run.env)
+        ])
+        .is_empty(),
+        "the record went with the data"
+    );
+    rig.assert_converged();
+}

@@ -11,6 +11,7 @@
 //! - Suspend is `StopContainer`; data volumes are removed only by a purge step.
 
 pub mod convert;
+pub mod images;
 mod lifecycle;
 pub mod probe;
 mod records;
@@ -83,6 +84,32 @@ pub enum DockerError {
         /// Which secret.
         #[source]
         source: MissingSecret,
+    },
+    /// An image is not on the host and its pull policy is `never`.
+    #[error(
+        "image `{image}` is not on `{host}` and `pull: never` forbids pulling it (tenant `{tenant}`)"
+    )]
+    ImageMissing {
+        /// Host.
+        host: HostRef,
+        /// Tenant.
+        tenant: String,
+        /// Image.
+        image: String,
+    },
+    /// An image could not be pulled (or, in preflight, found in its registry).
+    #[error("cannot pull `{image}` from `{registry}` on `{host}` (tenant `{tenant}`): {reason}")]
+    Pull {
+        /// Host.
+        host: HostRef,
+        /// Tenant.
+        tenant: String,
+        /// Image.
+        image: String,
+        /// Registry server.
+        registry: String,
+        /// What the engine or registry said.
+        reason: String,
     },
     /// A secret volume that holds no value (made by hand, or lost).
     #[error("secret volume `{volume}` on `{host}` holds no value (tenant `{tenant}`)")]
@@ -170,6 +197,8 @@ pub struct DockerDriver {
     /// How long a replaced container keeps running after it was switched out, so requests
     /// in flight finish.
     drain: Duration,
+    /// Registry credentials of the host's environment.
+    registries: std::collections::BTreeMap<String, crate::model::Registry>,
 }
 
 /// The address published ports of an engine answer on: the endpoint's host name, or loopback
@@ -225,13 +254,30 @@ impl DockerDriver {
             deep: false,
             probe_host: probe_host(endpoint),
             drain: Duration::from_secs(1),
+            registries: std::collections::BTreeMap::new(),
         })
+    }
+
+    /// The secret provider of the host's environment.
+    #[must_use]
+    pub fn secrets(&self) -> &SecretProvider {
+        &self.secrets
     }
 
     /// The host.
     #[must_use]
     pub fn host(&self) -> &HostRef {
         &self.host
+    }
+
+    /// Use these registry credentials for pulls (the environment's `registries`).
+    #[must_use]
+    pub fn with_registries(
+        mut self,
+        registries: std::collections::BTreeMap<String, crate::model::Registry>,
+    ) -> Self {
+        self.registries = registries;
+        self
     }
 
     /// Make every observation a deep one (inspect each container berth manages here).
@@ -370,13 +416,18 @@ impl DockerDriver {
         }
         let applied_volume = format!("berth-applied-{}", self.host.environment);
         let mut applied_commit = None;
+        let mut cancelled = std::collections::BTreeMap::new();
         for volume in volumes.volumes.unwrap_or_default() {
             // berth's own records are not tenant objects.
             if volume.name == applied_volume {
                 applied_commit = volume.labels.get("io.berth.applied-commit").cloned();
             }
-            if volume.name.starts_with("berth-lease-") || volume.name.starts_with("berth-applied-")
+            if let Some((tenant, at)) =
+                records::cancellation_of(&self.host.environment, &volume.name, &volume.labels)
             {
+                cancelled.insert(tenant, at);
+            }
+            if records::is_record_volume(&volume.name) {
                 continue;
             }
             live.volumes.insert(
@@ -394,6 +445,7 @@ impl DockerDriver {
         Ok(LiveHost {
             docker: live,
             applied_commit,
+            cancelled,
             ..LiveHost::default()
         })
     }
@@ -454,24 +506,32 @@ impl DockerDriver {
                         .map_err(self.api(tenant, format!("create volume {volume}")))?;
                 }
             },
-            Change::CreateContainer { spec, start } => {
+            Change::CreateContainer { spec, start, pull } => {
+                self.ensure_image(tenant, &spec.image, *pull).await?;
                 self.create_container(tenant, spec, *start).await?;
             }
             Change::RecreateContainer {
                 spec,
                 start,
                 rollout,
+                pull,
                 ..
-            } => match rollout {
-                Rollout::StartFirst => self.replace_start_first(tenant, spec, *start).await?,
-                Rollout::StopFirst { .. } => {
-                    self.replace_stop_first(tenant, spec, *start).await?;
+            } => {
+                // Before anything of the old container is touched.
+                self.ensure_image(tenant, &spec.image, *pull).await?;
+                match rollout {
+                    Rollout::StartFirst => self.replace_start_first(tenant, spec, *start).await?,
+                    Rollout::StopFirst { .. } => {
+                        self.replace_stop_first(tenant, spec, *start).await?;
+                    }
                 }
-            },
+            }
             Change::StartContainer { container } => {
                 self.start_existing(tenant, container).await?;
             }
             Change::StopContainer { container } => self.stop(tenant, container).await?,
+            Change::RecordCancellation { tenant } => self.record_cancellation(tenant).await?,
+            Change::ClearCancellation { tenant } => self.clear_cancellation(tenant).await?,
             Change::RemoveContainer { container } => {
                 self.stop(tenant, container).await?;
                 self.remove(tenant, container).await?;

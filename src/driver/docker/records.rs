@@ -18,6 +18,8 @@ use super::{DockerDriver, DockerError, not_found};
 use crate::driver::{Claim, LeaseRecord, lease_name};
 
 const LEASE_LABEL: &str = "io.berth.lease";
+const CANCELLED_TENANT_LABEL: &str = "io.berth.cancelled-tenant";
+const CANCELLED_AT_LABEL: &str = "io.berth.cancelled-at";
 const APPLIED_LABEL: &str = "io.berth.applied-commit";
 /// The tenant field of errors about berth's own records.
 const RECORDS: &str = "(berth records)";
@@ -41,7 +43,58 @@ fn record_of(labels: &HashMap<String, String>) -> Option<LeaseRecord> {
     LeaseRecord::from_fields(&fields)
 }
 
+/// Name of a tenant's cancellation record volume.
+fn cancelled_volume(environment: &str, tenant: &str) -> String {
+    format!("berth-cancelled.{environment}.{tenant}")
+}
+
+/// Whether a volume is one of berth's records (never a tenant object).
+pub(super) fn is_record_volume(name: &str) -> bool {
+    name.starts_with("berth-lease-")
+        || name.starts_with("berth-applied-")
+        || name.starts_with("berth-cancelled.")
+}
+
+/// The cancellation a record volume carries for `environment`, if it is one.
+pub(super) fn cancellation_of(
+    environment: &str,
+    name: &str,
+    labels: &HashMap<String, String>,
+) -> Option<(String, u64)> {
+    let tenant = labels.get(CANCELLED_TENANT_LABEL)?;
+    if name != cancelled_volume(environment, tenant) {
+        return None;
+    }
+    Some((
+        tenant.clone(),
+        labels.get(CANCELLED_AT_LABEL)?.parse().ok()?,
+    ))
+}
+
 impl DockerDriver {
+    /// Record now as the moment `tenant`'s cancellation was applied.
+    pub(super) async fn record_cancellation(&self, tenant: &str) -> Result<(), DockerError> {
+        let name = cancelled_volume(&self.host().environment, tenant);
+        self.create_labelled(
+            &name,
+            HashMap::from([
+                (CANCELLED_TENANT_LABEL.to_string(), tenant.to_string()),
+                (
+                    CANCELLED_AT_LABEL.to_string(),
+                    crate::clock::now_unix().to_string(),
+                ),
+            ]),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Forget `tenant`'s cancellation record.
+    pub(super) async fn clear_cancellation(&self, tenant: &str) -> Result<(), DockerError> {
+        self.remove_volume_if_there(&cancelled_volume(&self.host().environment, tenant))
+            .await
+    }
+
     fn records_error(&self, call: String) -> impl Fn(BollardError) -> DockerError + '_ {
         self.api(RECORDS, call)
     }

@@ -158,6 +158,12 @@ impl DokkuDriver {
         })
     }
 
+    /// The secret provider of the host's environment.
+    #[must_use]
+    pub fn secrets(&self) -> &SecretProvider {
+        &self.secrets
+    }
+
     /// The host.
     #[must_use]
     pub fn host(&self) -> &HostRef {
@@ -407,6 +413,7 @@ impl DokkuDriver {
         Ok(LiveHost {
             dokku: live,
             applied_commit: registry.get(&applied_key).cloned(),
+            cancelled: records::cancellations(&self.host().environment, &registry),
             ..LiveHost::default()
         })
     }
@@ -424,6 +431,11 @@ impl DokkuDriver {
     /// # Errors
     /// The first command that fails, with the tail of what Dokku printed.
     pub async fn apply(&self, step: &Step) -> Result<(), DokkuError> {
+        match &step.change {
+            Change::RecordCancellation { tenant } => return self.record_cancellation(tenant).await,
+            Change::ClearCancellation { tenant } => return self.clear_cancellation(tenant).await,
+            _ => {}
+        }
         let host = self.host().clone();
         let mut values = BTreeMap::new();
         if let Change::SetConfig { changes, .. } = &step.change {

@@ -23,6 +23,27 @@ pub(super) fn applied_key(environment: &str) -> String {
     format!("APPLIED_{}", environment.to_uppercase().replace('-', "_"))
 }
 
+/// The key of a tenant's cancellation record in the record app.
+fn cancelled_key(environment: &str, tenant: &str) -> String {
+    let up = |s: &str| s.to_uppercase().replace('-', "_");
+    format!("CANCELLED_{}__{}", up(environment), up(tenant))
+}
+
+/// The tenants of `environment` with a cancellation record, from the record app's config.
+pub(super) fn cancellations(
+    environment: &str,
+    config: &BTreeMap<String, String>,
+) -> BTreeMap<String, u64> {
+    let prefix = cancelled_key(environment, "");
+    config
+        .iter()
+        .filter_map(|(k, v)| {
+            let tenant = k.strip_prefix(&prefix)?.to_lowercase().replace('_', "-");
+            Some((tenant, v.parse().ok()?))
+        })
+        .collect()
+}
+
 impl DokkuDriver {
     fn lease_app(&self) -> String {
         lease_name(&self.host().environment)
@@ -162,11 +183,44 @@ impl DokkuDriver {
             .and_then(|mut c| c.remove(&applied_key(&self.host().environment))))
     }
 
+    /// Record now as the moment `tenant`'s cancellation was applied.
+    ///
+    /// # Errors
+    /// Transport failures and refused writes.
+    pub(super) async fn record_cancellation(&self, tenant: &str) -> Result<(), DokkuError> {
+        self.write_record(
+            &cancelled_key(&self.host().environment, tenant),
+            &crate::clock::now_unix().to_string(),
+        )
+        .await
+    }
+
+    /// Forget `tenant`'s cancellation record.
+    ///
+    /// # Errors
+    /// Transport failures and refused writes.
+    pub(super) async fn clear_cancellation(&self, tenant: &str) -> Result<(), DokkuError> {
+        let key = cancelled_key(&self.host().environment, tenant);
+        let cmd = self.build(command(&["config:unset", "--no-restart", STATE_APP, &key]))?;
+        let out = self.run_read(&cmd).await?;
+        if out.code == Some(0) || out.code == Some(20) {
+            Ok(())
+        } else {
+            Err(self.failed(&cmd, STATE_APP, &out))
+        }
+    }
+
     /// See [`crate::driver::AnyDriver::record_applied`].
     ///
     /// # Errors
     /// Transport failures and refused writes.
     pub async fn record_applied(&self, commit: &str) -> Result<(), DokkuError> {
+        self.write_record(&applied_key(&self.host().environment), commit)
+            .await
+    }
+
+    /// Set one key of the record app (creating the app when it is not there yet).
+    async fn write_record(&self, key: &str, value: &str) -> Result<(), DokkuError> {
         let mut create = self.build(command(&["apps:create", STATE_APP]))?;
         create.tolerate = Tolerate::AlreadyExists;
         let out = self.run_read(&create).await?;
@@ -176,7 +230,7 @@ impl DokkuDriver {
         }
         let write = self.build(config_set(
             STATE_APP,
-            &BTreeMap::from([(applied_key(&self.host().environment), commit.to_string())]),
+            &BTreeMap::from([(key.to_string(), value.to_string())]),
         ))?;
         self.must(&write, STATE_APP).await.map(|_| ())
     }

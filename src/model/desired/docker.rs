@@ -136,6 +136,7 @@ pub(super) fn add_docker_stack(
         containers.push(Container {
             tenant: tenant.to_string(),
             running,
+            pull: service.pull,
             depends_on: Vec::new(),
             spec,
         });
@@ -209,6 +210,7 @@ pub(super) fn add_docker_stack(
                 containers.push(Container {
                     tenant: tenant.to_string(),
                     running,
+                    pull: app.pull,
                     depends_on: depends_on.clone(),
                     spec,
                 });

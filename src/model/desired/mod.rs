@@ -24,7 +24,8 @@ pub use place::place;
 
 use super::live::HostRef;
 use super::{
-    EnvValue, Fleet, HostTarget, Policy, ProxyKind, RestartPolicy, ServiceKind, Stack, TenantState,
+    EnvValue, Fleet, HostTarget, Policy, ProxyKind, PullPolicy, RestartPolicy, ServiceKind, Stack,
+    TenantState,
 };
 
 /// Label namespace on Docker objects.
@@ -263,6 +264,8 @@ pub struct Container {
     pub running: bool,
     /// Service containers this one waits for (by container name).
     pub depends_on: Vec<String>,
+    /// When to pull its image.
+    pub pull: PullPolicy,
     /// The container configuration.
     pub spec: ContainerSpec,
 }
