@@ -1,3 +1,7 @@
 //! The Stripe bridge: verified webhooks become commits on the repo; it never touches a server.
 //!
-//! Not built yet (the bridge issue).
+//! Pure parts (no I/O, no clock: time is an argument): [`signature`], [`event`], [`edit`].
+
+pub mod edit;
+pub mod event;
+pub mod signature;
