@@ -219,6 +219,14 @@ pub fn apply(text: &str, patch: &Patch) -> Result<String, EditError> {
     for (key, value) in &patch.billing {
         out = set_billing(&out, *key, value)?;
     }
+    // Everything the patch does not own must parse exactly as before.
+    let owned: Vec<&str> = patch.billing.keys().map(|k| k.as_str()).collect();
+    let untouched = |t: &str| parse_root(t).map(|root| shape_without(&root, &owned));
+    if untouched(text)? != untouched(&out)? {
+        return Err(EditError::Check {
+            key: "the rest of the file".into(),
+        });
+    }
     // Read back what was written.
     let after = read(&out)?;
     let check = |ok: bool, key: &str| {
@@ -241,6 +249,58 @@ pub fn apply(text: &str, patch: &Patch) -> Result<String, EditError> {
         )?;
     }
     Ok(out)
+}
+
+/// A span-free copy of a node.
+#[derive(Debug, PartialEq)]
+enum Shape {
+    Empty,
+    Scalar(String, bool),
+    Seq(Vec<Shape>),
+    Map(Vec<(String, Shape)>),
+}
+
+fn shape(node: &Node) -> Shape {
+    match &node.value {
+        Value::Empty => Shape::Empty,
+        Value::Scalar { text, plain } => Shape::Scalar(text.clone(), *plain),
+        Value::Seq(items) => Shape::Seq(items.iter().map(shape).collect()),
+        Value::Map(entries) => Shape::Map(
+            entries
+                .iter()
+                .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), shape(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// The file's shape without the keys a patch may set (`tier`, `state`, and the given billing
+/// keys; a `billing` left empty by that counts as absent).
+fn shape_without(root: &Node, billing_keys: &[&str]) -> Shape {
+    let Shape::Map(entries) = shape(root) else {
+        return shape(root);
+    };
+    let mut out = Vec::new();
+    for (key, value) in entries {
+        match key.as_str() {
+            "tier" | "state" => {}
+            "billing" => match value {
+                Shape::Map(inner) => {
+                    let kept: Vec<_> = inner
+                        .into_iter()
+                        .filter(|(k, _)| !billing_keys.contains(&k.as_str()))
+                        .collect();
+                    if !kept.is_empty() {
+                        out.push((key, Shape::Map(kept)));
+                    }
+                }
+                Shape::Empty => {}
+                other => out.push((key, other)),
+            },
+            _ => out.push((key, value)),
+        }
+    }
+    Shape::Map(out)
 }
 
 fn parse_root(text: &str) -> Result<Node, EditError> {
@@ -518,7 +578,7 @@ fn insert_block_line(
     let nl = newline(text);
     let after = index
         .and_then(|i| entries(map).get(i))
-        .map_or(map.span.start, |(_, v)| content_end(text, v));
+        .map_or(map.span.start, |(_, v)| node_end(text, v));
     let (at, has_newline) = if index.is_none() {
         (map.span.start, true)
     } else {
@@ -588,10 +648,97 @@ fn flow_value_end(text: &str, value: &Node) -> usize {
     }
 }
 
-/// The last byte of a value's own text (spans of block scalars run into the next line).
-fn content_end(text: &str, value: &Node) -> usize {
-    let span = text.get(value.span.start..value.span.end).unwrap_or("");
-    value.span.start + span.trim_end().len()
+/// The end of a value's own text. The parser's spans of scalars can run on over the comments
+/// and blank lines after them, so scalars and flow collections are measured from their start.
+fn node_end(text: &str, node: &Node) -> usize {
+    let bytes = text.as_bytes();
+    let start = node.span.start;
+    match &node.value {
+        Value::Empty => node.span.end.max(start),
+        Value::Scalar { text: value, .. } => match bytes.get(start) {
+            Some(b'"' | b'\'') => quoted_end(bytes, start).unwrap_or(node.span.end),
+            _ => {
+                // A plain scalar on one line ends before ` #` or the newline; a longer one
+                // (continued on the next lines) falls back to the parser's span.
+                let mut i = start;
+                while let Some(&b) = bytes.get(i) {
+                    let comment = b == b'#' && i > start && matches!(bytes[i - 1], b' ' | b'\t');
+                    if b == b'\n' || b == b'\r' || comment {
+                        break;
+                    }
+                    i += 1;
+                }
+                let end = start + text[start..i].trim_end().len();
+                if text[start..end] == **value {
+                    end
+                } else {
+                    let span = text.get(start..node.span.end).unwrap_or("");
+                    start + span.trim_end().len()
+                }
+            }
+        },
+        Value::Map(entries) => match bytes.get(start) {
+            Some(b'{') => flow_end(bytes, start).unwrap_or(node.span.end),
+            _ => entries
+                .last()
+                .map_or(node.span.end, |(_, v)| node_end(text, v)),
+        },
+        Value::Seq(items) => match bytes.get(start) {
+            Some(b'[') => flow_end(bytes, start).unwrap_or(node.span.end),
+            _ => items.last().map_or(node.span.end, |v| node_end(text, v)),
+        },
+    }
+}
+
+/// Just past the closing quote of a quoted scalar starting at `start`.
+fn quoted_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let quote = *bytes.get(start)?;
+    let mut i = start + 1;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'\\' && quote == b'"' {
+            i += 2;
+            continue;
+        }
+        if b == quote {
+            if quote == b'\'' && bytes.get(i + 1) == Some(&b'\'') {
+                i += 2;
+                continue;
+            }
+            return Some(i + 1);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Just past the bracket that closes the flow collection opening at `start`.
+fn flow_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' | b'\'' => {
+                i = quoted_end(bytes, i)?;
+                continue;
+            }
+            b'#' if i > 0 && matches!(bytes[i - 1], b' ' | b'\t' | b'\n') => {
+                while bytes.get(i).is_some_and(|b| *b != b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The offset just past the end of the line holding `pos`, and whether a newline ends it.
