@@ -275,9 +275,12 @@ struct Writer {
     seen: HashSet<String>,
     /// Tips the index covers.
     indexed: Vec<Oid>,
+    /// The template path the last computation read.
+    template: Option<String>,
 }
 
 /// One computed write.
+#[derive(Clone)]
 struct Edit {
     job: usize,
     tenant: String,
@@ -330,6 +333,7 @@ impl Writer {
             path,
             seen: HashSet::new(),
             indexed: Vec::new(),
+            template: None,
         })
     }
 
@@ -497,11 +501,12 @@ impl Writer {
     fn batch(&mut self, jobs: &[Job]) -> Vec<Outcome> {
         let attempts = self.settings.attempts.max(1);
         let mut last_error = String::new();
+        let mut cache = None;
         for attempt in 0..attempts {
             if attempt > 0 {
                 std::thread::sleep(backoff(self.settings.backoff, attempt));
             }
-            match self.attempt(jobs) {
+            match self.attempt(jobs, &mut cache) {
                 Ok(outcomes) => return outcomes,
                 Err(error) => {
                     tracing::warn!(attempt = attempt + 1, attempts, error = %error, "push failed; fetching and recomputing");
@@ -574,10 +579,52 @@ impl Writer {
         }
     }
 
-    fn attempt(&mut self, jobs: &[Job]) -> Result<Vec<Outcome>, BridgeGitError> {
+    /// The inputs a batch's decisions depend on at a commit: the `environments/` and
+    /// `tenants/` trees and the template. Git ids are content hashes, so equal ids mean equal
+    /// inputs.
+    fn inputs(&self, tip: Oid, template: Option<&str>) -> Inputs {
+        let Ok(tree) = self.repo.find_commit(tip).and_then(|c| c.tree()) else {
+            return Inputs::default();
+        };
+        let id = |path: &str| tree.get_path(Path::new(path)).ok().map(|e| e.id());
+        Inputs {
+            environments: id("environments"),
+            tenants: id("tenants"),
+            template: template.and_then(id),
+        }
+    }
+
+    fn attempt(
+        &mut self,
+        jobs: &[Job],
+        cache: &mut Option<Computed>,
+    ) -> Result<Vec<Outcome>, BridgeGitError> {
+        let t0 = std::time::Instant::now();
         let tip = self.fetch()?;
+        let t_fetch = t0.elapsed();
         self.reindex(tip)?;
-        let (mut outcomes, edits) = self.compute(jobs, tip)?;
+        // After a lost race: when the commits that won touched none of the inputs (a person
+        // edited a README, another tool wrote elsewhere), every decision is still the same,
+        // so only the commits are rebuilt on the new tip. That keeps the window between
+        // fetch and push small enough to win against a busy branch.
+        let reusable = cache.as_ref().is_some_and(|c| {
+            c.inputs == self.inputs(tip, c.template.as_deref())
+                && !jobs.iter().any(|j| self.seen.contains(&j.event.id))
+        });
+        let (mut outcomes, edits) = match cache.as_ref().filter(|_| reusable) {
+            Some(c) => (c.outcomes.clone(), c.edits.clone()),
+            None => {
+                let (outcomes, edits) = self.compute(jobs, tip)?;
+                let template = self.template.clone();
+                *cache = Some(Computed {
+                    inputs: self.inputs(tip, template.as_deref()),
+                    template,
+                    outcomes: outcomes.clone(),
+                    edits: edits.clone(),
+                });
+                (outcomes, edits)
+            }
+        };
         if edits.is_empty() {
             return Ok(outcomes
                 .into_iter()
@@ -640,7 +687,10 @@ impl Writer {
                 .reference(&u.name, u.new, true, "bridge: commit")
                 .map_err(git("move a local ref"))?;
         }
-        self.push(&updates)?;
+        let t_commits = t0.elapsed();
+        let pushed = self.push(&updates);
+        tracing::debug!(fetch = ?t_fetch, commits = ?t_commits, pushed = ?t0.elapsed(), reused = reusable, "push attempt");
+        pushed?;
         // Landed: record the new remote state and the events now in history.
         for u in &updates {
             let tracking = u.name.replacen("refs/heads/", "refs/remotes/origin/", 1);
@@ -651,6 +701,12 @@ impl Writer {
         for e in &edits {
             self.seen.insert(jobs[e.job].event.id.clone());
         }
+        tracing::info!(
+            events = jobs.len(),
+            commits = edits.len(),
+            refs = updates.len(),
+            "batch pushed"
+        );
         self.indexed = updates.iter().map(|u| u.new).collect();
         if head == tip {
             self.indexed.insert(0, tip);
@@ -710,6 +766,7 @@ impl Writer {
             }
         };
         let env = &fleet.environments[&environment];
+        self.template.clone_from(&env.stripe_new_tenant);
         let template = match &env.stripe_new_tenant {
             Some(path) => self.read_at(tip, path),
             None => None,
@@ -1082,6 +1139,22 @@ impl Default for Outcome {
             reason: "no answer computed".into(),
         }
     }
+}
+
+/// What a batch's decisions depend on (see [`Writer::inputs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Inputs {
+    environments: Option<Oid>,
+    tenants: Option<Oid>,
+    template: Option<Oid>,
+}
+
+/// A batch's decisions, kept across push attempts.
+struct Computed {
+    inputs: Inputs,
+    template: Option<String>,
+    outcomes: Vec<Option<Outcome>>,
+    edits: Vec<Edit>,
 }
 
 /// One ref to move on the remote: from `old` (`None` = must not exist) to `new`.
