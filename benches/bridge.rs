@@ -169,9 +169,9 @@ fn main() {
         "bridge benchmark (P5): {events} distinct events sent at once, bare remote on this machine"
     );
     println!(
-        "| run | p50 | p99 | max | burst wall | 200 OK | commits | lost | duplicates | pushes | lost races | human commits kept |"
+        "| run | p50 | p99 | max | burst wall | 200 OK | redelivered | commits | lost | duplicates | pushes | lost races | human commits kept |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut failed = false;
     for with_human in [false, true] {
         let f = burst(events, with_human);

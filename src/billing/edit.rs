@@ -609,42 +609,18 @@ fn insert_flow(text: &str, map: &Node, index: Option<usize>, item: &str) -> Stri
 /// End of a value inside a flow mapping (the parser's spans can run past a quoted scalar).
 fn flow_value_end(text: &str, value: &Node) -> usize {
     let bytes = text.as_bytes();
-    match value.value {
-        Value::Scalar { .. } => {
-            let start = value.span.start;
-            match bytes.get(start) {
-                Some(b'"' | b'\'') => {
-                    let quote = bytes[start];
-                    let mut i = start + 1;
-                    while let Some(&b) = bytes.get(i) {
-                        if b == b'\\' && quote == b'"' {
-                            i += 2;
-                            continue;
-                        }
-                        if b == quote {
-                            if quote == b'\'' && bytes.get(i + 1) == Some(&b'\'') {
-                                i += 2;
-                                continue;
-                            }
-                            return i + 1;
-                        }
-                        i += 1;
-                    }
-                    text.len()
-                }
-                _ => {
-                    let mut i = start;
-                    while let Some(&b) = bytes.get(i) {
-                        if matches!(b, b',' | b'}' | b']' | b'\n' | b'\r') {
-                            break;
-                        }
-                        i += 1;
-                    }
-                    start + text[start..i].trim_end().len()
-                }
-            }
+    let start = value.span.start;
+    match (&value.value, bytes.get(start)) {
+        (Value::Scalar { .. }, Some(b'"' | b'\'')) => {
+            quoted_end(bytes, start).unwrap_or(text.len())
         }
-        _ => value.span.end,
+        (Value::Scalar { .. }, _) => {
+            let stop = text[start..]
+                .find([',', '}', ']', '\n', '\r'])
+                .map_or(text.len(), |i| start + i);
+            start + text[start..stop].trim_end().len()
+        }
+        _ => node_end(text, value),
     }
 }
 

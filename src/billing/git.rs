@@ -490,35 +490,62 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let outcomes = self.batch(&batch);
-            for (job, outcome) in batch.into_iter().zip(outcomes) {
-                let _ = job.reply.send(outcome);
-            }
+            self.batch(batch);
         }
     }
 
-    /// Fetch, compute, commit, push — again on a lost race — and answer.
-    fn batch(&mut self, jobs: &[Job]) -> Vec<Outcome> {
+    /// Fetch, compute, commit, push and answer, in order. On a quiet branch the whole batch
+    /// goes in one push. After a lost race the next attempt pushes a shorter prefix of it
+    /// (halved each time), so on a busy branch the window between fetch and push shrinks
+    /// until a push wins; every prefix is answered as soon as it landed, and the size grows
+    /// again after a win. `attempts` lost races in a row end the batch with 503s.
+    fn batch(&mut self, mut jobs: Vec<Job>) {
         let attempts = self.settings.attempts.max(1);
+        let mut limit = jobs.len();
+        let mut failures = 0;
+        let mut cache: Option<Computed> = None;
         let mut last_error = String::new();
-        let mut cache = None;
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                std::thread::sleep(backoff(self.settings.backoff, attempt));
+        while !jobs.is_empty() {
+            let n = limit.min(jobs.len());
+            if failures > 0 {
+                std::thread::sleep(backoff(self.settings.backoff, failures));
             }
-            match self.attempt(jobs, &mut cache) {
-                Ok(outcomes) => return outcomes,
+            match self.attempt(&jobs[..n], &mut cache) {
+                Ok(outcomes) => {
+                    for (job, outcome) in jobs.drain(..n).zip(outcomes) {
+                        let _ = job.reply.send(outcome);
+                    }
+                    cache = None;
+                    failures = 0;
+                    limit = n.saturating_mul(2);
+                }
                 Err(error) => {
-                    tracing::warn!(attempt = attempt + 1, attempts, error = %error, "push failed; fetching and recomputing");
+                    failures += 1;
+                    tracing::warn!(attempt = failures, attempts, events = n, error = %error, "push failed; fetching and recomputing");
                     last_error = error.to_string();
                     self.reset();
+                    if failures >= attempts {
+                        break;
+                    }
+                    limit = (n / 2).max(1);
+                    // Decisions are made in order, each on top of the ones before it, so the
+                    // decisions for a prefix are the first ones of the whole; and the bridge's
+                    // edits only add to what validation checks (a new file, a changed tier or
+                    // state), so a prefix of edits that validated together validates too.
+                    if let Some(c) = &mut cache {
+                        c.outcomes.truncate(limit);
+                        c.edits.retain(|e| e.job < limit);
+                    }
                 }
             }
         }
-        tracing::error!(events = jobs.len(), error = %last_error, "giving up on this batch; Stripe will deliver it again");
+        if jobs.is_empty() {
+            return;
+        }
+        tracing::error!(events = jobs.len(), error = %last_error, "giving up on these events; Stripe will deliver them again");
         self.reset();
         // Events that needed no write are still answered; the writes failed.
-        match self.compute_only(jobs) {
+        let outcomes = match self.compute_only(&jobs) {
             Ok(mut outcomes) => {
                 for o in &mut outcomes {
                     if matches!(o, Outcome::Committed { .. }) {
@@ -535,6 +562,9 @@ impl Writer {
                     reason: last_error.clone(),
                 })
                 .collect(),
+        };
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            let _ = job.reply.send(outcome);
         }
     }
 

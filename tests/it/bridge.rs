@@ -75,11 +75,11 @@ fn healthz_and_a_new_tenant_from_the_template() {
         check.path(),
         &["clone", "-q", remote.bare().to_str().unwrap(), "c"],
     );
-    let out = crate::support::berth(&[
-        "validate",
-        "--repo",
-        check.path().join("c").to_str().unwrap(),
-    ]);
+    assert_validates(&check.path().join("c"));
+}
+
+fn assert_validates(repo: &std::path::Path) {
+    let out = crate::support::berth(&["validate", "--repo", repo.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -1154,10 +1154,130 @@ fn the_example_template_makes_a_valid_tenant() {
     }
     let template = std::fs::read_to_string(example.join("templates/tenant.yaml")).unwrap();
     repo.write("tenants/newco.yaml", &template.replace("{tenant}", "newco"));
-    let out = crate::support::berth(&["validate", "--repo", repo.path().to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    assert_validates(repo.path());
+}
+
+/// A push over ssh (libgit2 + libssh2, feature `bridge-remotes`) to a real OpenSSH server on
+/// loopback, with the host key pinned; a different pinned key is refused before anything is
+/// read.
+#[test]
+fn pushes_over_ssh_with_a_pinned_host_key() {
+    let Some(sshd) = ["/usr/sbin/sshd", "/usr/local/sbin/sshd"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "sshd is missing in CI: scripts/test.sh must install openssh-server"
+        );
+        eprintln!("skipping: sshd is not installed (run scripts/test.sh)");
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("berth-bridge-ssh-")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    for key in ["host_key", "client_key"] {
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(d.join(key))
+            .stdin(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        d.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin yes\n\
+             StrictModes no\nUsePAM no\nLogLevel ERROR\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let _ = std::fs::create_dir_all("/run/sshd");
+    struct Server(Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Server(
+        Command::new(&sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "sshd did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let host_key: String = std::fs::read_to_string(d.join("host_key.pub"))
+        .unwrap()
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let remote = Remote::new(&[("acme", ACME)]);
+    let url = format!("ssh://{user}@127.0.0.1:{port}{}", remote.bare().display());
+    let key = d.join("client_key");
+    let key = key.to_str().unwrap();
+
+    // A pinned key that is not the server's: refused at the first fetch.
+    let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "bridge",
+            "--remote",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--ssh-key",
+            key,
+        ])
+        .args(["--ssh-host-key", other])
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("BERTH_SECRET_STRIPE_WEBHOOK", SECRET)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("host key"), "{stderr}");
+
+    let bridge = Bridge::start_with(&url, &["--ssh-key", key, "--ssh-host-key", &host_key], &[]);
+    let r = bridge.send(&sub_event(
+        "evt_ssh",
+        "customer.subscription.updated",
+        now(),
+        Some("acme"),
+        "active",
+        "price_1Pro",
+    ));
+    assert_eq!(r.0, 200, "{r:?}\n{}", bridge.log());
+    assert!(remote.file("acme").unwrap().contains("tier: pro"));
 }

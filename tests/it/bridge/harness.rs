@@ -197,6 +197,8 @@ impl Bridge {
             .env("BERTH_SECRET_STRIPE_WEBHOOK_OLD", OLD_SECRET)
             .env("NO_COLOR", "1")
             .env_remove("BERTH_LOG")
+            // `BRIDGE_TEST_LOG=debug` shows the bridge's debug log (per-push timings).
+            .envs(std::env::var("BRIDGE_TEST_LOG").map(|v| ("BERTH_LOG", v)))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -305,6 +307,16 @@ pub fn http(
     stream.write_all(request.as_bytes()).unwrap();
     // The server may answer (413) before reading a large body: a broken pipe is fine.
     let _ = stream.write_all(body);
+    let (status, response) = read_response(&mut stream);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Status code and the whole response (until the server closes).
+fn read_response(stream: &mut TcpStream) -> (u16, String) {
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let response = String::from_utf8_lossy(&response).into_owned();
@@ -313,11 +325,7 @@ pub fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    (status, response)
 }
 
 /// A request that declares a body it never sends: the bridge must answer from the headers.
@@ -330,15 +338,7 @@ pub fn http_declared_only(port: u16, declared: usize, signature: &str) -> (u16, 
         "POST /stripe/webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {declared}\r\nStripe-Signature: {signature}\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
+    read_response(&mut stream)
 }
 
 /// A subscription event in the 2024-06-20 shape.
