@@ -43,7 +43,18 @@ struct Figures {
     humans_kept: usize,
 }
 
-fn burst(events: usize, with_human: bool) -> Figures {
+/// Who else pushes during the burst.
+#[derive(Clone, Copy, PartialEq)]
+enum Human {
+    None,
+    /// A commit and push every `pause` (a very busy person, or CI writing back).
+    Paced(Duration),
+    /// A script committing and pushing back to back, as fast as git allows.
+    BackToBack,
+}
+
+fn burst(events: usize, human_kind: Human) -> Figures {
+    let with_human = human_kind != Human::None;
     let remote = Remote::new(&[]);
     let bridge = Bridge::start(&remote, &[]);
     let stop = Arc::new(AtomicBool::new(false));
@@ -72,6 +83,9 @@ fn burst(events: usize, with_human: bool) -> Figures {
                     git(&w, &["pull", "-q", "--rebase", "origin", "main"]);
                 }
                 pushed += 1;
+                if let Human::Paced(pause) = human_kind {
+                    std::thread::sleep(pause);
+                }
             }
             pushed
         })
@@ -121,6 +135,12 @@ fn burst(events: usize, with_human: bool) -> Figures {
         .collect();
     barrier.wait();
     let wall_start = Instant::now();
+    if std::env::var_os("BENCH_LOG").is_some() {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        eprintln!("burst released at unix {:.3}", since.as_secs_f64());
+    }
     let results: Vec<(Vec<u16>, Duration)> =
         threads.into_iter().map(|t| t.join().unwrap()).collect();
     let wall = wall_start.elapsed();
@@ -173,14 +193,19 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut failed = false;
-    for with_human in [false, true] {
-        let f = burst(events, with_human);
+    for human in [
+        Human::None,
+        Human::Paced(Duration::from_millis(100)),
+        Human::BackToBack,
+    ] {
+        let with_human = human != Human::None;
+        let f = burst(events, human);
         println!(
             "| {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} | {} | {} | {} | {} | {} | {} | {} |",
-            if with_human {
-                "with a human pushing"
-            } else {
-                "bridge alone"
+            match human {
+                Human::None => "bridge alone",
+                Human::Paced(_) => "a person pushing every 100 ms",
+                Human::BackToBack => "a script pushing back to back",
             },
             f.p50.as_secs_f64() * 1e3,
             f.p99.as_secs_f64() * 1e3,

@@ -58,7 +58,7 @@ pub struct GitSettings {
     pub push_options: Vec<String>,
     /// Push attempts per batch.
     pub attempts: u32,
-    /// First backoff; doubled per attempt, with jitter, capped at 2 s.
+    /// First backoff; doubled per attempt, with jitter, capped at 250 ms.
     pub backoff: Duration,
     /// Most events in one batch.
     pub max_batch: usize,
@@ -219,6 +219,8 @@ impl std::fmt::Debug for Prepared {
 pub fn prepare(settings: GitSettings) -> Result<Prepared, BridgeGitError> {
     let mut writer = Writer::open(settings)?;
     let tip = writer.fetch()?;
+    // A crash may have left local refs ahead of the remote: start from the remote tip.
+    writer.reset();
     writer.reindex(tip)?;
     let fleet = writer.fleet_at(tip)?.0;
     Ok(Prepared { writer, fleet })
@@ -293,6 +295,11 @@ struct Edit {
 
 impl Writer {
     fn open(settings: GitSettings) -> Result<Self, BridgeGitError> {
+        // libgit2 checks, for every tree it writes, that each entry's object exists: for the
+        // `tenants/` tree of a big fleet that is hundreds of lookups per commit, and the bridge
+        // builds its trees from trees it just read plus blobs it just wrote. (Process-wide;
+        // the rest of berth creates no git objects.)
+        git2::opts::strict_object_creation(false);
         std::fs::create_dir_all(&settings.state_dir).map_err(|e| {
             BridgeGitError::Setup(format!(
                 "cannot create the state directory `{}`: {e}",
@@ -644,7 +651,9 @@ impl Writer {
         let (mut outcomes, edits) = match cache.as_ref().filter(|_| reusable) {
             Some(c) => (c.outcomes.clone(), c.edits.clone()),
             None => {
+                let started = std::time::Instant::now();
                 let (outcomes, edits) = self.compute(jobs, tip)?;
+                tracing::debug!(events = jobs.len(), took = ?started.elapsed(), "decided");
                 let template = self.template.clone();
                 *cache = Some(Computed {
                     inputs: self.inputs(tip, template.as_deref()),
@@ -661,29 +670,34 @@ impl Writer {
                 .map(Option::unwrap_or_default)
                 .collect());
         }
-        // Commits: the main chain in order; each review commit on the chain as it stood.
+        // Commits: the main chain in order; each review commit on the chain as it stood. New
+        // objects go to an in-memory pack first (a fresh handle with a mempack backend), so a
+        // batch of hundreds of commits costs no file per object, and a push that loses its
+        // race leaves nothing on disk; they are written out as one pack once the push landed.
+        let repo = Repository::open_bare(&self.path).map_err(git("open the bridge's clone"))?;
+        let odb = repo.odb().map_err(git("open the object database"))?;
+        let mempack = odb
+            .add_new_mempack_backend(1000)
+            .map_err(git("set up an in-memory object store"))?;
         let author = Signature::now(&self.settings.author.0, &self.settings.author.1)
             .map_err(git("make a signature"))?;
         let mut head = tip;
         let mut updates: Vec<RefUpdate> = Vec::new();
         let mut committed: Vec<(usize, Oid, String)> = Vec::new();
-        let tracking = |name: &str| self.repo.refname_to_id(name).ok();
         for edit in &edits {
-            let parent = self.repo.find_commit(head).map_err(git("read the tip"))?;
+            let parent = repo.find_commit(head).map_err(git("read the tip"))?;
             let tree = parent.tree().map_err(git("read a tree"))?;
-            let blob = self
-                .repo
+            let blob = repo
                 .blob(edit.text.as_bytes())
                 .map_err(git("write a blob"))?;
             let mut update = TreeUpdateBuilder::new();
             // The path is `tenants/<dns-label>.yaml` or `.yml`: checked in `compute`.
             update.upsert(&edit.path, blob, git2::FileMode::Blob);
             let tree_id = update
-                .create_updated(&self.repo, &tree)
+                .create_updated(&repo, &tree)
                 .map_err(git("build a tree"))?;
-            let tree = self.repo.find_tree(tree_id).map_err(git("read a tree"))?;
-            let oid = self
-                .repo
+            let tree = repo.find_tree(tree_id).map_err(git("read a tree"))?;
+            let oid = repo
                 .commit(None, &author, &author, &edit.message, &tree, &[&parent])
                 .map_err(git("commit"))?;
             match &edit.review {
@@ -696,7 +710,9 @@ impl Writer {
                     updates.push(RefUpdate {
                         name: name.clone(),
                         new: oid,
-                        old: tracking(&format!("refs/remotes/origin/{branch}")),
+                        old: repo
+                            .refname_to_id(&format!("refs/remotes/origin/{branch}"))
+                            .ok(),
                     });
                     committed.push((edit.job, oid, branch.clone()));
                 }
@@ -712,17 +728,26 @@ impl Writer {
                 },
             );
         }
-        for u in &updates {
-            self.repo
-                .reference(&u.name, u.new, true, "bridge: commit")
-                .map_err(git("move a local ref"))?;
-        }
         let t_commits = t0.elapsed();
-        let pushed = self.push(&updates);
+        let pushed = self.push(&repo, &updates);
         tracing::debug!(fetch = ?t_fetch, commits = ?t_commits, pushed = ?t0.elapsed(), reused = reusable, "push attempt");
         pushed?;
+        // Keep the pushed objects: one pack into the clone's own object database.
+        let mut pack = git2::Buf::new();
+        mempack
+            .dump(&repo, &mut pack)
+            .map_err(git("write the pushed objects"))?;
+        {
+            let disk = self.repo.odb().map_err(git("open the object database"))?;
+            let mut writer = disk.packwriter().map_err(git("write a pack"))?;
+            writer
+                .write_all(&pack)
+                .map_err(|e| BridgeGitError::Setup(format!("cannot write a pack: {e}")))?;
+            writer.commit().map_err(git("index a pack"))?;
+        }
         // Landed: record the new remote state and the events now in history.
         for u in &updates {
+            let _ = self.repo.reference(&u.name, u.new, true, "bridge: pushed");
             let tracking = u.name.replacen("refs/heads/", "refs/remotes/origin/", 1);
             let _ = self
                 .repo
@@ -764,7 +789,10 @@ impl Writer {
         tip: Oid,
     ) -> Result<(Vec<Option<Outcome>>, Vec<Edit>), BridgeGitError> {
         let mut outcomes: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
-        let (fleet, sources) = match self.fleet_at(tip) {
+        let started = std::time::Instant::now();
+        let base = self.fleet_at(tip);
+        tracing::debug!(took = ?started.elapsed(), "read and validated the tip");
+        let (fleet, sources) = match base {
             Ok(x) => x,
             Err(BridgeGitError::Setup(reason)) => {
                 // The repo is invalid before any edit: nothing can be checked, so nothing is
@@ -827,7 +855,9 @@ impl Writer {
                 Err(o) => outcomes[i] = Some(o),
             }
         }
+        tracing::debug!(took = ?started.elapsed(), "decided every event");
         let edits = self.check(edits, &sources, &mut outcomes);
+        tracing::debug!(took = ?started.elapsed(), "validated the edits");
         Ok((outcomes, edits))
     }
 
@@ -1003,10 +1033,15 @@ impl Writer {
             .collect()
     }
 
-    fn push(&mut self, updates: &[RefUpdate]) -> Result<(), BridgeGitError> {
+    fn push(&self, repo: &Repository, updates: &[RefUpdate]) -> Result<(), BridgeGitError> {
         match remote_kind(&self.settings.remote) {
-            RemoteKind::Local(path) => push_local(&self.repo, &path, updates),
+            RemoteKind::Local(path) => push_local(repo, &path, updates),
             RemoteKind::Network => {
+                // libgit2 pushes local refs: point them at the new commits (reset on failure).
+                for u in updates {
+                    repo.reference(&u.name, u.new, true, "bridge: commit")
+                        .map_err(git("move a local ref"))?;
+                }
                 let rejected = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
                 let mut callbacks = self.callbacks();
                 let sink = rejected.clone();
@@ -1032,10 +1067,7 @@ impl Writer {
                     .iter()
                     .map(|u| format!("{n}:{n}", n = u.name))
                     .collect();
-                let mut remote = self
-                    .repo
-                    .find_remote("origin")
-                    .map_err(git("find the remote"))?;
+                let mut remote = repo.find_remote("origin").map_err(git("find the remote"))?;
                 remote
                     .push(&refspecs, Some(&mut options))
                     .map_err(|e| network_error("push", &e))?;
@@ -1256,6 +1288,9 @@ fn network_error(what: &str, e: &git2::Error) -> BridgeGitError {
         return BridgeGitError::Moved(e.message().to_string());
     }
     let mut message = e.message().to_string();
+    if e.class() == git2::ErrorClass::Ssh && message.contains("hostkey") {
+        message.push_str(" (the server's host key is not the one pinned with --ssh-host-key)");
+    }
     if message.contains("unsupported URL protocol") && !cfg!(feature = "bridge-remotes") {
         message.push_str(" (this berth was built without the `bridge-remotes` feature)");
     }

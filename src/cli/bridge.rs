@@ -123,7 +123,7 @@ pub fn run(args: &BridgeArgs, printer: &Printer) -> anyhow::Result<u8> {
         review_prefix: args.review_prefix.clone(),
         push_options: args.push_options.clone(),
         attempts: args.push_attempts,
-        backoff: Duration::from_millis(25),
+        backoff: Duration::from_millis(10),
         max_batch: args.max_batch.max(1),
         author: (args.author_name.clone(), args.author_email.clone()),
         auth: Auth::default(),

@@ -1267,7 +1267,7 @@ fn pushes_over_ssh_with_a_pinned_host_key() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("host key"), "{stderr}");
+    assert!(stderr.contains("--ssh-host-key"), "{stderr}");
 
     let bridge = Bridge::start_with(&url, &["--ssh-key", key, "--ssh-host-key", &host_key], &[]);
     let r = bridge.send(&sub_event(
