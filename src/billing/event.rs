@@ -8,7 +8,7 @@
 //!   `items.data[].price.id` (2020-08-27 on), falling back to `items.data[].plan.id` (legacy
 //!   plans, still sent beside `price`). The `current_period_*` fields that moved from the
 //!   subscription to its items in 2025-03-31.basil are not used, so their move changes nothing.
-//! - checkout session: `client_reference_id`, then `metadata.tenant_id`; `customer`,
+//! - checkout session: `metadata.tenant_id`, then `client_reference_id`; `customer`,
 //!   `subscription`, `mode`, `payment_status`.
 //! - invoice: the subscription and its metadata snapshot under `parent.subscription_details`
 //!   (2025-03-31.basil on) or the top-level `subscription` and `subscription_details` (before).
@@ -77,7 +77,7 @@ pub struct Subscription {
 pub struct Checkout {
     /// `cs_…`
     pub id: String,
-    /// `client_reference_id`, else `metadata.tenant_id`, unchecked.
+    /// `metadata.tenant_id`, else `client_reference_id`, unchecked.
     pub tenant_id: Option<String>,
     /// `cus_…`
     pub customer: Option<String>,
@@ -311,11 +311,13 @@ pub fn subscription(object: &Value) -> Result<Subscription, EventError> {
 
 fn checkout(object: &Value) -> Result<Checkout, EventError> {
     expect_object(object, "checkout.session")?;
-    let tenant_id = object
-        .get("client_reference_id")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| metadata_tenant(object.get("metadata")));
+    // The explicit key first: `client_reference_id` is often used for something else too.
+    let tenant_id = metadata_tenant(object.get("metadata")).or_else(|| {
+        object
+            .get("client_reference_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
     Ok(Checkout {
         id: required_token(object, "id", "data.object.id")?,
         tenant_id,
@@ -482,6 +484,20 @@ mod tests {
             assert_eq!(i.subscription.as_deref(), Some("sub_9"));
             assert_eq!(i.tenant_id.as_deref(), Some("acme"));
         }
+    }
+
+    #[test]
+    fn checkout_metadata_before_client_reference() {
+        let body = r#"{"id":"evt_7","type":"checkout.session.completed","created":1,
+            "data":{"object":{"id":"cs_1","object":"checkout.session","client_reference_id":"user-8812",
+            "metadata":{"tenant_id":"acme"},"mode":"subscription","subscription":"sub_1","customer":"cus_1"}}}"#;
+        let e = parse(body.as_bytes()).unwrap();
+        assert_eq!(e.tenant_id(), Some("acme"));
+        let body = body.replace(r#""metadata":{"tenant_id":"acme"},"#, "");
+        assert_eq!(
+            parse(body.as_bytes()).unwrap().tenant_id(),
+            Some("user-8812")
+        );
     }
 
     #[test]
