@@ -19,13 +19,12 @@
 #[path = "../tests/it/bridge/harness.rs"]
 mod harness;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use berth::billing::signature;
-use harness::{Bridge, Remote, SECRET, git, http, now, sub_event};
+use harness::{Bridge, Remote, SECRET, git, http, now, push_like_a_person, sub_event};
 
 struct Figures {
     p50: Duration,
@@ -71,17 +70,7 @@ fn burst(events: usize, human_kind: Human) -> Figures {
                 std::fs::write(w.join(format!("notes/n{pushed}.md")), "x\n").unwrap();
                 git(&w, &["add", "-A"]);
                 git(&w, &["commit", "-q", "-m", &format!("human note {pushed}")]);
-                loop {
-                    let out = Command::new("git")
-                        .args(["push", "-q", "origin", "main"])
-                        .current_dir(&w)
-                        .output()
-                        .unwrap();
-                    if out.status.success() {
-                        break;
-                    }
-                    git(&w, &["pull", "-q", "--rebase", "origin", "main"]);
-                }
+                push_like_a_person(&w);
                 pushed += 1;
                 if let Human::Paced(pause) = human_kind {
                     std::thread::sleep(pause);

@@ -66,6 +66,23 @@ pub struct GitSettings {
     pub author: (String, String),
     /// Credentials for ssh and https remotes.
     pub auth: Auth,
+    /// Called between building a batch's commits and pushing them.
+    pub before_push: PushHook,
+}
+
+/// A callback run after a batch's commits are built and right before they are pushed: the
+/// worst moment for someone else to push. Tests use it to lose a race on purpose.
+#[derive(Clone, Default)]
+pub struct PushHook(pub Option<std::sync::Arc<dyn Fn() + Send + Sync>>);
+
+impl std::fmt::Debug for PushHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "PushHook(set)"
+        } else {
+            "PushHook(none)"
+        })
+    }
 }
 
 /// Credentials for network remotes. Values never appear in logs or errors.
@@ -729,6 +746,9 @@ impl Writer {
             );
         }
         let t_commits = t0.elapsed();
+        if let Some(hook) = &self.settings.before_push.0 {
+            hook();
+        }
         let pushed = self.push(&repo, &updates);
         tracing::debug!(fetch = ?t_fetch, commits = ?t_commits, pushed = ?t0.elapsed(), reused = reusable, "push attempt");
         pushed?;

@@ -127,6 +127,7 @@ pub fn run(args: &BridgeArgs, printer: &Printer) -> anyhow::Result<u8> {
         max_batch: args.max_batch.max(1),
         author: (args.author_name.clone(), args.author_email.clone()),
         auth: Auth::default(),
+        before_push: git::PushHook::default(),
     };
     let https_token = match &args.https_token_env {
         Some(var) => Some(

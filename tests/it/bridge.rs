@@ -16,7 +16,8 @@ use proptest::prelude::*;
 
 use crate::support::crate_root;
 use harness::{
-    Bridge, ENV, OLD_SECRET, Remote, SECRET, git, http, http_declared_only, now, sub_event,
+    Bridge, ENV, OLD_SECRET, Remote, SECRET, git, http, http_declared_only, now,
+    push_like_a_person, sub_event,
 };
 
 /// An existing, hand-written tenant: comments and layout the bridge must keep.
@@ -617,43 +618,36 @@ fn review_branch_for_cancellations() {
 fn concurrent_human_pushes_lose_nothing() {
     let remote = Remote::new(&[]);
     let bridge = Bridge::start(&remote, &[]);
-    let humans = 12;
-    let events = 40;
+    let events = 120;
     let bare = remote.bare();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_human = stop.clone();
+    // A person pushing back to back for as long as the events come in: notes, and edits of a
+    // tenant file of their own (which changes the bridge's inputs, so a lost race means a
+    // full recompute on their commit).
     let human = std::thread::spawn(move || {
         let work = tempfile::tempdir().unwrap();
         git(work.path(), &["clone", "-q", bare.to_str().unwrap(), "w"]);
         let w = work.path().join("w");
-        for i in 0..humans {
-            std::fs::create_dir_all(w.join("notes")).unwrap();
-            std::fs::write(w.join(format!("notes/human-{i}.md")), format!("note {i}\n")).unwrap();
+        std::fs::create_dir_all(w.join("notes")).unwrap();
+        let mut i = 0;
+        while !stop_human.load(std::sync::atomic::Ordering::Relaxed) || i < 5 {
+            if i % 2 == 0 {
+                std::fs::write(w.join(format!("notes/human-{i}.md")), format!("note {i}\n"))
+                    .unwrap();
+            } else {
+                std::fs::write(
+                    w.join("tenants/zeta.yaml"),
+                    format!("environment: production\napps:\n  web:\n    image: registry.example.app/app:1\n    env: {{ LOG_LEVEL: level-{i} }}\n"),
+                )
+                .unwrap();
+            }
             git(&w, &["add", "-A"]);
             git(&w, &["commit", "-q", "-m", &format!("human note {i}")]);
-            loop {
-                let pushed = Command::new("git")
-                    .args(["push", "-q", "origin", "main"])
-                    .current_dir(&w)
-                    .output()
-                    .unwrap();
-                if pushed.status.success() {
-                    break;
-                }
-                git(
-                    &w,
-                    &[
-                        "-c",
-                        "user.name=Human",
-                        "-c",
-                        "user.email=h@example.test",
-                        "pull",
-                        "-q",
-                        "--rebase",
-                        "origin",
-                        "main",
-                    ],
-                );
-            }
+            push_like_a_person(&w);
+            i += 1;
         }
+        i
     });
     let t = now();
     let port = bridge.port;
@@ -682,7 +676,8 @@ fn concurrent_human_pushes_lose_nothing() {
         .into_iter()
         .flat_map(|s| s.join().unwrap())
         .collect();
-    human.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let humans = human.join().unwrap();
     assert!(
         codes.iter().all(|c| *c == 200),
         "{codes:?}\n{}",
@@ -708,6 +703,106 @@ fn concurrent_human_pushes_lose_nothing() {
     for i in 0..events {
         assert!(remote.file(&format!("tenant-{i}")).is_some());
     }
+    let last_edit = (0..humans).rev().find(|i| i % 2 == 1).unwrap();
+    assert!(
+        remote
+            .file("zeta")
+            .unwrap()
+            .contains(&format!("level-{last_edit}")),
+        "the person's last edit is what the branch says"
+    );
+    eprintln!(
+        "{} lost push races recovered",
+        bridge.log().matches("push failed").count()
+    );
+}
+
+/// A person pushes at the worst moment — after the bridge built its commit, before it pushed —
+/// and edits the same tenant file: the bridge's push loses, it fetches, recomputes its edit on
+/// the person's version and pushes again. Both changes are on the branch.
+#[test]
+fn a_lost_race_is_recomputed_on_the_new_tip() {
+    use berth::billing::git::{Auth, GitSettings, Job, Outcome, PushHook, prepare};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let remote = Arc::new(Remote::new(&[("acme", ACME)]));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let hook = {
+        let remote = remote.clone();
+        let calls = calls.clone();
+        move || {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                remote.human_commit(
+                    "tenants/acme.yaml",
+                    &ACME.replace("LOG_LEVEL: info", "LOG_LEVEL: debug"),
+                    "acme: debug logging",
+                );
+            }
+        }
+    };
+    let state = tempfile::tempdir().unwrap();
+    let settings = GitSettings {
+        remote: remote.bare().to_string_lossy().into_owned(),
+        branch: "main".into(),
+        state_dir: state.path().to_path_buf(),
+        environment: None,
+        review: Default::default(),
+        review_prefix: "berth-bridge/".into(),
+        push_options: Vec::new(),
+        attempts: 4,
+        backoff: Duration::from_millis(1),
+        max_batch: 10,
+        author: ("berth-bridge".into(), "berth-bridge@berth.invalid".into()),
+        auth: Auth::default(),
+        before_push: PushHook(Some(Arc::new(hook))),
+    };
+    let (writer, thread) = prepare(settings).unwrap().spawn().unwrap();
+    let body = sub_event(
+        "evt_race",
+        "customer.subscription.updated",
+        now(),
+        Some("acme"),
+        "active",
+        "price_1Pro",
+    );
+    let event = berth::billing::event::parse(body.as_bytes()).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(async {
+        assert!(
+            writer
+                .send(Job {
+                    event,
+                    refetched: None,
+                    reply: tx,
+                })
+                .await
+        );
+        rx.await.unwrap()
+    });
+    assert!(matches!(outcome, Outcome::Committed { .. }), "{outcome:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one lost race, one win");
+    let file = remote.file("acme").unwrap();
+    assert!(
+        file.contains("LOG_LEVEL: debug"),
+        "the person's edit: {file}"
+    );
+    assert!(file.contains("tier: pro"), "the bridge's edit: {file}");
+    let subjects = git(&remote.bare(), &["log", "--format=%s", "main"]);
+    assert_eq!(
+        subjects.lines().collect::<Vec<_>>(),
+        vec![
+            "acme: tier starter → pro (customer.subscription.updated)",
+            "acme: debug logging",
+            "seed"
+        ]
+    );
+    drop(writer);
+    thread.join().unwrap();
 }
 
 #[test]

@@ -73,6 +73,22 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Push the clone at `work` to `origin main` as a person does: after a rejected push,
+/// `pull --rebase` and push again.
+pub fn push_like_a_person(work: &Path) {
+    loop {
+        let pushed = Command::new("git")
+            .args(["push", "-q", "origin", "main"])
+            .current_dir(work)
+            .output()
+            .unwrap();
+        if pushed.status.success() {
+            return;
+        }
+        git(work, &["pull", "-q", "--rebase", "origin", "main"]);
+    }
+}
+
 /// A bare remote seeded with an environment, the template and some tenants.
 pub struct Remote {
     pub dir: tempfile::TempDir,
