@@ -14,11 +14,21 @@ command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
 # Leases, the drift tests and the crash tests run `ps`, `kill`, `useradd`.
 command -v ps >/dev/null 2>&1 || need_apt+=(procps)
+# The Stripe bridge tests run localstripe (PyPI) on loopback; pip installs it below.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "installing: ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# localstripe: a stateful Stripe API emulator that signs and delivers its own webhooks.
+if ! python3 -c 'import localstripe' >/dev/null 2>&1; then
+  echo "installing: localstripe (PyPI)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check localstripe 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages localstripe
 fi
 
 # The Docker tests need the engine; it is started before the session/CI on this machine kind.

@@ -4,6 +4,7 @@
 //! `anyhow` is allowed here and nowhere below.
 
 pub mod apply;
+pub mod bridge;
 pub mod lock;
 pub mod plan;
 pub mod schema;
@@ -46,6 +47,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Write the JSON Schemas of the tenant and environment files.
     Schema(schema::SchemaArgs),
+    /// Receive Stripe webhooks and turn them into commits on the tenants repo.
+    Bridge(Box<bridge::BridgeArgs>),
 }
 
 /// Exit code for "something went wrong".
@@ -240,6 +243,10 @@ pub fn run(args: Args) -> ExitCode {
         Command::Show(a) => {
             let printer = Printer::new(a.format, args.color);
             (printer.clone(), show::run(&a, &printer))
+        }
+        Command::Bridge(a) => {
+            let printer = Printer::new(Format::Text, args.color);
+            (printer.clone(), bridge::run(&a, &printer))
         }
         Command::Schema(a) => {
             let printer = Printer::new(Format::Text, args.color);

@@ -1,7 +1,8 @@
 //! Git as the source of truth: desired state at any commit (no checkout needed), the tenants
 //! a range of commits touched, and the commit a host last had applied.
 //!
-//! Built on git2 (libgit2) without network features: CI clones, berth only reads.
+//! Built on git2 (libgit2), read-only: CI clones, berth reads. (The network transports that
+//! feature `bridge-remotes` enables are for the Stripe bridge's push, `billing::git`.)
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -147,8 +147,9 @@ const LAYERS: &[Layer] = &[
             "futures_util",
             "rand",
             "stripe",
-            "stripe_billing",
-            "stripe_shared",
+            "stripe_client_core",
+            "miniserde",
+            "base64",
         ],
         pure: false,
     },
@@ -195,10 +196,38 @@ const LAYERS: &[Layer] = &[
             "spec",
             "validate",
         ],
-        crates: &["anyhow", "clap", "tokio", "serde_json", "thiserror"],
+        crates: &[
+            "anyhow",
+            "clap",
+            "tokio",
+            "serde_json",
+            "thiserror",
+            "tracing",
+            "tracing_subscriber",
+        ],
         pure: false,
     },
 ];
+
+/// Pure files inside a shell module: the Stripe bridge's signature check, event reading,
+/// lossless edit, decision and commit messages (`billing/{git,server,refetch}.rs` are its
+/// shell). They keep the pure core's rules.
+const PURE_FILES: &[&str] = &[
+    "billing/signature.rs",
+    "billing/event.rs",
+    "billing/edit.rs",
+    "billing/decide.rs",
+    "billing/message.rs",
+];
+
+/// The layer of the pure bridge files.
+const BILLING_PURE: Layer = Layer {
+    module: "billing",
+    rule: "the bridge's decisions are pure: event and file text in, new text out",
+    crate_modules: &["spec", "model"],
+    crates: &["serde", "serde_json", "hmac", "sha2", "hex", "thiserror"],
+    pure: true,
+};
 
 /// std paths the pure core must not name.
 const IMPURE_STD: &[&str] = &[
@@ -407,7 +436,12 @@ fn violations(
     externs: &BTreeSet<String>,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let layer = LAYERS.iter().find(|l| l.module == module);
+    let pure_file = PURE_FILES.iter().any(|f| file.ends_with(f));
+    let layer = if pure_file {
+        Some(&BILLING_PURE)
+    } else {
+        LAYERS.iter().find(|l| l.module == module)
+    };
     for (path, line) in paths {
         let at = format!("{file}:{line}: `{path}`");
         if let Some(name) = path.strip_prefix("!print::") {
@@ -468,7 +502,7 @@ fn every_module_keeps_to_its_layer() {
         ));
     }
     for layer in LAYERS {
-        if layer.module != "billing" {
+        {
             assert!(
                 seen.get(layer.module).copied().unwrap_or(0) > 0,
                 "the scan found no paths in `{}`",

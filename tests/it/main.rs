@@ -4,6 +4,7 @@
 
 mod apply;
 mod architecture;
+mod bridge;
 mod cli;
 mod docker;
 mod dockerhost;

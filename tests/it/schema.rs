@@ -25,7 +25,9 @@ fn every_sample_points_at_its_schema() {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let first = text.lines().next().unwrap_or_default();
-        let kind = if file.to_string_lossy().contains("/tenants/") {
+        // Tenant templates (`stripe.new-tenant`) are tenant files too.
+        let path = file.to_string_lossy();
+        let kind = if path.contains("/tenants/") || path.contains("/templates/") {
             "tenant"
         } else {
             "environment"
