@@ -14,6 +14,10 @@ command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
 # Leases, the drift tests and the crash tests run `ps`, `kill`, `useradd`.
 command -v ps >/dev/null 2>&1 || need_apt+=(procps)
+# The image-pull tests run a real container registry (Debian's docker-registry, the reference
+# `registry` server) with htpasswd auth (htpasswd is in apache2-utils).
+[ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
 # The Stripe bridge tests run localstripe (PyPI) on loopback; pip installs it below.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
