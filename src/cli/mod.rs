@@ -20,7 +20,7 @@ use crate::output::{ColorChoice, Format, Printer};
 
 /// berth keeps a multi-tenant fleet exactly as a git repo of YAML files says.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about, propagate_version = true)]
+#[command(name = "berth", version = VERSION, about, propagate_version = true)]
 pub struct Args {
     /// When to colour output.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
@@ -50,6 +50,14 @@ pub enum Command {
     /// Receive Stripe webhooks and turn them into commits on the tenants repo.
     Bridge(Box<bridge::BridgeArgs>),
 }
+
+/// `0.1.0 (commit 1a2b3c4d5e6f)`: the version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BERTH_BUILD_COMMIT"),
+    ")"
+);
 
 /// Exit code for "something went wrong".
 pub const EXIT_ERROR: u8 = 1;
@@ -197,20 +205,26 @@ pub(crate) fn refuse_markdown(format: Format, command: &str) -> anyhow::Result<(
     Ok(())
 }
 
-/// Accept Terraform's single-dash `-out FILE` as `--out FILE`.
+/// Accept Terraform's single-dash `-out FILE`, `-detailed-exitcode` and `-auto-approve` as
+/// their `--` forms.
 #[must_use]
 pub fn normalize_args(
     args: impl IntoIterator<Item = std::ffi::OsString>,
 ) -> Vec<std::ffi::OsString> {
+    // Terraform's single-dash long flags, accepted as their double-dash forms.
+    const SINGLE_DASH: &[&str] = &["out", "detailed-exitcode", "auto-approve"];
     args.into_iter()
         .map(|a| {
-            if a == "-out" {
-                "--out".into()
-            } else if let Some(rest) = a.to_str().and_then(|s| s.strip_prefix("-out=")) {
-                format!("--out={rest}").into()
-            } else {
-                a
+            let Some(text) = a.to_str() else { return a };
+            for flag in SINGLE_DASH {
+                if text == format!("-{flag}") {
+                    return format!("--{flag}").into();
+                }
+                if let Some(rest) = text.strip_prefix(&format!("-{flag}=")) {
+                    return format!("--{flag}={rest}").into();
+                }
             }
+            a
         })
         .collect()
 }

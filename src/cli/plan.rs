@@ -38,6 +38,10 @@ pub struct PlanArgs {
     /// update` or a changed env show up as drift (one more API call per container).
     #[arg(long)]
     pub deep: bool,
+    /// Markdown only: the most bytes the comment may take (GitHub refuses comments over
+    /// 65,536 characters); details collapse to counts past it.
+    #[arg(long, default_value_t = render::MARKDOWN_BUDGET)]
+    pub max_bytes: usize,
     /// Read the files at this git revision instead of the work tree.
     #[arg(long, value_name = "REV")]
     pub rev: Option<String>,
@@ -82,18 +86,18 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot write `{}`", path.display()))?;
         printer.status(&format!("saved plan to {}", path.display()));
     }
-    print_plan(&plan, printer)?;
+    print_plan(&plan, printer, args.max_bytes)?;
     Ok(exit_code(&plan, args.detailed_exitcode))
 }
 
 /// Render a plan in the printer's format.
-pub(crate) fn print_plan(plan: &Plan, printer: &Printer) -> anyhow::Result<()> {
+pub(crate) fn print_plan(plan: &Plan, printer: &Printer, max_bytes: usize) -> anyhow::Result<()> {
     match printer.format {
         Format::Text => printer.data(&render::render_text(plan, printer.color_stdout)),
         Format::Json => {
             printer.data(&(serde_json::to_string_pretty(&render::render_json(plan))? + "\n"))
         }
-        Format::Markdown => printer.data(&render::render_markdown(plan)),
+        Format::Markdown => printer.data(&render::render_markdown_within(plan, max_bytes)),
     }
     Ok(())
 }

@@ -359,7 +359,9 @@ pub fn apply_step(
                 .ok_or_else(|| missing(format!("app {app}")))?;
             a.processes.clone_from(processes);
         }
-        Change::SetLimits { app, memory, cpus } => {
+        Change::SetLimits {
+            app, memory, cpus, ..
+        } => {
             let a = dokku
                 .apps
                 .get_mut(app)
@@ -531,6 +533,12 @@ pub fn apply_step(
                         .get(&format!("{LABEL_PREFIX}spec-hash"))
                         .cloned(),
                     image_id: Some(image_id),
+                    image: Some(spec.image.clone()),
+                    applied: spec
+                        .labels
+                        .get(crate::model::desired::SPEC_LABEL)
+                        .and_then(|j| serde_json::from_str(j).ok())
+                        .map(Box::new),
                     state: if *start {
                         ContainerState::Running
                     } else {

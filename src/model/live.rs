@@ -250,6 +250,12 @@ pub struct LiveContainer {
     /// Published ports.
     #[serde(default)]
     pub ports: Vec<PortBinding>,
+    /// The image reference the container was created from (the list call's `Image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The spec berth created it from (its `io.berth.spec` label), for field-level diffs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Box<crate::model::desired::ContainerSpec>>,
     /// What an inspect showed, in a deep scan only (`--deep`): catches edits the labels
     /// cannot see (`docker update`, a changed env).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -57,6 +57,13 @@ fn grouped(plan: &Plan) -> BTreeMap<(&str, &str), BTreeMap<&str, Vec<&Step>>> {
 pub fn render_text(plan: &Plan, color: bool) -> String {
     let style = Style { color };
     let mut out = String::new();
+    if plan.offline {
+        let _ = writeln!(
+            out,
+            "{}: hosts not observed — planned against empty hosts; this plan cannot be applied\n",
+            style.paint("33", "offline")
+        );
+    }
     for refusal in &plan.refusals {
         let _ = writeln!(out, "{}: {}", style.paint("31", "refused"), refusal.message);
         if let Some(flag) = &refusal.override_flag {
@@ -89,7 +96,12 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
                 Some(p) if p.reason == "chosen" => " (new: placed here by capacity)".to_string(),
                 _ => String::new(),
             };
-            let _ = writeln!(out, "    tenant {}{placed}", style.paint("36", tenant));
+            let _ = writeln!(
+                out,
+                "    tenant {}{}{placed}",
+                style.paint("36", tenant),
+                from_file(&steps)
+            );
             for step in steps {
                 for line in step_lines(step, &style) {
                     let _ = writeln!(out, "      {line}");
@@ -128,15 +140,30 @@ pub fn summary_line(plan: &Plan) -> String {
     )
 }
 
+/// ` (tenants/acme.yaml)` when steps come from edits of one file.
+fn from_file(steps: &[&Step]) -> String {
+    let files: std::collections::BTreeSet<&str> = steps
+        .iter()
+        .filter_map(|s| match &s.because {
+            crate::plan::Because::FileEdit { file } => Some(file.as_str()),
+            _ => None,
+        })
+        .collect();
+    match files.len() {
+        1 => format!(" ({})", files.iter().next().copied().unwrap_or_default()),
+        _ => String::new(),
+    }
+}
+
 fn step_lines(step: &Step, style: &Style) -> Vec<String> {
     let marker = style.marker(step.change.effect());
-    let drift = if step.cause == Cause::Drift {
-        format!(" {}", style.paint("35", "[drift]"))
-    } else {
-        String::new()
-    };
+    let label = step
+        .because
+        .label()
+        .map(|l| format!(" {}", style.paint("35", &l)))
+        .unwrap_or_default();
     let (head, details) = describe(&step.change);
-    let mut lines = vec![format!("{marker} {head}{drift}")];
+    let mut lines = vec![format!("{marker} {head}{label}")];
     lines.extend(details.into_iter().map(|d| format!("    {d}")));
     lines
 }
@@ -157,14 +184,11 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             before,
         } => (
             format!("domains of app {app}"),
-            vec![format!("{} → {}", list(before), list(domains))],
+            vec![arrow("domains", &list(before), &list(domains))],
         ),
         Change::DeployImage { app, image, before } => (
             format!("deploy app {app}"),
-            vec![format!(
-                "image {} → {image}",
-                before.as_deref().unwrap_or("(none)")
-            )],
+            vec![arrow("image", before.as_deref().unwrap_or("(none)"), image)],
         ),
         Change::Scale {
             app,
@@ -172,16 +196,25 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             before,
         } => (
             format!("scale app {app}"),
-            vec![format!("{} → {}", formation(before), formation(processes))],
+            formation_diff(before, processes),
         ),
-        Change::SetLimits { app, memory, cpus } => (
-            format!("limits of app {app}"),
-            vec![format!(
-                "memory {}, cpus {}",
-                memory.as_deref().unwrap_or("(none)"),
-                cpus.as_deref().unwrap_or("(none)")
-            )],
-        ),
+        Change::SetLimits {
+            app,
+            memory,
+            cpus,
+            before_memory,
+            before_cpus,
+        } => {
+            let none = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+            let mut lines = Vec::new();
+            if memory != before_memory {
+                lines.push(arrow("memory", &none(before_memory), &none(memory)));
+            }
+            if cpus != before_cpus {
+                lines.push(arrow("cpus", &none(before_cpus), &none(cpus)));
+            }
+            (format!("limits of app {app}"), lines)
+        }
         Change::MountStorage { app, mount } => {
             (format!("mount storage {mount} on app {app}"), vec![])
         }
@@ -275,10 +308,20 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             spec,
             start,
             reasons,
+            changes,
             rollout,
             ..
         } => {
-            let mut details = vec![format!("recreate: {}", reasons.join(", "))];
+            let mut details: Vec<String> = changes
+                .iter()
+                .map(|f| {
+                    arrow(
+                        &f.field,
+                        f.before.as_deref().unwrap_or("(none)"),
+                        f.after.as_deref().unwrap_or("(none)"),
+                    )
+                })
+                .collect();
             details.push(match rollout {
                 crate::plan::Rollout::StartFirst => {
                     "start-first: the old container serves until the new one is healthy".into()
@@ -288,11 +331,17 @@ fn describe(change: &Change) -> (String, Vec<String>) {
                     ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
                 ),
             });
-            details.extend(container_details(spec));
             if !start {
                 details.push("left stopped".into());
             }
-            (format!("container {}", spec.name), details)
+            (
+                format!(
+                    "container {} (replaced because: {})",
+                    spec.name,
+                    reasons.join(", ")
+                ),
+                details,
+            )
         }
         Change::StartContainer { container } => (format!("start container {container}"), vec![]),
         Change::StopContainer { container } => (format!("stop container {container}"), vec![]),
@@ -320,14 +369,24 @@ fn list(items: &[String]) -> String {
     }
 }
 
-fn formation(p: &BTreeMap<String, u32>) -> String {
-    if p.is_empty() {
-        return "(none)".into();
-    }
-    p.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+/// `name: old → new`.
+fn arrow(name: &str, before: &str, after: &str) -> String {
+    format!("{name}: {before} → {after}")
+}
+
+/// One line per process type whose count changes.
+fn formation_diff(before: &BTreeMap<String, u32>, after: &BTreeMap<String, u32>) -> Vec<String> {
+    let types: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    types
+        .into_iter()
+        .filter_map(|t| {
+            let (b, a) = (
+                before.get(t).copied().unwrap_or(0),
+                after.get(t).copied().unwrap_or(0),
+            );
+            (b != a).then(|| arrow(t, &b.to_string(), &a.to_string()))
+        })
+        .collect()
 }
 
 fn shown(value: &ConfigValue) -> String {
@@ -337,40 +396,26 @@ fn shown(value: &ConfigValue) -> String {
     }
 }
 
-/// A `similar` line diff of the changed keys: old lines from what may be shown of the live
-/// values, new lines from the plan's instructions.
+/// One line per changed key: `KEY: old → new`. Old values are shown only for keys the files
+/// declare literal; secrets read `(sensitive)`.
 fn config_diff(changes: &[ConfigChange]) -> Vec<String> {
-    let mut old = String::new();
-    let mut new = String::new();
     let visible: Vec<&ConfigChange> = changes.iter().filter(|c| c.key != BERTH_SPEC_KEY).collect();
     if visible.is_empty() {
         return vec!["berth's spec marker only (no restart)".to_string()];
     }
-    for c in visible {
-        match &c.old {
-            OldValue::Absent => {}
-            OldValue::Present { value: Some(v) } => {
-                let _ = writeln!(old, "{}={v:?}", c.key);
-            }
-            OldValue::Present { value: None } => {
-                let _ = writeln!(old, "{}=(sensitive)", c.key);
-            }
-        }
-        let value = match (&c.old, &c.new) {
-            (OldValue::Present { .. }, v) if v.is_sensitive() => "(sensitive, changed)".into(),
-            (_, v) => shown(v),
-        };
-        let _ = writeln!(new, "{}={value}", c.key);
-    }
-    let diff = similar::TextDiff::from_lines(&old, &new);
-    diff.iter_all_changes()
-        .map(|change| {
-            let sign = match change.tag() {
-                similar::ChangeTag::Delete => "-",
-                similar::ChangeTag::Insert => "+",
-                similar::ChangeTag::Equal => " ",
+    visible
+        .into_iter()
+        .map(|c| {
+            let before = match &c.old {
+                OldValue::Absent => "(none)".to_string(),
+                OldValue::Present { value: Some(v) } => format!("{v:?}"),
+                OldValue::Present { value: None } => "(sensitive)".to_string(),
             };
-            format!("{sign} {}", change.value().trim_end())
+            let after = match (&c.old, &c.new) {
+                (OldValue::Present { .. }, v) if v.is_sensitive() => "(sensitive, changed)".into(),
+                (_, v) => shown(v),
+            };
+            arrow(&c.key, &before, &after)
         })
         .collect()
 }
@@ -421,13 +466,32 @@ pub fn render_json(plan: &Plan) -> serde_json::Value {
     value
 }
 
-/// The PR comment.
+/// GitHub refuses comments over 65,536 characters; the default budget leaves room for the
+/// pipeline's own lines around the plan.
+pub const MARKDOWN_BUDGET: usize = 60_000;
+
+/// The PR comment, within [`MARKDOWN_BUDGET`] bytes.
 #[must_use]
 pub fn render_markdown(plan: &Plan) -> String {
+    render_markdown_within(plan, MARKDOWN_BUDGET)
+}
+
+/// The PR comment within `max_bytes`: the header, refusals, warnings and the per-host table
+/// always; per-tenant details in `<details>` blocks while they fit; past the budget the
+/// details collapse to one row of counts per tenant (and then to a count of tenants), with a
+/// pointer to the full plan.
+#[must_use]
+pub fn render_markdown_within(plan: &Plan, max_bytes: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{MARKDOWN_MARKER}");
     let _ = writeln!(out, "### berth plan");
     out.push('\n');
+    if plan.offline {
+        let _ = writeln!(
+            out,
+            "> [!NOTE]\n> **Offline: hosts not observed.** This plan assumes empty hosts (no credentials in this run); it shows what the files ask for, not what would change, and cannot be applied.\n"
+        );
+    }
     let commit = plan
         .commit
         .as_deref()
@@ -461,27 +525,22 @@ pub fn render_markdown(plan: &Plan) -> String {
             "| host | create | change | destroy | drift |\n|---|---:|---:|---:|---:|"
         );
         for ((env, host), tenants) in &groups {
-            let (mut c, mut u, mut d, mut drift) = (0, 0, 0, 0);
-            for step in tenants.values().flatten() {
-                match step.change.effect() {
-                    Effect::Create => c += 1,
-                    Effect::Update => u += 1,
-                    Effect::Destroy => d += 1,
-                }
-                if step.cause == Cause::Drift {
-                    drift += 1;
-                }
-            }
+            let steps: Vec<&Step> = tenants.values().flatten().copied().collect();
+            let (c, u, d, drift) = counts(&steps);
             let _ = writeln!(out, "| `{env}/{host}` | {c} | {u} | {d} | {drift} |");
         }
         out.push('\n');
     }
+    let footer_room = 400;
     let style = Style { color: false };
-    for ((env, host), tenants) in groups {
+    let mut blocks = Vec::new();
+    for ((env, host), tenants) in &groups {
         for (tenant, steps) in tenants {
+            let mut block = String::new();
             let _ = writeln!(
-                out,
-                "<details><summary><code>{tenant}</code> on <code>{env}/{host}</code>: {} {}</summary>\n",
+                block,
+                "<details><summary><code>{tenant}</code> on <code>{env}/{host}</code>{}: {} {}</summary>\n",
+                from_file(steps),
                 steps.len(),
                 if steps.len() == 1 {
                     "change"
@@ -489,18 +548,66 @@ pub fn render_markdown(plan: &Plan) -> String {
                     "changes"
                 }
             );
-            let _ = writeln!(out, "```diff");
+            let _ = writeln!(block, "```diff");
             for step in steps {
                 for line in step_lines(step, &style) {
                     // `diff` highlighting keys on the first column; keep `~` lines neutral.
                     let line = line
                         .strip_prefix('~')
                         .map_or(line.clone(), |rest| format!("!{rest}"));
-                    let _ = writeln!(out, "{line}");
+                    let _ = writeln!(block, "{line}");
                 }
             }
-            let _ = writeln!(out, "```\n\n</details>\n");
+            let _ = writeln!(block, "```\n\n</details>\n");
+            blocks.push(((*env, *host, *tenant), steps, block));
         }
     }
+    let all: usize = blocks.iter().map(|(_, _, b)| b.len()).sum();
+    if out.len() + all + footer_room <= max_bytes {
+        for (_, _, block) in &blocks {
+            out.push_str(block);
+        }
+        return out;
+    }
+    // Too long: counts per tenant while they fit, then a count of the rest.
+    let _ = writeln!(
+        out,
+        "| tenant | host | create | change | destroy | drift |\n|---|---|---:|---:|---:|---:|"
+    );
+    let mut shown = 0;
+    for ((env, host, tenant), steps, _) in &blocks {
+        let (c, u, d, drift) = counts(steps);
+        let row = format!("| `{tenant}` | `{env}/{host}` | {c} | {u} | {d} | {drift} |\n");
+        if out.len() + row.len() + footer_room > max_bytes {
+            break;
+        }
+        out.push_str(&row);
+        shown += 1;
+    }
+    out.push('\n');
+    if shown < blocks.len() {
+        let _ = writeln!(out, "… and {} more tenants.\n", blocks.len() - shown);
+    }
+    let _ = writeln!(
+        out,
+        "_The details of {} tenants do not fit in a comment ({max_bytes} bytes). The full plan is the `berth-plan` artifact of this run: `berth show plan.json`._",
+        blocks.len()
+    );
     out
+}
+
+/// (create, change, destroy, drift) counts of some steps.
+fn counts(steps: &[&Step]) -> (usize, usize, usize, usize) {
+    let (mut c, mut u, mut d, mut drift) = (0, 0, 0, 0);
+    for step in steps {
+        match step.change.effect() {
+            Effect::Create => c += 1,
+            Effect::Update => u += 1,
+            Effect::Destroy => d += 1,
+        }
+        if step.cause == Cause::Drift {
+            drift += 1;
+        }
+    }
+    (c, u, d, drift)
 }

@@ -96,6 +96,12 @@ pub enum Change {
         memory: Option<String>,
         /// CPUs, `None` = clear.
         cpus: Option<String>,
+        /// Memory before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before_memory: Option<String>,
+        /// CPUs before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before_cpus: Option<String>,
     },
     /// `storage:mount`.
     MountStorage {
@@ -206,8 +212,12 @@ pub enum Change {
         spec: ContainerSpec,
         /// Start it.
         start: bool,
-        /// Why (hash changed, image changed, network, volumes).
+        /// Why, in short: the fields that changed (`image`, `memory`), or what the host did
+        /// (`not attached to network …`, `image changed behind its tag`).
         reasons: Vec<String>,
+        /// Each changed field, old → new (sensitive values shown as `(sensitive)`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changes: Vec<FieldChange>,
         /// How the old container is replaced.
         #[serde(default)]
         rollout: Rollout,
@@ -251,6 +261,20 @@ pub enum Change {
         /// Tenant.
         tenant: String,
     },
+}
+
+/// One field of an object, before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct FieldChange {
+    /// Field (`image`, `memory`, `env LOG_LEVEL`, `routing`).
+    pub field: String,
+    /// Value before (`None`: not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// Value after (`None`: removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 /// A generated value a new secret volume is to hold.

@@ -8,10 +8,10 @@
 
 use std::collections::BTreeSet;
 
-use super::change::{NewSecret, Rollout};
+use super::change::{FieldChange, NewSecret, Rollout};
 use super::{Cause, Change, HostCx, RefusalRule};
 use crate::model::TenantState;
-use crate::model::desired::{Container, LABEL_PREFIX};
+use crate::model::desired::{ConfigValue, Container, LABEL_PREFIX, SPEC_LABEL};
 use crate::model::live::{ContainerState, LiveContainer};
 
 pub(super) fn diff(cx: &mut HostCx<'_>) {
@@ -154,7 +154,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
             }
             Some(l) => {
                 let hash = container.spec.hash();
-                let reasons = recreate_reasons(cx, container, l, &hash);
+                let (reasons, changes) = recreate_reasons(cx, container, l, &hash);
                 let drift = l.spec_hash.as_deref() == Some(hash.as_str()) || in_baseline;
                 let cause = if drift { Cause::Drift } else { Cause::Intended };
                 if !reasons.is_empty() {
@@ -172,6 +172,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                             spec: container.spec.clone(),
                             start: container.running,
                             reasons,
+                            changes,
                             rollout,
                             pull: container.pull,
                         },
@@ -179,9 +180,20 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                     );
                     container_steps.insert(name.clone(), id);
                 } else if container.running && l.state != ContainerState::Running {
+                    // Stopped by berth (a recorded cancellation, or stopped in the last
+                    // applied state): starting it again is the files' doing, not drift.
+                    let stopped_by_berth = cx.live.cancelled.contains_key(&container.tenant)
+                        || cx
+                            .baseline
+                            .and_then(|b| b.containers.get(name))
+                            .is_some_and(|b| !b.running);
                     let id = cx.step(
                         &container.tenant,
-                        cause,
+                        if stopped_by_berth {
+                            Cause::Intended
+                        } else {
+                            cause
+                        },
                         Change::StartContainer {
                             container: name.clone(),
                         },
@@ -304,15 +316,51 @@ fn free_subnet((base, prefix): (u32, u8), taken: &BTreeSet<String>) -> Option<St
         .find(|s| !taken.contains(s))
 }
 
-fn recreate_reasons(cx: &HostCx<'_>, c: &Container, l: &LiveContainer, hash: &str) -> Vec<String> {
+/// Why a container must be replaced: the fields that changed since berth created it (from
+/// its spec label; "configuration changed" for containers made before that label existed),
+/// and what the host did (image moved behind an unchanged tag, network, volumes, deep-scan
+/// edits). Returns the short reasons and the field changes.
+fn recreate_reasons(
+    cx: &HostCx<'_>,
+    c: &Container,
+    l: &LiveContainer,
+    hash: &str,
+) -> (Vec<String>, Vec<FieldChange>) {
     let mut reasons = Vec::new();
+    let mut changes = Vec::new();
     if l.spec_hash.as_deref() != Some(hash) {
-        reasons.push("configuration changed".to_string());
+        match &l.applied {
+            Some(before) => {
+                changes = spec_changes(before, &c.spec);
+                let mut fields: Vec<String> =
+                    changes.iter().map(|f| field_group(&f.field)).collect();
+                fields.dedup();
+                if fields.is_empty() {
+                    fields.push("berth's labels".to_string());
+                }
+                reasons.extend(fields);
+            }
+            None => reasons.push("configuration changed".to_string()),
+        }
     }
-    if let (Some(want), Some(have)) = (cx.live.docker.images.get(&c.spec.image), &l.image_id)
+    // The same reference now names another image: only when the reference is unchanged
+    // (a changed tag is a tag change, listed above).
+    let same_reference = l
+        .applied
+        .as_ref()
+        .map(|a| a.image.as_str())
+        .or(l.image.as_deref())
+        .is_none_or(|r| r == c.spec.image);
+    if same_reference
+        && let (Some(want), Some(have)) = (cx.live.docker.images.get(&c.spec.image), &l.image_id)
         && want != have
     {
         reasons.push("image changed behind its tag".to_string());
+        changes.push(FieldChange {
+            field: "image id".into(),
+            before: Some(short_id(have)),
+            after: Some(short_id(want)),
+        });
     }
     if !l.networks.contains(&c.spec.network) {
         reasons.push(format!("not attached to network {}", c.spec.network));
@@ -325,7 +373,163 @@ fn recreate_reasons(cx: &HostCx<'_>, c: &Container, l: &LiveContainer, hash: &st
     if let Some(seen) = &l.inspected {
         reasons.extend(deep_differences(&c.spec, seen));
     }
-    reasons
+    (reasons, changes)
+}
+
+fn short_id(id: &str) -> String {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex[..hex.len().min(12)].to_string()
+}
+
+/// `env LOG_LEVEL` → `env`, `label traefik…` → `routing`: the short reason of a field.
+fn field_group(field: &str) -> String {
+    field.split_whitespace().next().unwrap_or(field).to_string()
+}
+
+/// How a config value reads in a plan: literals as themselves, instructions by what they
+/// are (never a value).
+fn shown(value: &ConfigValue) -> String {
+    match value {
+        ConfigValue::Literal { value } => format!("{value:?}"),
+        ConfigValue::Generate { length } => format!("(generated, {length} characters)"),
+        ConfigValue::Secret { name } => format!("(secret {name})"),
+        ConfigValue::Kept { volume } => format!("(generated, kept in {volume})"),
+        ConfigValue::Derived { from, .. } => format!("(built from {})", shown(from)),
+    }
+}
+
+fn memory(bytes: Option<u64>) -> Option<String> {
+    bytes.map(|b| {
+        if b % (1 << 30) == 0 {
+            format!("{}G", b >> 30)
+        } else {
+            format!("{}M", b.div_ceil(1 << 20))
+        }
+    })
+}
+
+fn cpus(nano: Option<i64>) -> Option<String> {
+    #[allow(clippy::cast_precision_loss)]
+    nano.map(|n| {
+        let text = format!("{:.3}", n as f64 / 1e9);
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    })
+}
+
+fn health(h: Option<&crate::model::desired::ContainerHealth>) -> Option<String> {
+    use crate::model::desired::Probe;
+    h.map(|h| {
+        let probe = match &h.probe {
+            Probe::Http { path, port } => format!("GET {path} on port {port}"),
+            Probe::Command { test } => test.join(" "),
+        };
+        format!(
+            "{probe} every {}s, timeout {}s, {} retries",
+            h.interval, h.timeout, h.retries
+        )
+    })
+}
+
+/// Field by field, what differs between the spec a container was made from and the new one.
+fn spec_changes(
+    before: &crate::model::desired::ContainerSpec,
+    after: &crate::model::desired::ContainerSpec,
+) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    let mut field = |name: &str, b: Option<String>, a: Option<String>| {
+        if b != a {
+            out.push(FieldChange {
+                field: name.to_string(),
+                before: b,
+                after: a,
+            });
+        }
+    };
+    field(
+        "image",
+        Some(before.image.clone()),
+        Some(after.image.clone()),
+    );
+    field(
+        "command",
+        before.command.as_ref().map(|c| c.join(" ")),
+        after.command.as_ref().map(|c| c.join(" ")),
+    );
+    let ports = |s: &crate::model::desired::ContainerSpec| {
+        (!s.ports.is_empty()).then(|| {
+            s.ports
+                .iter()
+                .map(|p| match p.host {
+                    Some(h) => format!("{h}→{}", p.container),
+                    None => p.container.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    };
+    field("ports", ports(before), ports(after));
+    field("memory", memory(before.memory), memory(after.memory));
+    field("cpus", cpus(before.nano_cpus), cpus(after.nano_cpus));
+    field(
+        "restart",
+        Some(format!("{:?}", before.restart).to_lowercase()),
+        Some(format!("{:?}", after.restart).to_lowercase()),
+    );
+    field(
+        "health",
+        health(before.health.as_ref()),
+        health(after.health.as_ref()),
+    );
+    field(
+        "network",
+        Some(before.network.clone()),
+        Some(after.network.clone()),
+    );
+    field(
+        "aliases",
+        Some(before.aliases.join(", ")).filter(|s| !s.is_empty()),
+        Some(after.aliases.join(", ")).filter(|s| !s.is_empty()),
+    );
+    let mounts = |s: &crate::model::desired::ContainerSpec| {
+        (!s.mounts.is_empty()).then(|| {
+            s.mounts
+                .iter()
+                .map(|(v, p)| format!("{v} at {p}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    };
+    field("volumes", mounts(before), mounts(after));
+    let keys: BTreeSet<&String> = before.env.keys().chain(after.env.keys()).collect();
+    for key in keys {
+        let (b, a) = (before.env.get(key), after.env.get(key));
+        if b != a {
+            field(&format!("env {key}"), b.map(shown), a.map(shown));
+        }
+    }
+    // Routing and other non-berth labels (berth's own records change with everything).
+    let visible =
+        |s: &crate::model::desired::ContainerSpec| -> std::collections::BTreeMap<String, String> {
+            s.labels
+                .iter()
+                .filter(|(k, _)| {
+                    !k.starts_with(LABEL_PREFIX) && !k.starts_with("com.docker.compose.")
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+    let (lb, la) = (visible(before), visible(after));
+    let keys: BTreeSet<&String> = lb.keys().chain(la.keys()).collect();
+    for key in keys {
+        if lb.get(key) != la.get(key) {
+            field(
+                &format!("routing {key}"),
+                lb.get(key).cloned(),
+                la.get(key).cloned(),
+            );
+        }
+    }
+    out
 }
 
 /// What a deep scan found changed outside berth (names only: values may be secret).
@@ -446,6 +650,8 @@ fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
                 .labels
                 .insert(format!("{LABEL_PREFIX}ports"), published.join(","));
         }
+        let view = serde_json::to_string(&c.spec.without_records()).unwrap_or_default();
+        c.spec.labels.insert(SPEC_LABEL.to_string(), view);
         let hash = c.spec.hash();
         c.spec
             .labels

@@ -397,6 +397,8 @@ fn diff_app(
                 app: name.to_string(),
                 memory: app.memory.clone(),
                 cpus: app.cpus.clone(),
+                before_memory: l.memory.clone(),
+                before_cpus: l.cpus.clone(),
             },
             base.clone(),
         );

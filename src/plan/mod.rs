@@ -16,6 +16,7 @@
 //!
 //! Architecture invariant: pure. No I/O, no clock, no environment, no randomness.
 
+mod cause;
 mod change;
 pub mod check;
 mod docker;
@@ -25,7 +26,8 @@ mod retention;
 mod safety;
 mod scope;
 
-pub use change::{Change, ConfigChange, Effect, NewSecret, OldValue, Rollout};
+pub use cause::Because;
+pub use change::{Change, ConfigChange, Effect, FieldChange, NewSecret, OldValue, Rollout};
 pub use dokku::dokku_managed_key;
 pub use fingerprint::{ABSENT, UNOBSERVED, fingerprints_of};
 pub use scope::{Scope, scope, scope_live};
@@ -40,7 +42,7 @@ use crate::model::live::{HostRef, Live, LiveHost};
 use crate::model::{Fleet, TenantState};
 
 /// Version of the plan format (plan files and `plan --format json`).
-pub const PLAN_FORMAT_VERSION: u32 = 1;
+pub const PLAN_FORMAT_VERSION: u32 = 2;
 
 /// Knobs of one planning run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -117,6 +119,8 @@ pub struct Step {
     pub tenant: String,
     /// Intended change or drift.
     pub cause: Cause,
+    /// Why, in detail: the file edited, drift, a policy, or a removed file.
+    pub because: Because,
     /// Ids of the steps that must succeed first.
     pub after: Vec<u32>,
     /// What to do.
@@ -309,6 +313,7 @@ pub fn plan_desired(desired: &Desired, live: &Live, options: &PlanOptions<'_>) -
     let purging = retention::judge(desired, live, options, &mut builder);
     retention::records(desired, live, &purging, &mut builder);
     safety::apply_safety(desired, live, options, &mut builder);
+    cause::explain(desired, &mut builder);
     let fingerprints = fingerprint::fingerprint(desired, live, options.scope.is_some());
     Plan {
         version: PLAN_FORMAT_VERSION,
@@ -364,6 +369,7 @@ impl Builder {
             host: host.host.clone(),
             tenant: tenant.to_string(),
             cause,
+            because: Because::Drift,
             after,
             change,
         });

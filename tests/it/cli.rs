@@ -111,9 +111,17 @@ fn plan_detailed_exitcode_is_zero_without_changes() {
         repo.path().to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "no changes: the hosts match the files"
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // An offline plan says so before anything else.
+    assert!(
+        stdout.starts_with("offline: hosts not observed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .trim()
+            .ends_with("no changes: the hosts match the files"),
+        "{stdout}"
     );
 }
 
@@ -170,7 +178,7 @@ fn plan_file_round_trips_through_show() {
     );
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    assert_eq!(saved["version"], 1);
+    assert_eq!(saved["version"], berth::plan::PLAN_FORMAT_VERSION);
     assert!(
         saved["fingerprints"]
             .as_object()

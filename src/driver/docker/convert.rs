@@ -116,6 +116,11 @@ pub fn live_container(summary: &ContainerSummary, environment: &str) -> LiveCont
         owner: managed_owner(labels, environment),
         spec_hash: labels.and_then(|l| l.get(&format!("{LABEL_PREFIX}spec-hash")).cloned()),
         image_id: summary.image_id.clone(),
+        image: summary.image.clone(),
+        applied: labels
+            .and_then(|l| l.get(crate::model::desired::SPEC_LABEL))
+            .and_then(|j| serde_json::from_str(j).ok())
+            .map(Box::new),
         state,
         health: summary.status.as_deref().and_then(health_from_status),
         networks,

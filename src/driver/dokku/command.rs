@@ -256,7 +256,9 @@ pub fn build(
             words.extend(tuples.iter().map(String::as_str));
             one(&words)
         }
-        Change::SetLimits { app, memory, cpus } => {
+        Change::SetLimits {
+            app, memory, cpus, ..
+        } => {
             let memory = memory.as_deref().unwrap_or("clear");
             let cpus = cpus.as_deref().unwrap_or("clear");
             one(&["resource:limit", "--memory", memory, "--cpu", cpus, app])

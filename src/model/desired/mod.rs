@@ -111,6 +111,9 @@ pub struct Placement {
     pub host: Option<HostRef>,
     /// How the host was chosen.
     pub reason: PlacementReason,
+    /// Whether the tenant already has objects on that host.
+    #[serde(default)]
+    pub present: bool,
 }
 
 /// Placement reasons.
@@ -136,6 +139,9 @@ pub struct Desired {
     pub placements: Vec<Placement>,
     /// Tenants by id: environment and state, for safety rules.
     pub tenants: BTreeMap<String, (String, TenantState)>,
+    /// The file each tenant (and each environment's shared stack, as `shared@<env>`) comes
+    /// from, for the plan to say which file a change is from.
+    pub files: BTreeMap<String, String>,
 }
 
 /// What one host should run.
@@ -352,11 +358,23 @@ impl ContainerSpec {
     /// enter as instructions, not values, so the hash is stable across redeploys.
     #[must_use]
     pub fn hash(&self) -> String {
+        short_hash(&serde_json::to_vec(&self.without_records()).unwrap_or_default())
+    }
+
+    /// The spec without berth's record labels (`io.berth.spec-hash`, `io.berth.spec`): what
+    /// the spec label itself holds, and what the hash covers.
+    #[must_use]
+    pub fn without_records(&self) -> ContainerSpec {
         let mut spec = self.clone();
         spec.labels.remove(&format!("{LABEL_PREFIX}spec-hash"));
-        short_hash(&serde_json::to_vec(&spec).unwrap_or_default())
+        spec.labels.remove(SPEC_LABEL);
+        spec
     }
 }
+
+/// Label holding the spec berth created a container from (JSON, secrets as instructions
+/// only), so the next plan can say field by field what a replacement changes.
+pub const SPEC_LABEL: &str = "io.berth.spec";
 
 /// First 16 hex characters of SHA-256.
 #[must_use]
@@ -417,6 +435,10 @@ pub fn compile(fleet: &Fleet, placements: &[Placement]) -> Desired {
             if let Some(dh) = desired.hosts.get_mut(&key) {
                 add_stack(dh, env, super::SHARED_STACK_ID, shared, TenantState::Active);
             }
+            desired.files.insert(
+                format!("{}@{}", super::SHARED_STACK_ID, env.name),
+                format!("environments/{}.yaml", env.name),
+            );
         }
     }
     for placement in placements {
@@ -427,6 +449,7 @@ pub fn compile(fleet: &Fleet, placements: &[Placement]) -> Desired {
             tenant.id.clone(),
             (tenant.environment.clone(), tenant.state),
         );
+        desired.files.insert(tenant.id.clone(), tenant.file.clone());
         let (Some(host), Some(env)) =
             (&placement.host, fleet.environments.get(&tenant.environment))
         else {
@@ -434,7 +457,11 @@ pub fn compile(fleet: &Fleet, placements: &[Placement]) -> Desired {
         };
         if let Some(dh) = desired.hosts.get_mut(host) {
             dh.tenants.insert(tenant.id.clone());
-            if tenant.state != TenantState::Purge {
+            // Purge desires nothing; a cancelled tenant that has nothing on the host yet
+            // (cancelled before it was ever deployed) gets nothing made just to be stopped.
+            let nothing = tenant.state == TenantState::Purge
+                || (tenant.state == TenantState::Cancelled && !placement.present);
+            if !nothing {
                 add_stack(dh, env, &tenant.id, &tenant.stack, tenant.state);
             }
         }

@@ -26,10 +26,12 @@ pub fn place(fleet: &Fleet, live: &Live) -> Vec<Placement> {
         if let Some(host) = &tenant.host {
             let host = HostRef::new(&env.name, host);
             *load.entry(host.clone()).or_default() += 1;
+            let present = live.hosts.get(&host).is_some_and(|lh| lh.has_tenant(id));
             placements.push(Placement {
                 tenant: id.clone(),
                 host: Some(host),
                 reason: PlacementReason::Pinned,
+                present,
             });
             continue;
         }
@@ -45,6 +47,7 @@ pub fn place(fleet: &Fleet, live: &Live) -> Vec<Placement> {
                 tenant: id.clone(),
                 host: Some(host),
                 reason: PlacementReason::Existing,
+                present: true,
             });
         } else {
             unplaced.push((id.clone(), env));
@@ -73,12 +76,14 @@ pub fn place(fleet: &Fleet, live: &Live) -> Vec<Placement> {
                     tenant: id,
                     host: Some(host),
                     reason: PlacementReason::Chosen,
+                    present: false,
                 });
             }
             None => placements.push(Placement {
                 tenant: id,
                 host: None,
                 reason: PlacementReason::NoCapacity,
+                present: false,
             }),
         }
     }
