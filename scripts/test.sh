@@ -35,6 +35,14 @@ if ! python3 -c 'import localstripe' >/dev/null 2>&1; then
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages localstripe
 fi
 
+# check-jsonschema validates the CI examples against GitHub's and GitLab's published schemas
+# (vendored in the package, so it runs offline).
+if ! command -v check-jsonschema >/dev/null 2>&1; then
+  echo "installing: check-jsonschema (PyPI)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check check-jsonschema 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages check-jsonschema
+fi
+
 # The Docker tests need the engine; it is started before the session/CI on this machine kind.
 if ! docker info >/dev/null 2>&1; then
   echo "warning: the Docker Engine is not reachable; Docker tests will fail in CI" >&2

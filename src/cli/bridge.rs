@@ -188,6 +188,8 @@ pub fn run(args: &BridgeArgs, printer: &Printer) -> anyhow::Result<u8> {
         reply_timeout: Duration::from_secs(args.reply_timeout),
     });
     runtime.block_on(async {
+        // Handlers first: a signal the moment the port answers stops the bridge cleanly.
+        let stopped = super::signals();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -198,34 +200,11 @@ pub fn run(args: &BridgeArgs, printer: &Printer) -> anyhow::Result<u8> {
             args.remote,
             if args.refetch { ", re-fetching subscriptions" } else { "" }
         ));
-        server::serve(listener, state, shutdown_signal()).await?;
+        server::serve(listener, state, stopped).await?;
         anyhow::Ok(())
     })?;
     // The server has stopped and dropped its handles: the writer finishes its batch and ends.
     let _ = thread.join();
     printer.status("berth bridge: stopped");
     Ok(0)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

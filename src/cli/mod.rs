@@ -173,24 +173,43 @@ pub(crate) fn stop_on_signals(
     printer: &Printer,
 ) {
     let printer = printer.clone();
+    let signalled = signals();
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let term = async move {
+        signalled.await;
+        stop.stop();
+        printer.warn("stopping: in-flight steps finish, nothing new starts");
+    });
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM, whichever comes first. The handlers are installed when this
+/// is called (not when the future is first polled), so a signal right after start-up is
+/// never the default "die at once". Call it inside the runtime.
+pub(crate) fn signals() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    async move {
+        let int = async {
+            match int.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let term = async {
             match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
+                Some(s) => {
+                    s.recv().await;
                 }
                 None => std::future::pending::<()>().await,
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            () = int => {}
             () = term => {}
         }
-        stop.stop();
-        printer.warn("stopping: in-flight steps finish, nothing new starts");
-    });
+    }
 }
 
 /// `--format markdown` is for plans; other commands refuse it instead of printing text.

@@ -124,6 +124,15 @@ fn type_words(root: &serde_json::Value, schema: &serde_json::Value) -> String {
         .or(schema.get("oneOf"))
         .and_then(serde_json::Value::as_array)
     {
+        // An enum of strings (each branch a `const`): list the values.
+        let consts: Vec<String> = branches
+            .iter()
+            .filter_map(|b| b.get("const").and_then(serde_json::Value::as_str))
+            .map(|v| format!("`{v}`"))
+            .collect();
+        if !consts.is_empty() && consts.len() == branches.len() {
+            return format!("one of {}", consts.join(", "));
+        }
         let parts: Vec<String> = branches
             .iter()
             .filter(|b| b.get("type").and_then(serde_json::Value::as_str) != Some("null"))

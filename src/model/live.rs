@@ -254,7 +254,8 @@ pub struct LiveContainer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// The spec berth created it from (its `io.berth.spec` label), for field-level diffs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Not part of the serialized form (fingerprints): the spec hash already stands for it.
+    #[serde(skip)]
     pub applied: Option<Box<crate::model::desired::ContainerSpec>>,
     /// What an inspect showed, in a deep scan only (`--deep`): catches edits the labels
     /// cannot see (`docker update`, a changed env).

@@ -153,7 +153,13 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                 );
             }
             Some(l) => {
-                let hash = container.spec.hash();
+                // Stamped by `allocate_ports` (the same hash `ContainerSpec::hash` computes).
+                let hash = container
+                    .spec
+                    .labels
+                    .get(&format!("{LABEL_PREFIX}spec-hash"))
+                    .cloned()
+                    .unwrap_or_else(|| container.spec.hash());
                 let (reasons, changes) = recreate_reasons(cx, container, l, &hash);
                 let drift = l.spec_hash.as_deref() == Some(hash.as_str()) || in_baseline;
                 let cause = if drift { Cause::Drift } else { Cause::Intended };
@@ -650,9 +656,10 @@ fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
                 .labels
                 .insert(format!("{LABEL_PREFIX}ports"), published.join(","));
         }
+        // The label is the very text the hash covers: serialize once.
         let view = serde_json::to_string(&c.spec.without_records()).unwrap_or_default();
+        let hash = crate::model::desired::short_hash(view.as_bytes());
         c.spec.labels.insert(SPEC_LABEL.to_string(), view);
-        let hash = c.spec.hash();
         c.spec
             .labels
             .insert(format!("{LABEL_PREFIX}spec-hash"), hash);

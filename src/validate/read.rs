@@ -92,7 +92,26 @@ pub(super) fn read<T: serde::de::DeserializeOwned>(
             }
             cx.push(diag);
         }
-        return None;
+        // Every problem at once: what parsed around the structural problems (an unknown
+        // key is dropped) still gets its meaning checked; when too little parsed for that,
+        // the report says so instead of staying silent.
+        return match serde_json::from_value::<T>(json) {
+            Ok(spec) => Some((root, spec)),
+            Err(err) => {
+                cx.push(
+                    Diagnostic::error(
+                        "berth::checks-skipped",
+                        format!(
+                            "the other checks of this file were skipped: its structure must be fixed first ({err})"
+                        ),
+                        Location::new(&file.path, text, Span::default(), "whole file"),
+                    )
+                    .with_hint("fix the problems above, then validate again")
+                    .warning(),
+                );
+                None
+            }
+        };
     }
     match serde_json::from_value::<T>(json) {
         Ok(spec) => Some((root, spec)),

@@ -74,7 +74,13 @@ fn healthz_and_a_new_tenant_from_the_template() {
     let check = tempfile::tempdir().unwrap();
     git(
         check.path(),
-        &["clone", "-q", remote.bare().to_str().unwrap(), "c"],
+        &[
+            "clone",
+            "-q",
+            "--no-local",
+            remote.bare().to_str().unwrap(),
+            "c",
+        ],
     );
     assert_validates(&check.path().join("c"));
 }
@@ -627,7 +633,10 @@ fn concurrent_human_pushes_lose_nothing() {
     // full recompute on their commit).
     let human = std::thread::spawn(move || {
         let work = tempfile::tempdir().unwrap();
-        git(work.path(), &["clone", "-q", bare.to_str().unwrap(), "w"]);
+        git(
+            work.path(),
+            &["clone", "-q", "--no-local", bare.to_str().unwrap(), "w"],
+        );
         let w = work.path().join("w");
         std::fs::create_dir_all(w.join("notes")).unwrap();
         let mut i = 0;

@@ -353,3 +353,193 @@ async fn apply_rev_rolls_a_tenant_back_to_an_earlier_commit() {
     assert_eq!(doc["hosts"][0]["applied"], previous.as_str(), "{doc}");
     assert_eq!(doc["hosts"][0]["behind"], 1, "{doc}");
 }
+
+fn berth_at(repo: &Repo, args: &[&str]) -> Output {
+    Command::new(berth_bin())
+        .args(args)
+        .arg("--repo")
+        .arg(repo.path())
+        .env("NO_COLOR", "1")
+        .env("BERTH_SECRET_OPENAI", "sk-scoped")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn said(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn typos_in_tenant_and_uncommitted_edits_are_never_a_silent_no_change() {
+    let repo = repo_with(OFFLINE_ENV, &["alpha", "bravo"]);
+    let out = berth_at(&repo, &["plan", "--offline", "--tenant", "alpah"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(said(&out).contains("no tenant `alpah`"), "{}", said(&out));
+    assert!(
+        said(&out).contains("did you mean `alpha`"),
+        "{}",
+        said(&out)
+    );
+    // An uncommitted edit is part of `--since HEAD`: the plan reads the work tree.
+    repo.write("tenants/bravo.yaml", &TENANT.replace("info", "debug"));
+    let out = berth_at(
+        &repo,
+        &["plan", "--offline", "--since", "HEAD", "--format", "json"],
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        plan["scope"]["tenants"],
+        serde_json::json!(["bravo"]),
+        "{plan}"
+    );
+    assert!(!plan["steps"].as_array().unwrap().is_empty());
+    // An offline plan is marked and never applied.
+    let file = repo.path().join("offline.plan");
+    let out = berth_at(
+        &repo,
+        &["plan", "--offline", "--out", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        said(&out).contains("offline: hosts not observed"),
+        "{}",
+        said(&out)
+    );
+    let out = berth_at(&repo, &["apply", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(said(&out).contains("made offline"), "{}", said(&out));
+}
+
+/// A saved plan scoped with `--tenant` (Docker) or `--since` (Dokku) applies; a hand change
+/// outside its scope does not make it stale, one inside does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_saved_plans_apply_and_check_only_their_scope_on_docker() {
+    let Some(docker) = crate::dockerhost::docker().await else {
+        return;
+    };
+    crate::dockerhost::images(&docker).await;
+    let run = crate::dockerhost::Run::new();
+    let repo = Repo::new();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    repo.write(&format!("environments/{}.yaml", run.env), &run.env_file());
+    let (a, b) = (run.tenant("scopea"), run.tenant("scopeb"));
+    let tenant = |mode: &str| {
+        format!(
+            "environment: {}\napps:\n  web:\n    image: berth-stub:v1\n    env: {{ MODE: {mode} }}\n",
+            run.env
+        )
+    };
+    repo.write(&format!("tenants/{a}.yaml"), &tenant("one"));
+    repo.write(&format!("tenants/{b}.yaml"), &tenant("one"));
+    commit(repo.path(), "two tenants");
+    assert!(
+        berth_at(&repo, &["apply", "--auto-approve"])
+            .status
+            .success()
+    );
+    // Change A, save a plan scoped to A; then B moves by hand.
+    repo.write(&format!("tenants/{a}.yaml"), &tenant("two"));
+    let file = repo.path().join("a.plan");
+    let out = berth_at(
+        &repo,
+        &["plan", "--tenant", &a, "--out", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    let stop = Command::new("docker")
+        .args(["stop", &format!("{b}-web-1")])
+        .output()
+        .unwrap();
+    assert!(stop.status.success());
+    let out = berth_at(&repo, &["apply", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "outside the scope is ignored: {}",
+        said(&out)
+    );
+    // A new scoped plan for A, then A moves by hand: stale.
+    repo.write(&format!("tenants/{a}.yaml"), &tenant("three"));
+    let out = berth_at(
+        &repo,
+        &["plan", "--tenant", &a, "--out", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    let stop = Command::new("docker")
+        .args(["stop", &format!("{a}-web-1")])
+        .output()
+        .unwrap();
+    assert!(stop.status.success());
+    let out = berth_at(&repo, &["apply", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(said(&out).contains("stale"), "{}", said(&out));
+    assert!(
+        said(&out).contains(&format!("container/{a}-web-1")),
+        "{}",
+        said(&out)
+    );
+    assert!(
+        !said(&out).contains(&format!("container/{b}-web-1")),
+        "{}",
+        said(&out)
+    );
+}
+
+#[test]
+fn scoped_saved_plans_apply_and_check_only_their_scope_on_dokku() {
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let repo = repo_with(
+        &format!(
+            "version: 1\ndomain: example.app\nhosts:\n{}secrets: {{ provider: env, names: [openai] }}\n",
+            host.env_host("dokku-1")
+        ),
+        &["alpha", "bravo"],
+    );
+    assert!(
+        berth_at(&repo, &["apply", "--auto-approve"])
+            .status
+            .success()
+    );
+    repo.write("tenants/alpha.yaml", &TENANT.replace("info", "debug"));
+    commit(repo.path(), "alpha logs more");
+    let file = repo.path().join("since.plan");
+    let out = berth_at(
+        &repo,
+        &["plan", "--since", "HEAD~1", "--out", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    // bravo moves by hand (outside the scope): the saved plan still applies.
+    assert!(
+        host.ssh("config:set --no-restart bravo-web LOG_LEVEL=warn")
+            .status
+            .success()
+    );
+    let out = berth_at(&repo, &["apply", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "outside the scope is ignored: {}",
+        said(&out)
+    );
+    // A new plan for alpha, then alpha moves by hand: stale.
+    repo.write("tenants/alpha.yaml", &TENANT.replace("info", "trace"));
+    commit(repo.path(), "alpha logs even more");
+    let out = berth_at(
+        &repo,
+        &["plan", "--since", "HEAD~1", "--out", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        host.ssh("config:set --no-restart alpha-web EXTRA=1")
+            .status
+            .success()
+    );
+    let out = berth_at(&repo, &["apply", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(said(&out).contains("app/alpha-web"), "{}", said(&out));
+}

@@ -5,6 +5,7 @@
 mod apply;
 mod architecture;
 mod bridge;
+mod ci_examples;
 mod cli;
 mod docker;
 mod dockerhost;

@@ -445,3 +445,54 @@ fn the_plan_checker_catches_malformed_plans() {
         check(&p, &case.live)
     );
 }
+
+/// A 1,000-tenant plan still fits in a pull-request comment: the summary table always, the
+/// details collapsed to counts, a pointer to the full plan.
+#[test]
+fn a_thousand_tenant_plan_fits_in_a_comment() {
+    use berth::spec::source::{FileKind, SourceFile, SourceSet};
+    let mut files = vec![SourceFile {
+        path: "environments/prod.yaml".into(),
+        kind: FileKind::Environment,
+        text: Ok("version: 1\ndomain: example.app\nhosts:\n  d1:\n    docker: { endpoint: unix:///var/run/docker.sock }\n    ports: 20000-29999\n".into()),
+    }];
+    for i in 0..1000 {
+        files.push(SourceFile {
+            path: format!("tenants/t{i:04}.yaml"),
+            kind: FileKind::Tenant,
+            text: Ok("environment: prod\napps:\n  web:\n    image: registry.example.app/app:1.4.2\n    ports: [{ container: 8080 }]\n    env: { LOG_LEVEL: info, SECRET_KEY: { generate: 32 } }\n    uses: [db]\nservices:\n  db: { kind: postgres }\n".into()),
+        });
+    }
+    let (fleet, diags) = berth::validate::validate(&SourceSet { files });
+    let fleet = fleet.unwrap_or_else(|| panic!("{diags:?}"));
+    let p = plan(
+        &fleet,
+        &Live::default(),
+        &PlanOptions {
+            allow_destroys: true,
+            allow_empty: true,
+            ..PlanOptions::default()
+        },
+    );
+    let markdown = render::render_markdown(&p);
+    println!(
+        "1,000-tenant plan: {} steps, Markdown comment {} bytes",
+        p.steps.len(),
+        markdown.len()
+    );
+    assert!(
+        markdown.len() <= render::MARKDOWN_BUDGET,
+        "{}",
+        markdown.len()
+    );
+    assert!(
+        markdown.contains("| host | create |"),
+        "the summary table is always there"
+    );
+    assert!(markdown.contains("do not fit in a comment"));
+    assert!(markdown.contains("berth show plan.json"));
+    // A small plan keeps its details.
+    let small = render::render_markdown_within(&p, usize::MAX);
+    println!("with every detail it would be {} bytes", small.len());
+    assert!(small.contains("<details>") && small.len() > render::MARKDOWN_BUDGET);
+}

@@ -202,3 +202,23 @@ mod robustness {
         }
     }
 }
+
+// Every problem at once: a structural problem (an unknown key) does not hide a semantic one
+// (an unknown tier) in the same file; when too little parsed, the report says the other
+// checks were skipped.
+case!(schema_and_semantic_problems_in_one_file, ["tenants/acme.yaml" => "\
+environment: prod
+tier: prooo
+replcas: 2
+apps:
+  web:
+    image: registry.example.app/app:1.4.2
+"], ["berth::unknown-key", "berth::unknown-reference"]);
+
+case!(checks_skipped_are_said, ["tenants/acme.yaml" => "\
+environmnt: prod
+tier: pro
+apps:
+  web:
+    image: registry.example.app/app:1.4.2
+"], ["berth::missing-key", "berth::checks-skipped"]);

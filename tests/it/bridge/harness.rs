@@ -175,7 +175,13 @@ impl Remote {
         let work = tempfile::tempdir().unwrap();
         git(
             work.path(),
-            &["clone", "-q", self.bare().to_str().unwrap(), "w"],
+            &[
+                "clone",
+                "-q",
+                "--no-local",
+                self.bare().to_str().unwrap(),
+                "w",
+            ],
         );
         let w = work.path().join("w");
         std::fs::create_dir_all(w.join(path).parent().unwrap()).unwrap();
