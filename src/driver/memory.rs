@@ -133,10 +133,14 @@ impl MemoryDriver {
         self.world.call().await;
         let mut secrets = BTreeMap::new();
         for name in referenced_secrets(step) {
-            let value = self.secrets.get(&name).map_err(|_| MemoryError::Secret {
-                step: step.id,
-                name: name.clone(),
-            })?;
+            let value = self
+                .secrets
+                .get(&name)
+                .await
+                .map_err(|_| MemoryError::Secret {
+                    step: step.id,
+                    name: name.clone(),
+                })?;
             secrets.insert(name, value);
         }
         let mut state = self.world.state();

@@ -10,6 +10,7 @@
 
 pub mod docker;
 pub mod dokku;
+pub mod http;
 pub mod memory;
 pub mod secrets;
 
@@ -253,6 +254,16 @@ impl AnyDriver {
         }
     }
 
+    /// The secret provider of the host's environment.
+    #[must_use]
+    pub fn secrets(&self) -> &SecretProvider {
+        match self {
+            AnyDriver::Memory(d) => d.secrets(),
+            AnyDriver::Dokku(d) => d.secrets(),
+            AnyDriver::Docker(d) => d.secrets(),
+        }
+    }
+
     /// Observe the host.
     ///
     /// # Errors
@@ -300,14 +311,10 @@ impl AnyDriver {
             tenant: tenant.to_string(),
             message,
         };
-        let secrets = match self {
-            AnyDriver::Memory(d) => d.secrets(),
-            AnyDriver::Dokku(d) => d.secrets(),
-            AnyDriver::Docker(d) => d.secrets(),
-        };
+        let secrets = self.secrets();
         let mut problems = Vec::new();
         for (tenant, name) in needed_secrets(steps) {
-            if let Err(missing) = secrets.get(&name) {
+            if let Err(missing) = secrets.get(&name).await {
                 problems.push(problem(&tenant, missing.to_string()));
             }
         }

@@ -61,6 +61,11 @@ pub struct LiveHost {
     /// The commit berth recorded as applied here for this environment, read with the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_commit: Option<String>,
+    /// Digests of the environment's secret values as its provider holds them now (name →
+    /// `secret_digest`), read by the session before planning: a rotated value shows as a
+    /// changed secret. Never serialized.
+    #[serde(skip)]
+    pub secret_digests: BTreeMap<String, String>,
     /// When berth applied each tenant's cancellation here (unix seconds): data retention
     /// (`policy.retain-data`) counts from it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -163,6 +163,40 @@ pub struct Secrets {
     pub path: Option<String>,
     /// Names that may be referenced.
     pub names: Vec<String>,
+    /// The Vault store, for provider `vault`.
+    pub vault: Option<Vault>,
+}
+
+/// A validated Vault KV v2 store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vault {
+    /// Base address, no trailing `/`.
+    pub address: String,
+    /// KV v2 mount.
+    pub mount: String,
+    /// Folder of this environment's secrets.
+    pub path: String,
+    /// How to log in.
+    pub auth: VaultAuth,
+}
+
+/// How berth logs in to Vault: where the credentials are (environment variable names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultAuth {
+    /// A token.
+    Token {
+        /// Variable holding it.
+        env: String,
+    },
+    /// AppRole.
+    Approle {
+        /// Variable holding the role id.
+        role_id_env: String,
+        /// Variable holding the secret id.
+        secret_id_env: String,
+        /// Mount of the method.
+        mount: String,
+    },
 }
 
 /// One tenant.
@@ -315,6 +349,24 @@ pub struct Service {
     pub storage: Vec<Storage>,
     /// When to pull the image.
     pub pull: PullPolicy,
+}
+
+/// A digest of a secret provider's value, for noticing rotation: 16 hex characters of
+/// SHA-256 over the name and the value. It identifies a value without revealing it (for a
+/// strong secret; only providers' values are digested, never literals from git).
+#[must_use]
+pub fn secret_digest(name: &str, value: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"berth secret digest\0");
+    h.update(name.as_bytes());
+    h.update(b"\0");
+    h.update(value.as_bytes());
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Parse `512M`, `2G`, `1.5G`, `256Mi`, `100k`, or a bare byte count.

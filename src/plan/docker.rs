@@ -277,6 +277,9 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
     }
 }
 
+/// Label prefix of a referenced secret's digest, per env key.
+const SECRET_DIGEST_PREFIX: &str = "io.berth.secret-digest.";
+
 /// The secret volumes a container's env reads (`Kept`, or `Derived` from `Kept`).
 pub(super) fn secret_volumes(spec: &crate::model::desired::ContainerSpec) -> Vec<&String> {
     use crate::model::desired::ConfigValue;
@@ -509,8 +512,20 @@ fn spec_changes(
     let keys: BTreeSet<&String> = before.env.keys().chain(after.env.keys()).collect();
     for key in keys {
         let (b, a) = (before.env.get(key), after.env.get(key));
+        let digest = |s: &crate::model::desired::ContainerSpec| {
+            s.labels
+                .get(&format!("{SECRET_DIGEST_PREFIX}{key}"))
+                .cloned()
+        };
         if b != a {
             field(&format!("env {key}"), b.map(shown), a.map(shown));
+        } else if digest(before).is_some() && digest(before) != digest(after) {
+            // Same reference, another value in the provider: rotated.
+            field(
+                &format!("env {key}"),
+                Some("(sensitive)".into()),
+                Some("(sensitive, changed)".into()),
+            );
         }
     }
     // Routing and other non-berth labels (berth's own records change with everything).
@@ -655,6 +670,23 @@ fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
             c.spec
                 .labels
                 .insert(format!("{LABEL_PREFIX}ports"), published.join(","));
+        }
+        // The provider's value of each referenced secret, as a digest: a rotated value
+        // changes the spec, so the container is replaced with the new value.
+        for (key, value) in &c.spec.env {
+            let name = match value {
+                ConfigValue::Secret { name } => Some(name),
+                ConfigValue::Derived { from, .. } => match from.as_ref() {
+                    ConfigValue::Secret { name } => Some(name),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(digest) = name.and_then(|n| cx.live.secret_digests.get(n)) {
+                c.spec
+                    .labels
+                    .insert(format!("{SECRET_DIGEST_PREFIX}{key}"), digest.clone());
+            }
         }
         // The label is the very text the hash covers: serialize once.
         let view = serde_json::to_string(&c.spec.without_records()).unwrap_or_default();

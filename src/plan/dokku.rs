@@ -220,7 +220,13 @@ fn diff_app(
         let differs = match (value, old) {
             (ConfigValue::Literal { value }, Some(old)) => &old.0 != value,
             (_, None) => true,
-            // Generated and referenced secrets are kept once present.
+            // A referenced secret whose provider now holds another value: rotated.
+            (ConfigValue::Secret { name }, Some(old)) => cx
+                .live
+                .secret_digests
+                .get(name)
+                .is_some_and(|d| *d != crate::model::secret_digest(name, &old.0)),
+            // Generated secrets are kept once present.
             (_, Some(_)) => false,
         };
         if differs {

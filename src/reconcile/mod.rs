@@ -516,7 +516,31 @@ impl Session {
     /// The first host that cannot be read.
     pub async fn observe(&self, scope: Option<&Scope>) -> Result<Live, SessionError> {
         let prefixes = scope.map(|s| dokku_prefixes(&self.fleet, s));
-        Ok(observe_all_scoped(&self.drivers, prefixes.as_deref()).await?)
+        let mut live = observe_all_scoped(&self.drivers, prefixes.as_deref()).await?;
+        self.digest_secrets(&mut live).await;
+        Ok(live)
+    }
+
+    /// Digest every secret each observed host's environment declares, as its provider holds
+    /// it now, so a plan sees a rotated value (`(sensitive, changed)`) without holding it. A
+    /// secret without a value is left out (preflight reports it).
+    async fn digest_secrets(&self, live: &mut Live) {
+        for (host, observed) in &mut live.hosts {
+            let Some(env) = self.fleet.environments.get(&host.environment) else {
+                continue;
+            };
+            let Some(driver) = self.drivers.hosts.get(host) else {
+                continue;
+            };
+            let provider = driver.secrets();
+            for name in &env.secrets.names {
+                if let Ok(value) = provider.get(name).await {
+                    observed
+                        .secret_digests
+                        .insert(name.clone(), crate::model::secret_digest(name, &value));
+                }
+            }
+        }
     }
 
     /// Check that every tenant `--tenant` names exists in the files or on a host.

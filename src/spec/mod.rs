@@ -187,6 +187,48 @@ pub struct SecretsSpec {
     /// The secret names tenant files may reference. Values never appear in git.
     #[serde(default)]
     pub names: Vec<String>,
+    /// Provider `vault`: where the KV v2 secrets are and how berth logs in.
+    #[serde(default)]
+    pub vault: Option<VaultSpec>,
+}
+
+/// A Vault (or OpenBao) KV version 2 store. The value of secret `name` is the field `value` of
+/// the secret `<mount>/<path>/<name>` (read at `/v1/<mount>/data/<path>/<name>`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct VaultSpec {
+    /// `https://vault.example.net:8200` (`http://` for a server on loopback only).
+    pub address: String,
+    /// The KV v2 mount; default `secret`.
+    #[serde(default)]
+    pub mount: Option<String>,
+    /// The folder under the mount holding this environment's secrets (`berth/prod`).
+    pub path: String,
+    /// How berth logs in; default `token`.
+    #[serde(default)]
+    pub auth: Option<VaultAuthKind>,
+    /// `auth: token`: the environment variable holding the token; default `VAULT_TOKEN`.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// `auth: approle`: the environment variable holding the role id.
+    #[serde(default)]
+    pub role_id_env: Option<String>,
+    /// `auth: approle`: the environment variable holding the secret id.
+    #[serde(default)]
+    pub secret_id_env: Option<String>,
+    /// `auth: approle`: the mount of the AppRole method; default `approle`.
+    #[serde(default)]
+    pub approle_mount: Option<String>,
+}
+
+/// How berth logs in to Vault.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum VaultAuthKind {
+    /// A token from an environment variable.
+    Token,
+    /// AppRole: a role id and a secret id from environment variables, exchanged for a token.
+    Approle,
 }
 
 /// Secret providers.
@@ -197,6 +239,8 @@ pub enum SecretProviderKind {
     Env,
     /// One file per secret in `path`.
     File,
+    /// A Vault or OpenBao KV v2 store (`vault:`).
+    Vault,
 }
 
 /// Environment-level shared services (a platform beside its tenants).

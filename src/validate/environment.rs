@@ -158,6 +158,7 @@ pub(super) fn check_environment(
             }
         }
         secrets.names.clone_from(&s.names);
+        secrets.vault = check_vault(cx, parsed, s);
     }
     let mut stripe_prices = BTreeMap::new();
     let mut stripe_new_tenant = None;
@@ -267,6 +268,113 @@ pub(super) fn check_environment(
         stripe_new_tenant,
         shared,
         registries,
+    })
+}
+
+/// `secrets.vault` for provider `vault` (and nowhere else).
+fn check_vault(
+    cx: &mut Cx,
+    parsed: &Parsed<'_, EnvironmentSpec>,
+    s: &spec::SecretsSpec,
+) -> Option<crate::model::Vault> {
+    use crate::model::{Vault, VaultAuth};
+    let Some(v) = &s.vault else {
+        if s.provider == spec::SecretProviderKind::Vault {
+            cx.error(
+                parsed,
+                "berth::missing-key",
+                &["secrets"],
+                "secret provider `vault` needs `vault:`".into(),
+                "no `vault`",
+                Some(
+                    "add `vault: { address: https://vault.example.net:8200, path: berth/prod }`"
+                        .into(),
+                ),
+            );
+        }
+        return None;
+    };
+    if s.provider != spec::SecretProviderKind::Vault {
+        cx.error(
+            parsed,
+            "berth::schema",
+            &["secrets", "vault"],
+            "`vault:` is only read with `provider: vault`".into(),
+            "unused",
+            Some("set `provider: vault`, or remove this block".into()),
+        );
+    }
+    let address = v.address.trim_end_matches('/').to_string();
+    let loopback = ["http://127.", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| address.starts_with(p));
+    if !(address.starts_with("https://") || loopback) || address.contains(char::is_whitespace) {
+        cx.error(
+            parsed,
+            "berth::invalid-address",
+            &["secrets", "vault", "address"],
+            format!(
+                "`{}` is not a Vault address berth will send tokens to",
+                printable(&address)
+            ),
+            "expected https:// (or http:// on loopback)",
+            Some("tokens travel to this address: use https, or http only to 127.0.0.1".into()),
+        );
+    }
+    let segment_ok = |p: &str| {
+        !p.is_empty()
+            && p.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            })
+    };
+    let mount = v.mount.clone().unwrap_or_else(|| "secret".into());
+    for (field, value) in [("path", v.path.as_str()), ("mount", mount.as_str())] {
+        if !segment_ok(value) {
+            cx.error(
+                parsed,
+                "berth::invalid-name",
+                &["secrets", "vault", field],
+                format!(
+                    "Vault {field} `{}` is not a path of plain names",
+                    printable(value)
+                ),
+                "invalid path",
+                Some("use names of letters, digits, `-`, `_`, `.` separated by `/`".into()),
+            );
+        }
+    }
+    let auth = match v.auth.unwrap_or(spec::VaultAuthKind::Token) {
+        spec::VaultAuthKind::Token => VaultAuth::Token {
+            env: v.token_env.clone().unwrap_or_else(|| "VAULT_TOKEN".into()),
+        },
+        spec::VaultAuthKind::Approle => {
+            let (Some(role), Some(secret)) = (&v.role_id_env, &v.secret_id_env) else {
+                cx.error(
+                    parsed,
+                    "berth::missing-key",
+                    &["secrets", "vault", "auth"],
+                    "`auth: approle` needs `role-id-env` and `secret-id-env`".into(),
+                    "where are the role id and the secret id?",
+                    Some("name the environment variables that hold them".into()),
+                );
+                return None;
+            };
+            VaultAuth::Approle {
+                role_id_env: role.clone(),
+                secret_id_env: secret.clone(),
+                mount: v.approle_mount.clone().unwrap_or_else(|| "approle".into()),
+            }
+        }
+    };
+    Some(Vault {
+        address,
+        mount,
+        path: v.path.trim_matches('/').to_string(),
+        auth,
     })
 }
 

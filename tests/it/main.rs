@@ -21,3 +21,4 @@ mod session;
 mod sshd;
 mod support;
 mod validate;
+mod vault;

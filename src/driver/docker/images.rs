@@ -48,6 +48,7 @@ impl DockerDriver {
             let password = self
                 .secrets
                 .get(&registry.password_secret)
+                .await
                 .map_err(|source| DockerError::Secret {
                     host: self.host.clone(),
                     tenant: tenant.to_string(),

@@ -129,6 +129,7 @@ impl DockerDriver {
             ConfigValue::Secret { name } => {
                 self.secrets
                     .get(name)
+                    .await
                     .map_err(|source| DockerError::Secret {
                         host: self.host.clone(),
                         tenant: tenant.to_string(),

@@ -447,6 +447,7 @@ impl DokkuDriver {
                     ConfigValue::Secret { name } => {
                         self.secrets
                             .get(name)
+                            .await
                             .map_err(|source| DokkuError::Secret {
                                 host: host.clone(),
                                 tenant: step.tenant.clone(),
