@@ -355,9 +355,10 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             format!("record: {tenant} cancelled"),
             vec!["data retention (`policy.retain-data`) counts from now".into()],
         ),
-        Change::ClearCancellation { tenant } => {
-            (format!("record: {tenant} no longer cancelled"), vec![])
-        }
+        Change::ClearCancellation { tenant } => (
+            format!("record: forget the cancellation of {tenant}"),
+            vec![],
+        ),
     }
 }
 

@@ -119,7 +119,11 @@ pub(super) fn records(desired: &Desired, live: &Live, purging: &BTreeSet<String>
         let observed = live.hosts.get(host).unwrap_or(&empty);
         for tenant in &desired_host.tenants {
             let state = desired.tenants.get(tenant).map(|(_, s)| *s);
-            if state == Some(TenantState::Cancelled) && !observed.cancelled.contains_key(tenant) {
+            // Only where the tenant has something: retention is about kept data.
+            if state == Some(TenantState::Cancelled)
+                && !observed.cancelled.contains_key(tenant)
+                && observed.has_tenant(tenant)
+            {
                 let after = steps_of(&b.steps, host, tenant);
                 b.push_step(
                     host,

@@ -102,6 +102,17 @@ fn load(name: &str) -> Case {
         reconcile(&prior, &mut live, &options);
         prior_fleet = Some(prior);
     }
+    // A second earlier stage (a cancellation before a purge, say).
+    if dir.join("prior2").is_dir() {
+        let prior = self::fleet(&dir, Some(&dir.join("prior2/tenants")));
+        let options = PlanOptions {
+            allow_destroys: true,
+            allow_empty: true,
+            ..PlanOptions::default()
+        };
+        reconcile(&prior, &mut live, &options);
+        prior_fleet = Some(prior);
+    }
     let spec: serde_json::Value = std::fs::read_to_string(dir.join("case.json"))
         .map(|t| serde_json::from_str(&t).unwrap())
         .unwrap_or_else(|_| serde_json::json!({}));
