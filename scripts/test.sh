@@ -18,6 +18,8 @@ command -v ps >/dev/null 2>&1 || need_apt+=(procps)
 # `registry` server) with htpasswd auth (htpasswd is in apache2-utils).
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
+# The routing tests run a real Caddy (Debian's `caddy`), configured through its admin API.
+command -v caddy >/dev/null 2>&1 || need_apt+=(caddy)
 # The Stripe bridge tests run localstripe (PyPI) on loopback; pip installs it below.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)

@@ -552,6 +552,7 @@ pub fn apply_step(
                     networks: vec![spec.network.clone()],
                     volumes: spec.mounts.iter().map(|(v, _)| v.clone()).collect(),
                     ports,
+                    address: None,
                     inspected: None,
                 },
             );
@@ -589,6 +590,35 @@ pub fn apply_step(
                 .volumes
                 .remove(volume)
                 .ok_or_else(|| missing(format!("volume {volume}")))?;
+        }
+        Change::CreateRoute {
+            route,
+            hosts,
+            upstreams,
+            port,
+        }
+        | Change::UpdateRoute {
+            route,
+            hosts,
+            upstreams,
+            port,
+            ..
+        } => {
+            host.docker.routes.insert(
+                route.clone(),
+                crate::model::live::LiveRoute {
+                    owner: Some(step.tenant.clone()),
+                    hosts: hosts.clone(),
+                    upstreams: upstreams.clone(),
+                    port: Some(*port),
+                },
+            );
+        }
+        Change::RemoveRoute { route } => {
+            host.docker
+                .routes
+                .remove(route)
+                .ok_or_else(|| missing(format!("route {route}")))?;
         }
         // This pure form has no clock: the record says "at 0"; `MemoryDriver` stamps the
         // real time.

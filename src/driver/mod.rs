@@ -481,7 +481,12 @@ impl Connector {
                     (Connector::Real, HostTarget::Docker { endpoint }) => {
                         DockerDriver::connect(&key, endpoint, secrets.clone())
                             .await
-                            .map(|d| AnyDriver::Docker(d.with_registries(env.registries.clone())))
+                            .map(|d| {
+                                AnyDriver::Docker(
+                                    d.with_registries(env.registries.clone())
+                                        .with_caddy(host.caddy.as_ref()),
+                                )
+                            })
                             .map_err(DriverError::Docker)
                     }
                 };

@@ -189,6 +189,27 @@ pub struct LiveDocker {
     /// "address already in use" during this apply). Not observed: the session adds them.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub ports_held: BTreeSet<u16>,
+    /// berth's routes in the host's Caddy, by name (`<tenant>.<app>`); empty without `caddy`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, LiveRoute>,
+}
+
+/// A route berth made in Caddy, as Caddy holds it now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveRoute {
+    /// Tenant (from the route's `@id`).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Host names matched.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Where requests go: container names where an address is a container's on this host,
+    /// else the address as Caddy has it (`10.0.0.9:80`).
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// The port dialled (`None` when the upstreams disagree or are not `address:port`).
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 /// A Docker network.
@@ -255,6 +276,9 @@ pub struct LiveContainer {
     /// Published ports.
     #[serde(default)]
     pub ports: Vec<PortBinding>,
+    /// Its IPv4 address on its first network (what a Caddy route dials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// The image reference the container was created from (the list call's `Image`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -305,6 +329,8 @@ pub enum ObjectKind {
     Network,
     /// A Docker volume.
     Volume,
+    /// A Caddy route.
+    Route,
 }
 
 impl ObjectKind {
@@ -317,6 +343,7 @@ impl ObjectKind {
             ObjectKind::Container => "container",
             ObjectKind::Network => "network",
             ObjectKind::Volume => "volume",
+            ObjectKind::Route => "route",
         }
     }
 }
@@ -334,6 +361,8 @@ pub enum ObjectRef<'a> {
     Network(&'a LiveNetwork),
     /// A Docker volume.
     Volume(&'a LiveVolume),
+    /// A Caddy route.
+    Route(&'a LiveRoute),
 }
 
 impl Serialize for ObjectRef<'_> {
@@ -344,6 +373,7 @@ impl Serialize for ObjectRef<'_> {
             ObjectRef::Container(o) => o.serialize(s),
             ObjectRef::Network(o) => o.serialize(s),
             ObjectRef::Volume(o) => o.serialize(s),
+            ObjectRef::Route(o) => o.serialize(s),
         }
     }
 }
@@ -396,10 +426,17 @@ impl LiveHost {
             owner: o.owner.as_deref(),
             value: ObjectRef::Volume(o),
         });
+        let routes = k.routes.iter().map(|(n, o)| LiveObject {
+            kind: ObjectKind::Route,
+            name: n,
+            owner: o.owner.as_deref(),
+            value: ObjectRef::Route(o),
+        });
         apps.chain(services)
             .chain(containers)
             .chain(networks)
             .chain(volumes)
+            .chain(routes)
     }
 
     /// The owner field of every object, to rewrite (scoping forgets owners out of scope).
@@ -413,6 +450,7 @@ impl LiveHost {
             .chain(k.containers.values_mut().map(|o| &mut o.owner))
             .chain(k.networks.values_mut().map(|o| &mut o.owner))
             .chain(k.volumes.values_mut().map(|o| &mut o.owner))
+            .chain(k.routes.values_mut().map(|o| &mut o.owner))
     }
 
     /// Whether any object of the host belongs to `tenant`.

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 pub mod desired;
 pub mod live;
 
@@ -80,6 +82,19 @@ pub struct Host {
     pub proxy: ProxyKind,
     /// Docker: the /24 blocks tenant networks are allocated from (base address, prefix length).
     pub subnets: Option<(u32, u8)>,
+    /// Docker: the Caddy whose routes berth manages.
+    pub caddy: Option<Caddy>,
+}
+
+/// A Caddy server whose routes berth manages through its admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caddy {
+    /// Admin endpoint, no trailing `/`.
+    pub admin: String,
+    /// The server in `apps.http.servers` holding berth's routes.
+    pub server: String,
+    /// Where that server listens when berth creates it.
+    pub listen: String,
 }
 
 /// Host kinds.

@@ -351,6 +351,32 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             format!("volume {volume}"),
             vec!["destroys its data (tenant is in `state: purge`)".into()],
         ),
+        Change::CreateRoute {
+            route,
+            hosts,
+            upstreams,
+            port,
+        } => (
+            format!("route {route}"),
+            vec![format!("{} → {} port {port}", list(hosts), list(upstreams))],
+        ),
+        Change::UpdateRoute { route, changes, .. } => (
+            format!("route {route}"),
+            changes
+                .iter()
+                .map(|f| {
+                    arrow(
+                        &f.field,
+                        f.before.as_deref().unwrap_or("(none)"),
+                        f.after.as_deref().unwrap_or("(none)"),
+                    )
+                })
+                .collect(),
+        ),
+        Change::RemoveRoute { route } => (
+            format!("route {route}"),
+            vec!["its hosts get the fallback answer (404)".into()],
+        ),
         Change::RecordCancellation { tenant } => (
             format!("record: {tenant} cancelled"),
             vec!["data retention (`policy.retain-data`) counts from now".into()],

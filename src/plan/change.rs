@@ -250,6 +250,38 @@ pub enum Change {
         /// Name.
         volume: String,
     },
+    /// Add a route to the host's Caddy (through its admin API): requests for `hosts` go to
+    /// the containers' addresses on their network.
+    CreateRoute {
+        /// Name (`<tenant>.<app>`).
+        route: String,
+        /// Host names matched.
+        hosts: Vec<String>,
+        /// Containers balanced over.
+        upstreams: Vec<String>,
+        /// Their port.
+        port: u16,
+    },
+    /// Replace a route in the host's Caddy (its hosts or upstreams changed, or someone
+    /// edited it there).
+    UpdateRoute {
+        /// Name (`<tenant>.<app>`).
+        route: String,
+        /// Host names matched.
+        hosts: Vec<String>,
+        /// Containers balanced over.
+        upstreams: Vec<String>,
+        /// Their port.
+        port: u16,
+        /// Each changed field, old → new.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changes: Vec<FieldChange>,
+    },
+    /// Remove a route from the host's Caddy (its hosts then get Caddy's fallback).
+    RemoveRoute {
+        /// Name (`<tenant>.<app>`).
+        route: String,
+    },
     /// Record on the host that the tenant's cancellation was applied now: data retention
     /// (`policy.retain-data`) counts from this moment.
     RecordCancellation {
@@ -326,12 +358,14 @@ impl Change {
             | Change::CreateService { .. }
             | Change::CreateNetwork { .. }
             | Change::CreateVolume { .. }
-            | Change::CreateContainer { .. } => Effect::Create,
+            | Change::CreateContainer { .. }
+            | Change::CreateRoute { .. } => Effect::Create,
             Change::DestroyApp { .. }
             | Change::DestroyService { .. }
             | Change::RemoveContainer { .. }
             | Change::RemoveNetwork { .. }
-            | Change::RemoveVolume { .. } => Effect::Destroy,
+            | Change::RemoveVolume { .. }
+            | Change::RemoveRoute { .. } => Effect::Destroy,
             _ => Effect::Update,
         }
     }
@@ -395,6 +429,9 @@ impl Change {
             Change::StartContainer { container }
             | Change::StopContainer { container }
             | Change::RemoveContainer { container } => (ObjectKind::Container, container.clone()),
+            Change::CreateRoute { route, .. }
+            | Change::UpdateRoute { route, .. }
+            | Change::RemoveRoute { route } => (ObjectKind::Route, route.clone()),
             Change::RecordCancellation { .. } | Change::ClearCancellation { .. } => return None,
             other => (ObjectKind::App, other.app()?.to_string()),
         })
@@ -448,6 +485,9 @@ impl Change {
             Change::RemoveContainer { .. } => "remove-container",
             Change::RemoveNetwork { .. } => "remove-network",
             Change::RemoveVolume { .. } => "remove-volume",
+            Change::CreateRoute { .. } => "create-route",
+            Change::UpdateRoute { .. } => "update-route",
+            Change::RemoveRoute { .. } => "remove-route",
             Change::RecordCancellation { .. } => "record-cancellation",
             Change::ClearCancellation { .. } => "clear-cancellation",
         }

@@ -100,6 +100,25 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
         }
     }
 
+    // Routes nothing desires any more go first: Caddy stops sending requests to containers
+    // before they stop or go.
+    let mut route_removals: std::collections::BTreeMap<String, Vec<u32>> =
+        std::collections::BTreeMap::new();
+    for (name, l) in &live.routes {
+        let Some(owner) = &l.owner else { continue };
+        if !desired.routes.contains_key(name) {
+            let id = cx.step(
+                owner,
+                Cause::Intended,
+                Change::RemoveRoute {
+                    route: name.clone(),
+                },
+                Vec::new(),
+            );
+            route_removals.entry(owner.clone()).or_default().push(id);
+        }
+    }
+
     let containers = allocate_ports(cx);
     // Services before apps so that dependency ids exist when apps are planned.
     let mut ordered: Vec<&Container> = containers.iter().collect();
@@ -219,25 +238,33 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                         Change::StopContainer {
                             container: name.clone(),
                         },
-                        Vec::new(),
+                        route_removals
+                            .get(&container.tenant)
+                            .cloned()
+                            .unwrap_or_default(),
                     );
                 }
             }
         }
     }
 
-    // Managed objects nothing desires any more.
+    let route_steps = diff_routes(cx, &container_steps);
+
+    // Managed objects nothing desires any more: containers after the routes stop naming
+    // them.
     let mut removed: Vec<u32> = Vec::new();
     for (name, l) in &live.containers {
         let Some(owner) = &l.owner else { continue };
         if !desired.containers.contains_key(name) {
+            let mut after = route_removals.get(owner).cloned().unwrap_or_default();
+            after.extend(route_steps.iter().copied());
             removed.push(cx.step(
                 owner,
                 Cause::Intended,
                 Change::RemoveContainer {
                     container: name.clone(),
                 },
-                Vec::new(),
+                after,
             ));
         }
     }
@@ -275,6 +302,105 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
             );
         }
     }
+}
+
+/// Caddy routes to create or replace, each after the steps of the containers it names.
+/// Returns the step ids.
+fn diff_routes(
+    cx: &mut HostCx<'_>,
+    container_steps: &std::collections::BTreeMap<String, u32>,
+) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let desired = cx.desired;
+    for (name, route) in &desired.routes {
+        let after: Vec<u32> = route
+            .upstreams
+            .iter()
+            .filter_map(|c| container_steps.get(c).copied())
+            .collect();
+        let in_baseline = cx
+            .baseline
+            .and_then(|b| b.routes.get(name))
+            .is_some_and(|b| b == route);
+        let cause = if in_baseline {
+            Cause::Drift
+        } else {
+            Cause::Intended
+        };
+        match cx.live.docker.routes.get(name) {
+            None => ids.push(cx.step(
+                &route.tenant,
+                cause,
+                Change::CreateRoute {
+                    route: name.clone(),
+                    hosts: route.hosts.clone(),
+                    upstreams: route.upstreams.clone(),
+                    port: route.port,
+                },
+                after,
+            )),
+            Some(l) if l.owner.as_deref() != Some(route.tenant.as_str()) => cx.refuse(
+                RefusalRule::NameConflict,
+                format!(
+                    "route `{name}` in the Caddy of host `{}` exists but is not berth's",
+                    cx.host
+                ),
+            ),
+            Some(l) => {
+                let changes = route_changes(l, route);
+                if !changes.is_empty() {
+                    ids.push(cx.step(
+                        &route.tenant,
+                        cause,
+                        Change::UpdateRoute {
+                            route: name.clone(),
+                            hosts: route.hosts.clone(),
+                            upstreams: route.upstreams.clone(),
+                            port: route.port,
+                            changes,
+                        },
+                        after,
+                    ));
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Field by field, how a route in Caddy differs from the one wanted.
+fn route_changes(
+    live: &crate::model::live::LiveRoute,
+    want: &crate::model::desired::Route,
+) -> Vec<FieldChange> {
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v.join(", ")
+    };
+    let mut out = Vec::new();
+    for (field, before, after) in [
+        ("hosts", sorted(&live.hosts), sorted(&want.hosts)),
+        (
+            "upstreams",
+            sorted(&live.upstreams),
+            sorted(&want.upstreams),
+        ),
+        (
+            "port",
+            live.port.map(|p| p.to_string()).unwrap_or_default(),
+            want.port.to_string(),
+        ),
+    ] {
+        if before != after {
+            out.push(FieldChange {
+                field: field.to_string(),
+                before: Some(before).filter(|s| !s.is_empty()),
+                after: Some(after),
+            });
+        }
+    }
+    out
 }
 
 /// Label prefix of a referenced secret's digest, per env key.

@@ -36,6 +36,7 @@ fn desired_names(desired: &Desired) -> BTreeSet<(HostRef, ObjectKind, String)> {
             .for_each(|n| add(ObjectKind::Container, n));
         d.networks.keys().for_each(|n| add(ObjectKind::Network, n));
         d.volumes.keys().for_each(|n| add(ObjectKind::Volume, n));
+        d.routes.keys().for_each(|n| add(ObjectKind::Route, n));
     }
     out
 }

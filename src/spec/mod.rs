@@ -87,6 +87,25 @@ pub struct HostSpec {
     /// of the engine's default pools (which hold about 30 networks).
     #[serde(default)]
     pub subnets: Option<String>,
+    /// Docker: a Caddy server berth routes tenant domains through, managing one route per
+    /// app in Caddy's JSON config over its admin API.
+    #[serde(default)]
+    pub caddy: Option<CaddySpec>,
+}
+
+/// A Caddy server whose routes berth manages.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CaddySpec {
+    /// The admin endpoint, `http://127.0.0.1:2019` (loopback, or https).
+    pub admin: String,
+    /// The HTTP server (in `apps.http.servers`) holding berth's routes; default `berth`,
+    /// created when missing.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// Where that server listens when berth creates it; default `:80`.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 /// How to reach a Dokku server.

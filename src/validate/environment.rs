@@ -546,6 +546,60 @@ pub(super) fn check_host(
         }
         block
     });
+    let caddy = host.caddy.as_ref().and_then(|c| {
+        let admin = c.admin.trim_end_matches('/').to_string();
+        let loopback = admin.strip_prefix("http://").is_some_and(|rest| {
+            let authority = rest.split('/').next().unwrap_or_default();
+            let host = match authority.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None => authority.split(':').next().unwrap_or_default(),
+            };
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        if !(admin.starts_with("https://") || loopback) || admin.contains(char::is_whitespace) {
+            cx.error(
+                parsed,
+                "berth::invalid-address",
+                &["hosts", name, "caddy", "admin"],
+                format!(
+                    "`{}` is not an admin endpoint berth will use",
+                    printable(&admin)
+                ),
+                "expected http://127.0.0.1:2019 (or https)",
+                Some("Caddy's admin API changes its whole config: keep it on loopback".into()),
+            );
+            return None;
+        }
+        if matches!(target, HostTarget::Dokku(_)) {
+            cx.error(
+                parsed,
+                "berth::not-for-dokku",
+                &["hosts", name, "caddy"],
+                "`caddy` routes apply to Docker hosts only".into(),
+                "Dokku routes through its own proxy",
+                None,
+            );
+            return None;
+        }
+        let server = c.server.clone().unwrap_or_else(|| "berth".into());
+        if !is_dns_label(&server) {
+            cx.name_error(
+                parsed,
+                &["hosts", name, "caddy", "server"],
+                "Caddy server",
+                &server,
+            );
+            return None;
+        }
+        Some(crate::model::Caddy {
+            admin,
+            server,
+            listen: c.listen.clone().unwrap_or_else(|| ":80".into()),
+        })
+    });
     Some(Host {
         name: name.to_string(),
         target,
@@ -553,6 +607,7 @@ pub(super) fn check_host(
         ports,
         proxy: host.proxy.unwrap_or(ProxyKind::Traefik),
         subnets,
+        caddy,
     })
 }
 

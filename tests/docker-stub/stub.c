@@ -13,7 +13,8 @@
  *                           print `ok=N failed=M` and exit 0: counts failed requests during
  *                           a rollout
  *
- * `serve` answers with STUB_SAY when set (a tenant can say its name), else the version.
+ * `serve` answers with STUB_SAY when set (a tenant can say its name), else the version and
+ * the container's hostname (berth sets it to the container's name).
  *
  * SIGTERM/SIGINT end it at once, so `docker stop` does not wait for its timeout while the
  * stub runs as PID 1. Built with `gcc -static`, imported with `docker import`: no registry.
@@ -52,6 +53,14 @@ static int serve(int port) {
     version[strcspn(version, "\n")] = 0;
     const char *say = getenv("STUB_SAY");
     if (say && *say) { strncpy(version, say, sizeof version - 1); version[sizeof version - 1] = 0; }
+    else {
+        /* berth sets the container's hostname to its name: `<version> <container>`. */
+        char host[64] = {0};
+        if (gethostname(host, sizeof host - 1) == 0 && *host) {
+            size_t used = strlen(version);
+            snprintf(version + used, sizeof version - used, " %s", host);
+        }
+    }
     for (;;) {
         int c = accept(s, 0, 0);
         if (c < 0) continue;

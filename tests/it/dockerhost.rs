@@ -102,56 +102,75 @@ pub async fn images(docker: &Docker) {
     if *done {
         return;
     }
+    for tag in TAGS {
+        import_stub(
+            docker,
+            "berth-stub",
+            tag,
+            8080,
+            &format!("berth-stub {tag}\n"),
+        )
+        .await;
+    }
+    *done = true;
+    let _ = IMAGES.set(());
+}
+
+/// Import the stub under an example's image name, serving on `port` (what the example's
+/// app listens on). Done again only when the stub changed.
+pub async fn stub_image_as(docker: &Docker, reference: &str, port: u16) {
+    let (repo, tag) = reference.rsplit_once(':').unwrap();
+    import_stub(docker, repo, tag, port, &format!("{reference}\n")).await;
+}
+
+/// Import the stub as `repo:tag` (CMD serve on `port`, `/etc/stub-version` = `version`)
+/// unless an image of this very stub is there already.
+async fn import_stub(docker: &Docker, repo: &str, tag: &str, port: u16, version: &str) {
     let stub = std::fs::read(build_stub()).unwrap();
     let digest = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         stub.hash(&mut h);
+        (port, version).hash(&mut h);
         format!("{:016x}", h.finish())
     };
-    for tag in TAGS {
-        // Importing again would move the tag to a new image id under containers of a run in
-        // another process; an image built from the same stub is left alone.
-        let current = docker
-            .inspect_image(&format!("berth-stub:{tag}"))
-            .await
-            .ok();
-        let same = current
-            .and_then(|i| i.config)
-            .and_then(|c| c.labels)
-            .and_then(|l| l.get("berth.stub").cloned())
-            .is_some_and(|d| d == format!("{digest}-{tag}"));
-        if same {
-            continue;
-        }
-        let version = format!("berth-stub {tag}\n");
-        let archive = tar(&[
-            ("stub", &stub, 0o755),
-            ("etc/", b"", 0o755),
-            ("etc/stub-version", version.as_bytes(), 0o644),
-            ("tmp/", b"", 0o1777),
-        ]);
-        let options = CreateImageOptionsBuilder::default()
-            .from_src("-")
-            .repo("berth-stub")
-            .tag(tag)
-            .changes(vec![
-                "CMD [\"/stub\",\"serve\",\"--port\",\"8080\"]".to_string(),
-                "EXPOSE 8080/tcp".to_string(),
-                format!("LABEL berth.stub={digest}-{tag}"),
-            ])
-            .build();
-        let mut stream = docker.create_image(
-            Some(options),
-            Some(bollard::body_full(archive.into())),
-            None,
-        );
-        while let Some(item) = stream.next().await {
-            item.expect("image import");
-        }
+    // Importing again would move the tag to a new image id under containers of a run in
+    // another process; an image built from the same stub is left alone.
+    let same = docker
+        .inspect_image(&format!("{repo}:{tag}"))
+        .await
+        .ok()
+        .and_then(|i| i.config)
+        .and_then(|c| c.labels)
+        .and_then(|l| l.get("berth.stub").cloned())
+        .is_some_and(|d| d == digest);
+    if same {
+        return;
     }
-    *done = true;
-    let _ = IMAGES.set(());
+    let archive = tar(&[
+        ("stub", &stub, 0o755),
+        ("etc/", b"", 0o755),
+        ("etc/stub-version", version.as_bytes(), 0o644),
+        ("tmp/", b"", 0o1777),
+    ]);
+    let options = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo(repo)
+        .tag(tag)
+        .changes(vec![
+            format!("CMD [\"/stub\",\"serve\",\"--port\",\"{port}\"]"),
+            format!("EXPOSE {port}/tcp"),
+            format!("LABEL berth.stub={digest}"),
+        ])
+        .build();
+    let mut stream = docker.create_image(
+        Some(options),
+        Some(bollard::body_full(archive.into())),
+        None,
+    );
+    while let Some(item) = stream.next().await {
+        item.expect("image import");
+    }
 }
 
 static NEXT: AtomicU16 = AtomicU16::new(0);
@@ -193,41 +212,42 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        let label = format!("label=io.berth.environment={}", self.env);
-        let list = |args: &[&str]| -> Vec<String> {
-            let out = Command::new("docker").args(args).output().unwrap();
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect()
-        };
-        let containers = list(&["ps", "-aq", "--filter", &label]);
-        let foreign = list(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=berth-test-run={}", self.env),
-        ]);
-        let all: Vec<String> = containers.into_iter().chain(foreign).collect();
-        if !all.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&all)
-                .output();
-        }
-        let networks = list(&["network", "ls", "-q", "--filter", &label]);
-        if !networks.is_empty() {
-            let _ = Command::new("docker")
-                .args(["network", "rm"])
-                .args(&networks)
-                .output();
-        }
-        let volumes = list(&["volume", "ls", "-q", "--filter", &label]);
-        if !volumes.is_empty() {
-            let _ = Command::new("docker")
-                .args(["volume", "rm", "-f"])
-                .args(&volumes)
-                .output();
+        clean_environment(&self.env);
+    }
+}
+
+/// Remove every container, network and volume of environment `env` on the local engine
+/// (its label), and containers tests started for it (`berth-test-run=<env>`).
+pub fn clean_environment(env: &str) {
+    let label = format!("label=io.berth.environment={env}");
+    let list = |args: &[&str]| -> Vec<String> {
+        let out = Command::new("docker").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let containers = list(&["ps", "-aq", "--filter", &label]);
+    let foreign = list(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=berth-test-run={env}"),
+    ]);
+    let all: Vec<String> = containers.into_iter().chain(foreign).collect();
+    for (what, ids) in [
+        (vec!["rm", "-f"], all),
+        (
+            vec!["network", "rm"],
+            list(&["network", "ls", "-q", "--filter", &label]),
+        ),
+        (
+            vec!["volume", "rm", "-f"],
+            list(&["volume", "ls", "-q", "--filter", &label]),
+        ),
+    ] {
+        if !ids.is_empty() {
+            let _ = Command::new("docker").args(what).args(&ids).output();
         }
     }
 }

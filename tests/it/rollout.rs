@@ -3,28 +3,13 @@
 //! automatic rollback, stop-first rollback for published ports, ports that stay taken, and
 //! ports held by other processes re-planned.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use crate::dockerhost::{self, Run};
-use crate::support::{Repo, berth_bin};
+use crate::support::{Repo, berth_in, text};
 
 fn berth(repo: &Repo, args: &[&str]) -> Output {
-    Command::new(berth_bin())
-        .args(args)
-        .arg("--repo")
-        .arg(repo.path())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    berth_in(repo, args)
 }
 
 fn docker(args: &[&str]) -> String {

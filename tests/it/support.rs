@@ -46,6 +46,27 @@ pub fn berth(args: &[&str]) -> Output {
         .expect("run berth")
 }
 
+/// Run `berth <args> --repo <repo>` with no stdin (never a TTY) and NO_COLOR.
+pub fn berth_in(repo: &Repo, args: &[&str]) -> Output {
+    Command::new(berth_bin())
+        .args(args)
+        .arg("--repo")
+        .arg(repo.path())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// stdout then stderr, as text.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// The repo root of this crate.
 pub fn crate_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -105,6 +105,17 @@ pub fn live_container(summary: &ContainerSummary, environment: &str) -> LiveCont
         .map(|n| n.keys().cloned().collect())
         .unwrap_or_default();
     networks.sort();
+    let address = summary
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .and_then(|n| {
+            networks.iter().find_map(|name| {
+                n.get(name)
+                    .and_then(|e| e.ip_address.clone())
+                    .filter(|ip| !ip.is_empty())
+            })
+        });
     let mut volumes: Vec<String> = summary
         .mounts
         .iter()
@@ -126,6 +137,7 @@ pub fn live_container(summary: &ContainerSummary, environment: &str) -> LiveCont
         networks,
         volumes,
         ports,
+        address,
         inspected: None,
     }
 }
@@ -189,6 +201,9 @@ pub fn create_body(spec: &ContainerSpec, env: &BTreeMap<String, String>) -> Cont
         },
     )]);
     ContainerCreateBody {
+        // The container's name, also while a replacement runs under a temporary one (a
+        // hostname is at most 63 characters).
+        hostname: Some(spec.name.chars().take(63).collect()),
         image: Some(spec.image.clone()),
         cmd: spec.command.clone(),
         env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
@@ -227,6 +242,56 @@ pub fn env_map(lines: &[String]) -> BTreeMap<String, String> {
         .filter_map(|l| {
             l.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// berth's routes as Caddy holds them, with each dial that is a container's address on this
+/// host read back as the container's name.
+#[must_use]
+pub fn live_routes(
+    routes: Vec<super::caddy::CaddyRoute>,
+    containers: &std::collections::BTreeMap<String, LiveContainer>,
+) -> std::collections::BTreeMap<String, crate::model::live::LiveRoute> {
+    let by_address: std::collections::BTreeMap<&str, &str> = containers
+        .iter()
+        .filter_map(|(name, c)| c.address.as_deref().map(|a| (a, name.as_str())))
+        .collect();
+    routes
+        .into_iter()
+        .map(|r| {
+            let mut ports = std::collections::BTreeSet::new();
+            let mut upstreams: Vec<String> = r
+                .dials
+                .iter()
+                .map(|dial| match dial.rsplit_once(':') {
+                    Some((address, port)) => {
+                        ports.insert(port.parse::<u16>().ok());
+                        by_address
+                            .get(address)
+                            .map_or_else(|| dial.clone(), |n| (*n).to_string())
+                    }
+                    None => {
+                        ports.insert(None);
+                        dial.clone()
+                    }
+                })
+                .collect();
+            upstreams.sort();
+            let port = match ports.len() {
+                1 => ports.into_iter().next().flatten(),
+                _ => None,
+            };
+            let owner = r.name.split_once('.').map(|(t, _)| t.to_string());
+            (
+                r.name,
+                crate::model::live::LiveRoute {
+                    owner,
+                    hosts: r.hosts,
+                    upstreams,
+                    port,
+                },
+            )
         })
         .collect()
 }

@@ -486,6 +486,11 @@ impl DockerDriver {
                 Ok(()) => self.wait_healthy(tenant, &next, spec.health.as_ref()).await,
                 Err(e) => Err(e),
             };
+            // Caddy's routes move to the new container while the old one still serves.
+            let ready = match ready {
+                Ok(()) => self.hand_over(tenant, &spec.name, &next, None).await,
+                Err(e) => Err(e),
+            };
             if let Err(e) = ready {
                 // The old container never stopped serving; the new one goes.
                 self.remove(tenant, &next).await?;
@@ -511,10 +516,18 @@ impl DockerDriver {
         self.remove(tenant, &next).await?;
         self.create(tenant, spec, &next, &env).await?;
         let was_running = self.is_running(tenant, &spec.name).await?;
+        let old_address = self.address_of(tenant, &spec.name).await?;
         self.stop(tenant, &spec.name).await?;
         if start {
             let ready = match self.start(tenant, &next).await {
                 Ok(()) => self.wait_healthy(tenant, &next, spec.health.as_ref()).await,
+                Err(e) => Err(e),
+            };
+            let ready = match ready {
+                Ok(()) => {
+                    self.hand_over(tenant, &spec.name, &next, old_address.as_deref())
+                        .await
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = ready {
@@ -528,6 +541,32 @@ impl DockerDriver {
         }
         self.remove(tenant, &spec.name).await?;
         self.rename(tenant, &next, &spec.name).await
+    }
+
+    /// Point the host's Caddy routes from container `old` (or its address `known`, when it
+    /// already stopped) to container `new`.
+    async fn hand_over(
+        &self,
+        tenant: &str,
+        old: &str,
+        new: &str,
+        known: Option<&str>,
+    ) -> Result<(), DockerError> {
+        let Some(caddy) = &self.caddy else {
+            return Ok(());
+        };
+        let old_address = match known {
+            Some(a) => Some(a.to_string()),
+            None => self.address_of(tenant, old).await?,
+        };
+        let new_address = self.address_of(tenant, new).await?;
+        if let (Some(from), Some(to)) = (old_address, new_address) {
+            caddy
+                .repoint(&from, &to)
+                .await
+                .map_err(self.caddy_error(tenant))?;
+        }
+        Ok(())
     }
 
     async fn is_running(&self, tenant: &str, name: &str) -> Result<bool, DockerError> {

@@ -10,6 +10,7 @@
 //! - Generated values live in secret volumes, made once and shared by every replica.
 //! - Suspend is `StopContainer`; data volumes are removed only by a purge step.
 
+pub mod caddy;
 pub mod convert;
 pub mod images;
 mod lifecycle;
@@ -143,6 +144,29 @@ pub enum DockerError {
         /// Volume.
         volume: String,
     },
+    /// The host's Caddy refused a route change or could not be reached.
+    #[error("a Caddy admin call failed on `{host}` (tenant `{tenant}`)")]
+    Caddy {
+        /// Host.
+        host: HostRef,
+        /// Tenant of the step.
+        tenant: String,
+        /// The call and what Caddy said.
+        #[source]
+        source: caddy::CaddyError,
+    },
+    /// A route names containers none of which has an address (none is running).
+    #[error(
+        "route `{route}` on `{host}` has no running container to send requests to (tenant `{tenant}`)"
+    )]
+    NoUpstream {
+        /// Host.
+        host: HostRef,
+        /// Tenant.
+        tenant: String,
+        /// Route.
+        route: String,
+    },
     /// Not a Docker change.
     #[error("`{kind}` is not a Docker change")]
     NotDocker {
@@ -165,6 +189,7 @@ impl DockerError {
         match self {
             DockerError::Connect { .. } => true,
             DockerError::Api { source, .. } => api(source),
+            DockerError::Caddy { source, .. } => source.transient,
             _ => false,
         }
     }
@@ -199,6 +224,8 @@ pub struct DockerDriver {
     drain: Duration,
     /// Registry credentials of the host's environment.
     registries: std::collections::BTreeMap<String, crate::model::Registry>,
+    /// The host's Caddy, when berth manages routes there.
+    caddy: Option<Box<caddy::Caddy>>,
 }
 
 /// The address published ports of an engine answer on: the endpoint's host name, or loopback
@@ -255,6 +282,7 @@ impl DockerDriver {
             probe_host: probe_host(endpoint),
             drain: Duration::from_secs(1),
             registries: std::collections::BTreeMap::new(),
+            caddy: None,
         })
     }
 
@@ -278,6 +306,22 @@ impl DockerDriver {
     ) -> Self {
         self.registries = registries;
         self
+    }
+
+    /// Manage routes in this Caddy (the host's `caddy`).
+    #[must_use]
+    pub fn with_caddy(mut self, config: Option<&crate::model::Caddy>) -> Self {
+        self.caddy = config.map(|c| Box::new(caddy::Caddy::new(c, &self.host)));
+        self
+    }
+
+    fn caddy_error(&self, tenant: &str) -> impl Fn(caddy::CaddyError) -> DockerError + '_ {
+        let tenant = tenant.to_string();
+        move |source| DockerError::Caddy {
+            host: self.host.clone(),
+            tenant: tenant.clone(),
+            source,
+        }
     }
 
     /// Make every observation a deep one (inspect each container berth manages here).
@@ -442,6 +486,10 @@ impl DockerDriver {
                 live.images.insert(tag.clone(), image.id.clone());
             }
         }
+        if let Some(caddy) = &self.caddy {
+            let routes = caddy.observe().await.map_err(self.caddy_error(scan))?;
+            live.routes = convert::live_routes(routes, &live.containers);
+        }
         Ok(LiveHost {
             docker: live,
             applied_commit,
@@ -536,6 +584,30 @@ impl DockerDriver {
                 self.stop(tenant, container).await?;
                 self.remove(tenant, container).await?;
             }
+            Change::CreateRoute {
+                route,
+                hosts,
+                upstreams,
+                port,
+            }
+            | Change::UpdateRoute {
+                route,
+                hosts,
+                upstreams,
+                port,
+                ..
+            } => {
+                self.put_route(tenant, route, hosts, upstreams, *port)
+                    .await?
+            }
+            Change::RemoveRoute { route } => {
+                if let Some(caddy) = &self.caddy {
+                    caddy
+                        .remove(route)
+                        .await
+                        .map_err(self.caddy_error(tenant))?;
+                }
+            }
             Change::RemoveNetwork { network } => {
                 self.count();
                 match self.docker.remove_network(network).await {
@@ -568,6 +640,53 @@ impl DockerDriver {
             }
         }
         Ok(())
+    }
+
+    /// Point route `route` at the addresses of `upstreams` (those that have one).
+    async fn put_route(
+        &self,
+        tenant: &str,
+        route: &str,
+        hosts: &[String],
+        upstreams: &[String],
+        port: u16,
+    ) -> Result<(), DockerError> {
+        let Some(caddy) = &self.caddy else {
+            return Ok(());
+        };
+        let mut dials = Vec::new();
+        for name in upstreams {
+            if let Some(address) = self.address_of(tenant, name).await? {
+                dials.push(format!("{address}:{port}"));
+            }
+        }
+        if dials.is_empty() {
+            return Err(DockerError::NoUpstream {
+                host: self.host.clone(),
+                tenant: tenant.to_string(),
+                route: route.to_string(),
+            });
+        }
+        caddy
+            .put(route, hosts, &dials)
+            .await
+            .map_err(self.caddy_error(tenant))
+    }
+
+    /// A container's address on its network (`None` when it is not running or not there).
+    async fn address_of(&self, tenant: &str, name: &str) -> Result<Option<String>, DockerError> {
+        self.count();
+        match self.docker.inspect_container(name, None).await {
+            Ok(info) => Ok(info
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|n| {
+                    n.values()
+                        .find_map(|e| e.ip_address.clone().filter(|a| !a.is_empty()))
+                })),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(self.api(tenant, format!("inspect container {name}"))(e)),
+        }
     }
 
     /// The Engine client, for tests and tooling on the same host.

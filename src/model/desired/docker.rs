@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::{
     ConfigValue, Container, ContainerHealth, ContainerSpec, DesiredHost, HEALTH_LABEL,
-    LABEL_PREFIX, Network, Probe, PublishedPort, SecretKey, Volume, container_name,
+    LABEL_PREFIX, Network, Probe, PublishedPort, Route, SecretKey, Volume, container_name,
     secret_volume_name,
 };
 use crate::model::{
@@ -164,7 +164,7 @@ pub(super) fn add_docker_stack(
                 labels.insert("com.docker.compose.service".into(), service_label.clone());
                 labels.insert("com.docker.compose.container-number".into(), n.to_string());
                 labels.insert("com.docker.compose.oneoff".into(), "False".into());
-                if process == "web" && !app.domains.is_empty() {
+                if process == "web" && !app.domains.is_empty() && !dh.caddy {
                     proxy_labels(&mut labels, proxy, tenant, app, &network);
                 }
                 let command = app
@@ -215,6 +215,32 @@ pub(super) fn add_docker_stack(
                     spec,
                 });
             }
+        }
+    }
+    if dh.caddy {
+        for app in stack.apps.values() {
+            let upstreams: Vec<String> = containers
+                .iter()
+                .filter(|c| {
+                    c.running
+                        && c.spec.labels.get(&format!("{LABEL_PREFIX}app")) == Some(&app.name)
+                        && c.spec.labels.get(&format!("{LABEL_PREFIX}process"))
+                            == Some(&"web".to_string())
+                })
+                .map(|c| c.spec.name.clone())
+                .collect();
+            if app.domains.is_empty() || upstreams.is_empty() {
+                continue;
+            }
+            dh.routes.insert(
+                format!("{tenant}.{}", app.name),
+                Route {
+                    tenant: tenant.to_string(),
+                    hosts: app.domains.clone(),
+                    upstreams,
+                    port: app.port.unwrap_or(8080),
+                },
+            );
         }
     }
     for mut container in containers {

@@ -167,8 +167,25 @@ pub struct DesiredHost {
     pub volumes: BTreeMap<String, Volume>,
     /// Docker containers by name.
     pub containers: BTreeMap<String, Container>,
+    /// Docker: whether berth manages Caddy routes here (the host's `caddy`).
+    pub caddy: bool,
+    /// Docker: Caddy routes by name (`<tenant>.<app>`), when `caddy` is set.
+    pub routes: BTreeMap<String, Route>,
     /// Tenants placed here.
     pub tenants: BTreeSet<String>,
+}
+
+/// A route in the host's Caddy: requests for these hosts go to these containers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Tenant.
+    pub tenant: String,
+    /// Host names matched (the app's domains).
+    pub hosts: Vec<String>,
+    /// Containers requests are balanced over (the app's running web replicas).
+    pub upstreams: Vec<String>,
+    /// The port they listen on.
+    pub port: u16,
 }
 
 /// Host kinds.
@@ -424,6 +441,8 @@ pub fn compile(fleet: &Fleet, placements: &[Placement]) -> Desired {
                     networks: BTreeMap::new(),
                     volumes: BTreeMap::new(),
                     containers: BTreeMap::new(),
+                    caddy: host.caddy.is_some(),
+                    routes: BTreeMap::new(),
                     tenants: BTreeSet::new(),
                 },
             );

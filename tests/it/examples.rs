@@ -1,0 +1,338 @@
+//! The example repos under `examples/`, reconciled end to end on the real parts: the files
+//! are applied as they are (only the host entries of the environment are pointed at this
+//! machine), from empty to converged, then a tier change, a cancellation (data kept) and a
+//! new tenant.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::dockerhost;
+use crate::support::{Repo, berth_in, crate_root, text};
+
+fn berth(repo: &Repo, args: &[&str]) -> Output {
+    berth_in(repo, args)
+}
+
+fn apply(repo: &Repo) {
+    let out = berth(repo, &["apply", "--auto-approve", "--attempts", "1"]);
+    assert!(out.status.success(), "apply failed:\n{}", text(&out));
+}
+
+fn assert_converged(repo: &Repo) {
+    let plan = berth(repo, &["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "not converged:\n{}",
+        text(&plan)
+    );
+}
+
+/// Copy an example repo as it is.
+fn copy_example(name: &str) -> Repo {
+    let repo = Repo::new();
+    let root = crate_root().join("examples").join(name);
+    copy_dir(&root, &root, &repo);
+    repo
+}
+
+fn copy_dir(root: &Path, dir: &Path, repo: &Repo) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            copy_dir(root, &path, repo);
+        } else {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            repo.write_bytes(&rel, &std::fs::read(&path).unwrap());
+        }
+    }
+}
+
+/// Commit the work tree (the repo is a git repo, as in real use: the last applied commit is
+/// what tells drift from intent).
+fn commit(repo: &Repo, message: &str) {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(repo.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    };
+    if !repo.path().join(".git").exists() {
+        git(&["init", "-q", "-b", "main"]);
+    }
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "--allow-empty", "-m", message]);
+}
+
+/// Replace one exact piece of a repo file (it must be there once).
+fn edit(repo: &Repo, rel: &str, from: &str, to: &str) {
+    let path = repo.path().join(rel);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.matches(from).count(), 1, "`{from}` in {rel}");
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// A Caddy started for one test, on loopback ports below the ephemeral range.
+struct Caddy {
+    child: Child,
+    admin: u16,
+    http: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Caddy {
+    fn start() -> Caddy {
+        let base = 31200 + (std::process::id() % 300) as u16 * 2;
+        let (admin, http) = (base, base + 1);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("caddy.json");
+        std::fs::write(
+            &config,
+            format!(r#"{{"admin":{{"listen":"127.0.0.1:{admin}"}}}}"#),
+        )
+        .unwrap();
+        let child = Command::new("caddy")
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("caddy (Debian's `caddy` package; scripts/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", admin)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "caddy's admin API did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Caddy {
+            child,
+            admin,
+            http,
+            _dir: dir,
+        }
+    }
+
+    /// `GET /` with this Host header through Caddy: (status, body).
+    fn get(&self, host: &str) -> (u16, String) {
+        request(self.http, "GET", "/", host, None)
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        request(
+            self.admin,
+            method,
+            path,
+            &format!("127.0.0.1:{}", self.admin),
+            body,
+        )
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn request(port: u16, method: &str, path: &str, host: &str, body: Option<&str>) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// agistaffers: templated sites behind Caddy. Requests for a tenant's subdomain reach that
+/// tenant's container; a removed or cancelled tenant's host gets 404; a route changed by
+/// hand in Caddy is drift and is put back; a replacement drops no request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_sites_route_through_caddy_end_to_end() {
+    let Some(docker) = dockerhost::docker().await else {
+        return;
+    };
+    dockerhost::stub_image_as(&docker, "registry.example.com/site-template:3.2.0", 3000).await;
+    dockerhost::clean_environment("sites");
+    let caddy = Caddy::start();
+    let repo = copy_example("customer-sites");
+    let env = "environments/sites.yaml";
+    edit(
+        &repo,
+        env,
+        r#"caddy: { admin: "http://127.0.0.1:2019", listen: ":80" }"#,
+        &format!(
+            r#"caddy: {{ admin: "http://127.0.0.1:{}", listen: "127.0.0.1:{}" }}"#,
+            caddy.admin, caddy.http
+        ),
+    );
+    commit(&repo, "customer-sites, pointed at this machine");
+
+    // From empty.
+    let plan = berth(&repo, &["plan"]);
+    let shown = text(&plan);
+    assert!(shown.contains("route bakery.web"), "{shown}");
+    apply(&repo);
+    assert_converged(&repo);
+    let (status, body) = caddy.get("bakery.sites.example.com");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("bakery-web-1"), "{body}");
+    let (status, body) = caddy.get("www.petals.example");
+    assert_eq!(status, 200);
+    assert!(body.contains("florist-web-"), "{body}");
+    let (status, _) = caddy.get("nobody.sites.example.com");
+    assert_eq!(status, 404, "an unknown host gets the fallback");
+
+    // A route changed by hand in Caddy is drift, and apply puts it back.
+    let (status, answer) = caddy.admin(
+        "PATCH",
+        "/id/berth.sites.web-1.bakery.web/match",
+        Some(r#"[{"host":["hijacked.example"]}]"#),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let plan = berth(&repo, &["plan", "--detailed-exitcode"]);
+    let shown = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("route bakery.web") && shown.contains("[drift]"),
+        "{shown}"
+    );
+    assert!(shown.contains("hijacked.example"), "{shown}");
+    apply(&repo);
+    assert_converged(&repo);
+    assert_eq!(caddy.get("bakery.sites.example.com").0, 200);
+    assert_eq!(caddy.get("hijacked.example").0, 404);
+
+    // A replacement (the template's theme changes) while requests keep coming: none fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, port) = (stop.clone(), caddy.http);
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = request(port, "GET", "/", "bakery.sites.example.com", None);
+                if status == 200 && body.contains("bakery-web-1") {
+                    ok += 1;
+                } else {
+                    failed.push(status);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (ok, failed)
+        })
+    };
+    edit(
+        &repo,
+        "tenants/bakery.yaml",
+        "THEME: classic",
+        "THEME: rustic",
+    );
+    commit(&repo, "bakery: rustic theme");
+    apply(&repo);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 10, "requests went through during the rollout ({ok})");
+    assert!(
+        failed.is_empty(),
+        "requests failed during the rollout: {failed:?} ({ok} ok)"
+    );
+    assert_converged(&repo);
+
+    // A tier change: two replicas behind one route.
+    edit(
+        &repo,
+        "tenants/plumber.yaml",
+        "tier: basic",
+        "tier: business",
+    );
+    commit(&repo, "plumber: business tier");
+    apply(&repo);
+    assert_converged(&repo);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (status, body) = caddy.get("plumber.sites.example.com");
+        assert_eq!(status, 200);
+        seen.insert(
+            body.split_whitespace()
+                .last()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert!(
+        seen.iter().all(|c| c.starts_with("plumber-web-")),
+        "{seen:?}"
+    );
+
+    // A cancellation: the site stops answering, its container is kept (stopped).
+    edit(
+        &repo,
+        "tenants/florist.yaml",
+        "tier: business",
+        "tier: business\nstate: cancelled",
+    );
+    commit(&repo, "florist: cancelled");
+    apply(&repo);
+    assert_converged(&repo);
+    assert_eq!(caddy.get("florist.sites.example.com").0, 404);
+    assert_eq!(caddy.get("www.petals.example").0, 404);
+
+    // A new tenant: a copy of the bakery under another id.
+    let bakery = std::fs::read_to_string(repo.path().join("tenants/bakery.yaml")).unwrap();
+    repo.write(
+        "tenants/cafe.yaml",
+        &bakery.replace("The Bakery", "The Cafe"),
+    );
+    commit(&repo, "cafe: new site");
+    apply(&repo);
+    assert_converged(&repo);
+    let (status, body) = caddy.get("cafe.sites.example.com");
+    assert_eq!(status, 200);
+    assert!(body.contains("cafe-web-1"), "{body}");
+
+    // A removed tenant file: its host gets 404.
+    std::fs::remove_file(repo.path().join("tenants/cafe.yaml")).unwrap();
+    commit(&repo, "cafe: gone");
+    apply(&repo);
+    assert_converged(&repo);
+    assert_eq!(caddy.get("cafe.sites.example.com").0, 404);
+    drop(caddy);
+    dockerhost::clean_environment("sites");
+}
