@@ -128,6 +128,11 @@ static int client(const char *host, const char *port, int seconds) {
 int main(int argc, char **argv) {
     signal(SIGTERM, bye);
     signal(SIGINT, bye);
+    /* Installed under other names in example images: a Postgres readiness check, a worker. */
+    const char *base = strrchr(argv[0], '/');
+    base = base ? base + 1 : argv[0];
+    if (strcmp(base, "pg_isready") == 0) return health(5432);
+    if (strcmp(base, "worker") == 0) for (;;) pause();
     const char *mode = argc > 1 ? argv[1] : "serve";
     if (strcmp(mode, "serve") == 0) return serve(port_arg(argc, argv));
     if (strcmp(mode, "health") == 0) return health(port_arg(argc, argv));

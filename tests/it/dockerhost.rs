@@ -109,6 +109,8 @@ pub async fn images(docker: &Docker) {
             tag,
             8080,
             &format!("berth-stub {tag}\n"),
+            &[],
+            false,
         )
         .await;
     }
@@ -118,20 +120,58 @@ pub async fn images(docker: &Docker) {
 
 /// Import the stub under an example's image name, serving on `port` (what the example's
 /// app listens on). Done again only when the stub changed.
-pub async fn stub_image_as(docker: &Docker, reference: &str, port: u16) {
+/// The stub is also installed at each of `also` (`bin/worker`, `usr/bin/pg_isready`: it acts
+/// by the name it is called under). An image of that name that is not a stub (a real one
+/// on a developer's engine) is used as it is.
+pub async fn stub_image_as(docker: &Docker, reference: &str, port: u16, also: &[&str]) {
+    stub_image(docker, reference, port, also, false).await;
+}
+
+/// As [`stub_image_as`], the stub being the image's entrypoint (a tenant's `command` is then
+/// its arguments, as with `nats -js`).
+pub async fn stub_entrypoint_image_as(docker: &Docker, reference: &str, port: u16) {
+    stub_image(docker, reference, port, &[], true).await;
+}
+
+async fn stub_image(docker: &Docker, reference: &str, port: u16, also: &[&str], entrypoint: bool) {
+    let foreign = docker.inspect_image(reference).await.ok().is_some_and(|i| {
+        i.config
+            .and_then(|c| c.labels)
+            .is_none_or(|l| !l.contains_key("berth.stub"))
+    });
+    if foreign {
+        return;
+    }
     let (repo, tag) = reference.rsplit_once(':').unwrap();
-    import_stub(docker, repo, tag, port, &format!("{reference}\n")).await;
+    import_stub(
+        docker,
+        repo,
+        tag,
+        port,
+        &format!("{reference}\n"),
+        also,
+        entrypoint,
+    )
+    .await;
 }
 
 /// Import the stub as `repo:tag` (CMD serve on `port`, `/etc/stub-version` = `version`)
 /// unless an image of this very stub is there already.
-async fn import_stub(docker: &Docker, repo: &str, tag: &str, port: u16, version: &str) {
+async fn import_stub(
+    docker: &Docker,
+    repo: &str,
+    tag: &str,
+    port: u16,
+    version: &str,
+    also: &[&str],
+    entrypoint: bool,
+) {
     let stub = std::fs::read(build_stub()).unwrap();
     let digest = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         stub.hash(&mut h);
-        (port, version).hash(&mut h);
+        (port, version, also, entrypoint).hash(&mut h);
         format!("{:016x}", h.finish())
     };
     // Importing again would move the tag to a new image id under containers of a run in
@@ -147,18 +187,38 @@ async fn import_stub(docker: &Docker, repo: &str, tag: &str, port: u16, version:
     if same {
         return;
     }
-    let archive = tar(&[
-        ("stub", &stub, 0o755),
-        ("etc/", b"", 0o755),
-        ("etc/stub-version", version.as_bytes(), 0o644),
-        ("tmp/", b"", 0o1777),
-    ]);
+    let mut entries: Vec<(String, &[u8], u32)> = vec![
+        ("stub".into(), &stub, 0o755),
+        ("etc/".into(), b"", 0o755),
+        ("etc/stub-version".into(), version.as_bytes(), 0o644),
+        ("tmp/".into(), b"", 0o1777),
+    ];
+    for path in also {
+        let mut dir = String::new();
+        let parts: Vec<&str> = path.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            dir.push_str(part);
+            dir.push('/');
+            if !entries.iter().any(|(p, _, _)| *p == dir) {
+                entries.push((dir.clone(), b"", 0o755));
+            }
+        }
+        entries.push(((*path).to_string(), &stub, 0o755));
+    }
+    let entries: Vec<(&str, &[u8], u32)> = entries
+        .iter()
+        .map(|(p, d, m)| (p.as_str(), *d, *m))
+        .collect();
+    let archive = tar(&entries);
     let options = CreateImageOptionsBuilder::default()
         .from_src("-")
         .repo(repo)
         .tag(tag)
         .changes(vec![
-            format!("CMD [\"/stub\",\"serve\",\"--port\",\"{port}\"]"),
+            format!(
+                "{} [\"/stub\",\"serve\",\"--port\",\"{port}\"]",
+                if entrypoint { "ENTRYPOINT" } else { "CMD" }
+            ),
             format!("EXPOSE {port}/tcp"),
             format!("LABEL berth.stub={digest}"),
         ])
@@ -171,6 +231,22 @@ async fn import_stub(docker: &Docker, repo: &str, tag: &str, port: u16, version:
     while let Some(item) = stream.next().await {
         item.expect("image import");
     }
+}
+
+/// `docker inspect -f <template> <object>`, trimmed ("" when there is no such object).
+pub fn inspect(object: &str, template: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", template, object])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One env value of a container.
+pub fn env_of(container: &str, key: &str) -> Option<String> {
+    inspect(container, "{{range .Config.Env}}{{println .}}{{end}}")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
 }
 
 static NEXT: AtomicU16 = AtomicU16::new(0);

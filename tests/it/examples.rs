@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::dockerhost;
-use crate::support::{Repo, berth_in, crate_root, text};
+use crate::support::{Repo, berth_bin, berth_in, crate_root, text};
 
 fn berth(repo: &Repo, args: &[&str]) -> Output {
     berth_in(repo, args)
@@ -189,7 +189,13 @@ async fn customer_sites_route_through_caddy_end_to_end() {
     let Some(docker) = dockerhost::docker().await else {
         return;
     };
-    dockerhost::stub_image_as(&docker, "registry.example.com/site-template:3.2.0", 3000).await;
+    dockerhost::stub_image_as(
+        &docker,
+        "registry.example.com/site-template:3.2.0",
+        3000,
+        &[],
+    )
+    .await;
     dockerhost::clean_environment("sites");
     let caddy = Caddy::start();
     let repo = copy_example("customer-sites");
@@ -335,4 +341,289 @@ async fn customer_sites_route_through_caddy_end_to_end() {
     assert_eq!(caddy.get("cafe.sites.example.com").0, 404);
     drop(caddy);
     dockerhost::clean_environment("sites");
+}
+
+/// Sixty Sales: an isolated stack per customer (app, worker, Postgres, Redis on a private
+/// network), ports from the host's range, generated credentials stable across redeploys,
+/// health-gated, memory limits app 2G / db 512M / redis 256M, two host entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_stacks_end_to_end() {
+    use crate::dockerhost::{env_of, inspect};
+    let Some(docker) = dockerhost::docker().await else {
+        return;
+    };
+    let sales = "registry.example.net/sales:2.8.0";
+    dockerhost::stub_image_as(&docker, sales, 8080, &["bin/worker"]).await;
+    dockerhost::stub_image_as(&docker, "postgres:16.4", 5432, &["usr/bin/pg_isready"]).await;
+    dockerhost::stub_image_as(&docker, "redis:7", 6379, &[]).await;
+    dockerhost::clean_environment("stacks");
+    let repo = copy_example("isolated-stacks");
+    let env = "environments/stacks.yaml";
+    let local = r#"docker: { endpoint: "unix:///var/run/docker.sock" }"#;
+    edit(
+        &repo,
+        env,
+        r#"docker: { endpoint: "tcp://10.0.1.10:2375" }"#,
+        local,
+    );
+    edit(
+        &repo,
+        env,
+        r#"docker: { endpoint: "ssh://deploy@10.0.1.11" }"#,
+        local,
+    );
+    // Both host entries are this one engine: their ranges must not overlap the other tests'.
+    let text_now = std::fs::read_to_string(repo.path().join(env)).unwrap();
+    std::fs::write(
+        repo.path().join(env),
+        text_now
+            .replacen("ports: 21000-21999", "ports: 31000-31019", 1)
+            .replacen("ports: 21000-21999", "ports: 31020-31039", 1),
+    )
+    .unwrap();
+    commit(&repo, "isolated-stacks, pointed at this machine");
+
+    apply(&repo);
+    assert_converged(&repo);
+    let gib = (2u64 << 30).to_string();
+    assert_eq!(inspect("northwind-web-1", "{{.HostConfig.Memory}}"), gib);
+    assert_eq!(inspect("contoso-web-2", "{{.HostConfig.Memory}}"), gib);
+    assert_eq!(
+        inspect("northwind-db", "{{.HostConfig.Memory}}"),
+        (512u64 << 20).to_string()
+    );
+    assert_eq!(
+        inspect("northwind-cache", "{{.HostConfig.Memory}}"),
+        (256u64 << 20).to_string()
+    );
+    assert_eq!(
+        inspect("northwind-worker-1", "{{.HostConfig.Memory}}"),
+        (512u64 << 20).to_string()
+    );
+    assert_eq!(inspect("northwind-worker-1", "{{.State.Running}}"), "true");
+    // Private networks: the db is on its tenant's network only.
+    assert_eq!(
+        inspect(
+            "northwind-db",
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}"
+        ),
+        "northwind_net"
+    );
+    // The published port is from the host's range and answers.
+    let port: u16 = inspect(
+        "northwind-web-1",
+        r#"{{(index (index .NetworkSettings.Ports "8080/tcp") 0).HostPort}}"#,
+    )
+    .parse()
+    .unwrap();
+    assert!((31000..=31019).contains(&port), "{port}");
+    let (status, body) = request(port, "GET", "/", "localhost", None);
+    assert_eq!(status, 200);
+    assert!(body.contains("northwind-web-1"), "{body}");
+    let secret = env_of("northwind-web-1", "APP_SECRET").unwrap();
+    let password = env_of("northwind-db", "POSTGRES_PASSWORD").unwrap();
+    assert_eq!(
+        env_of("contoso-web-1", "APP_SECRET"),
+        env_of("contoso-web-2", "APP_SECRET")
+    );
+
+    // A tier change: two replicas with the same credentials; the database untouched.
+    let db_id = inspect("northwind-db", "{{.Id}}");
+    edit(&repo, "tenants/northwind.yaml", "tier: team", "tier: scale");
+    commit(&repo, "northwind: scale tier");
+    apply(&repo);
+    assert_converged(&repo);
+    assert_eq!(
+        env_of("northwind-web-1", "APP_SECRET").as_deref(),
+        Some(secret.as_str())
+    );
+    assert_eq!(
+        env_of("northwind-web-2", "APP_SECRET").as_deref(),
+        Some(secret.as_str())
+    );
+    assert_eq!(
+        inspect("northwind-db", "{{.Id}}"),
+        db_id,
+        "the database was not replaced"
+    );
+    assert_eq!(
+        env_of("northwind-db", "POSTGRES_PASSWORD").as_deref(),
+        Some(password.as_str())
+    );
+
+    // A cancellation: everything stops, the data volumes stay.
+    edit(
+        &repo,
+        "tenants/contoso.yaml",
+        "tier: scale",
+        "tier: scale\nstate: cancelled",
+    );
+    commit(&repo, "contoso: cancelled");
+    apply(&repo);
+    assert_converged(&repo);
+    assert_eq!(inspect("contoso-db", "{{.State.Running}}"), "false");
+    assert_eq!(inspect("contoso-web-1", "{{.State.Running}}"), "false");
+    let volumes = inspect("contoso-db", "{{range .Mounts}}{{.Name}} {{end}}");
+    assert!(!volumes.trim().is_empty(), "the db keeps its volume");
+    for volume in volumes.split_whitespace() {
+        assert_eq!(inspect(volume, "{{.Name}}"), volume);
+    }
+
+    // A new tenant on the first host.
+    let northwind = std::fs::read_to_string(repo.path().join("tenants/northwind.yaml")).unwrap();
+    repo.write(
+        "tenants/fabrikam.yaml",
+        &northwind
+            .replace("Northwind", "Fabrikam")
+            .replace("tier: scale", "tier: team"),
+    );
+    commit(&repo, "fabrikam: new customer");
+    apply(&repo);
+    assert_converged(&repo);
+    assert_eq!(inspect("fabrikam-web-1", "{{.State.Running}}"), "true");
+    assert_ne!(
+        env_of("fabrikam-db", "POSTGRES_PASSWORD"),
+        Some(password),
+        "each tenant gets its own credentials"
+    );
+    dockerhost::clean_environment("stacks");
+}
+
+/// BizOSaaS: shared platform services (API, dashboard, event bus, shared Postgres and
+/// Redis) beside per-tenant apps, secrets by reference in Vault (OpenBao here): values
+/// resolved into the containers, never shown, a rotation rolled out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_with_vault_end_to_end() {
+    use crate::dockerhost::{env_of, inspect};
+    let Some(docker) = dockerhost::docker().await else {
+        return;
+    };
+    let Some(bao) = crate::vault::Bao::start() else {
+        return;
+    };
+    for (image, port) in [
+        ("registry.bizosaas.example/api:5.1.0", 8000),
+        ("registry.bizosaas.example/dashboard:5.1.0", 3000),
+        ("registry.bizosaas.example/storefront:2.0.3", 8080),
+        ("postgres:16", 5432),
+        ("redis:7", 6379),
+    ] {
+        dockerhost::stub_image_as(&docker, image, port, &[]).await;
+    }
+    dockerhost::stub_entrypoint_image_as(&docker, "nats:2.10", 4222).await;
+    dockerhost::clean_environment("saas");
+    for (name, value) in [
+        ("stripe-key", "sk_live_canary_5c1d"),
+        ("smtp-password", "smtp-canary-one"),
+        ("jwt-signing-key", "jwt-canary-9f2e"),
+    ] {
+        bao.put(&format!("secret/bizosaas/prod/{name}"), value);
+    }
+    let repo = copy_example("platform");
+    let env = "environments/saas.yaml";
+    edit(
+        &repo,
+        env,
+        "https://vault.bizosaas.example:8200",
+        &bao.address,
+    );
+    edit(&repo, env, "ports: 30000-30999", "ports: 31040-31059");
+    commit(&repo, "platform, pointed at this machine");
+    let with_token = |args: &[&str]| {
+        Command::new(berth_bin())
+            .args(args)
+            .arg("--repo")
+            .arg(repo.path())
+            .env("NO_COLOR", "1")
+            .env("VAULT_TOKEN", &bao.token)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let apply = || {
+        let out = with_token(&["apply", "--auto-approve", "--attempts", "1"]);
+        assert!(out.status.success(), "apply failed:\n{}", text(&out));
+        out
+    };
+    let converged = || {
+        let plan = with_token(&["plan", "--detailed-exitcode"]);
+        assert_eq!(
+            plan.status.code(),
+            Some(0),
+            "not converged:\n{}",
+            text(&plan)
+        );
+    };
+
+    let out = apply();
+    converged();
+    let shown = text(&out);
+    assert!(
+        !shown.contains("canary"),
+        "a secret value was printed:\n{shown}"
+    );
+    assert_eq!(
+        env_of("shared-api-1", "JWT_SIGNING_KEY").as_deref(),
+        Some("jwt-canary-9f2e")
+    );
+    assert_eq!(
+        env_of("shared-api-1", "STRIPE_KEY").as_deref(),
+        Some("sk_live_canary_5c1d")
+    );
+    assert_eq!(
+        env_of("alpha-web-1", "SMTP_PASSWORD").as_deref(),
+        Some("smtp-canary-one")
+    );
+    assert_eq!(inspect("shared-events", "{{.State.Running}}"), "true");
+    assert_eq!(
+        inspect("shared-postgres", "{{.HostConfig.Memory}}"),
+        (2u64 << 30).to_string()
+    );
+
+    // A rotation in Vault: shown as sensitive, rolled out to every reader.
+    bao.put("secret/bizosaas/prod/smtp-password", "smtp-canary-two");
+    let plan = with_token(&["plan"]);
+    let shown = text(&plan);
+    assert!(shown.contains("(sensitive, changed)"), "{shown}");
+    assert!(!shown.contains("canary"), "{shown}");
+    apply();
+    converged();
+    assert_eq!(
+        env_of("alpha-web-1", "SMTP_PASSWORD").as_deref(),
+        Some("smtp-canary-two")
+    );
+    assert_eq!(
+        env_of("beta-web-1", "SMTP_PASSWORD").as_deref(),
+        Some("smtp-canary-two")
+    );
+
+    // A tier change, a cancellation, a new tenant.
+    edit(
+        &repo,
+        "tenants/alpha.yaml",
+        "tier: growth",
+        "tier: enterprise",
+    );
+    edit(
+        &repo,
+        "tenants/beta.yaml",
+        "tier: growth",
+        "tier: growth\nstate: cancelled",
+    );
+    let alpha = std::fs::read_to_string(repo.path().join("tenants/alpha.yaml")).unwrap();
+    repo.write(
+        "tenants/gamma.yaml",
+        &alpha
+            .replace("Alpha Retail", "Gamma Retail")
+            .replace("TENANT: alpha", "TENANT: gamma")
+            .replace("tier: enterprise", "tier: growth"),
+    );
+    commit(&repo, "alpha enterprise, beta cancelled, gamma new");
+    apply();
+    converged();
+    assert_eq!(inspect("alpha-web-2", "{{.State.Running}}"), "true");
+    assert_eq!(inspect("beta-web-1", "{{.State.Running}}"), "false");
+    assert_eq!(inspect("gamma-web-1", "{{.State.Running}}"), "true");
+    assert_eq!(inspect("shared-api-1", "{{.State.Running}}"), "true");
+    dockerhost::clean_environment("saas");
 }

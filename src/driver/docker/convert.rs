@@ -15,7 +15,7 @@ use bollard::models::{
 
 use crate::model::RestartPolicy;
 use crate::model::desired::{ContainerSpec, LABEL_PREFIX, Probe};
-use crate::model::live::{ContainerState, LiveContainer, PortBinding};
+use crate::model::live::{ContainerState, HostRef, LiveContainer, PortBinding};
 
 /// The container's name without Docker's leading `/`.
 #[must_use]
@@ -30,11 +30,17 @@ pub fn container_name(summary: &ContainerSummary) -> Option<String> {
 /// The tenant owning an object, when berth manages it *for this environment*. Objects of
 /// another environment sharing the engine are foreign here: seen, never touched.
 #[must_use]
-pub fn managed_owner(
-    labels: Option<&HashMap<String, String>>,
-    environment: &str,
-) -> Option<String> {
+pub fn managed_owner(labels: Option<&HashMap<String, String>>, host: &HostRef) -> Option<String> {
     let labels = labels?;
+    let environment = host.environment.as_str();
+    // Another host entry on the same engine (objects made before the host label count as
+    // this host's).
+    if labels
+        .get(&format!("{LABEL_PREFIX}host"))
+        .is_some_and(|h| *h != host.host)
+    {
+        return None;
+    }
     let managed = labels
         .get(&format!("{LABEL_PREFIX}managed"))
         .map(String::as_str)
@@ -66,7 +72,7 @@ pub fn health_from_status(status: &str) -> Option<String> {
 
 /// A container summary as the live model sees it, for the host of `environment`.
 #[must_use]
-pub fn live_container(summary: &ContainerSummary, environment: &str) -> LiveContainer {
+pub fn live_container(summary: &ContainerSummary, host: &HostRef) -> LiveContainer {
     let labels = summary.labels.as_ref();
     let state = match summary.state {
         Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
@@ -124,7 +130,7 @@ pub fn live_container(summary: &ContainerSummary, environment: &str) -> LiveCont
         .collect();
     volumes.sort();
     LiveContainer {
-        owner: managed_owner(labels, environment),
+        owner: managed_owner(labels, host),
         spec_hash: labels.and_then(|l| l.get(&format!("{LABEL_PREFIX}spec-hash")).cloned()),
         image_id: summary.image_id.clone(),
         image: summary.image.clone(),

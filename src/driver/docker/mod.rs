@@ -430,7 +430,7 @@ impl DockerDriver {
             let Some(name) = convert::container_name(summary) else {
                 continue;
             };
-            let container = convert::live_container(summary, &self.host.environment);
+            let container = convert::live_container(summary, &self.host);
             // Running containers hold their ports; berth's stopped ones keep theirs too.
             if container.state == crate::model::live::ContainerState::Running
                 || container.owner.is_some()
@@ -447,7 +447,7 @@ impl DockerDriver {
             live.networks.insert(
                 name,
                 LiveNetwork {
-                    owner: convert::managed_owner(network.labels.as_ref(), &self.host.environment),
+                    owner: convert::managed_owner(network.labels.as_ref(), &self.host),
                     internal: network.internal.unwrap_or(false),
                     subnets: network
                         .ipam
@@ -477,7 +477,7 @@ impl DockerDriver {
             live.volumes.insert(
                 volume.name.clone(),
                 LiveVolume {
-                    owner: convert::managed_owner(Some(&volume.labels), &self.host.environment),
+                    owner: convert::managed_owner(Some(&volume.labels), &self.host),
                 },
             );
         }

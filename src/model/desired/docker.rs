@@ -24,6 +24,7 @@ pub(super) fn add_docker_stack(
     running: bool,
 ) {
     let network = format!("{tenant}_net");
+    let host_name = dh.name.clone();
     let publishes = stack
         .apps
         .values()
@@ -34,6 +35,7 @@ pub(super) fn add_docker_stack(
         labels.insert(format!("{LABEL_PREFIX}managed"), "true".to_string());
         labels.insert(format!("{LABEL_PREFIX}tenant"), tenant.to_string());
         labels.insert(format!("{LABEL_PREFIX}environment"), env.name.clone());
+        labels.insert(format!("{LABEL_PREFIX}host"), host_name.clone());
         labels.insert(format!("{LABEL_PREFIX}role"), role.to_string());
         labels.insert("com.docker.compose.project".to_string(), tenant.to_string());
         labels

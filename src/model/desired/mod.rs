@@ -167,6 +167,9 @@ pub struct DesiredHost {
     pub volumes: BTreeMap<String, Volume>,
     /// Docker containers by name.
     pub containers: BTreeMap<String, Container>,
+    /// The host's name in its environment (Docker objects are labelled with it, so two
+    /// host entries on one engine never take each other's objects).
+    pub name: String,
     /// Docker: whether berth manages Caddy routes here (the host's `caddy`).
     pub caddy: bool,
     /// Docker: Caddy routes by name (`<tenant>.<app>`), when `caddy` is set.
@@ -443,6 +446,7 @@ pub fn compile(fleet: &Fleet, placements: &[Placement]) -> Desired {
                     containers: BTreeMap::new(),
                     caddy: host.caddy.is_some(),
                     routes: BTreeMap::new(),
+                    name: host.name.clone(),
                     tenants: BTreeSet::new(),
                 },
             );
