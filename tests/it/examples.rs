@@ -627,3 +627,152 @@ async fn platform_with_vault_end_to_end() {
     assert_eq!(inspect("shared-api-1", "{{.State.Running}}"), "true");
     dockerhost::clean_environment("saas");
 }
+
+/// Point a Dokku host entry (`  <name>:\n    dokku:\n …` up to its `capacity`) at a
+/// simulated host.
+fn point_dokku_host(repo: &Repo, rel: &str, name: &str, host: &crate::sshd::DokkuHost) {
+    let path = repo.path().join(rel);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find(&format!("  {name}:\n    dokku:\n")).unwrap();
+    let end = start + text[start..].find("    capacity:").unwrap();
+    let replaced = format!("{}{}{}", &text[..start], host.env_host(name), &text[end..]);
+    std::fs::write(path, replaced).unwrap();
+}
+
+/// MindRoom's fleet: per tenant a Dokku app from an image, Postgres and Redis from the
+/// plugins, linked; `<tenant>.<domain>` and extra domains; Let's Encrypt; tiers; a cancelled
+/// tenant — on two simulated Dokku hosts behind real sshd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dokku_fleet_end_to_end() {
+    use crate::sshd::DokkuHost;
+    let (Some(one), Some(two)) = (DokkuHost::start(), DokkuHost::start()) else {
+        return;
+    };
+    let repo = copy_example("dokku-fleet");
+    let env = "environments/production.yaml";
+    point_dokku_host(&repo, env, "dokku-1", &one);
+    point_dokku_host(&repo, env, "dokku-2", &two);
+    commit(&repo, "dokku-fleet, pointed at the simulated hosts");
+    let run = |args: &[&str]| {
+        Command::new(berth_bin())
+            .args(args)
+            .arg("--repo")
+            .arg(repo.path())
+            .env("NO_COLOR", "1")
+            .env("BERTH_SECRET_OPENAI", "sk-fleet-canary")
+            .env("BERTH_SECRET_SENTRY_DSN", "https://canary@sentry.example/1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let apply = || {
+        let out = run(&["apply", "--auto-approve", "--attempts", "1"]);
+        assert!(out.status.success(), "apply failed:\n{}", text(&out));
+        assert!(!text(&out).contains("canary"), "{}", text(&out));
+    };
+    let converged = || {
+        let plan = run(&["plan", "--detailed-exitcode"]);
+        assert_eq!(
+            plan.status.code(),
+            Some(0),
+            "not converged:\n{}",
+            text(&plan)
+        );
+    };
+
+    apply();
+    converged();
+    let s1 = one.state();
+    let acme = &s1["apps"]["acme-web"];
+    assert_eq!(acme["source_image"], "registry.mindroom.example/app:1.4.2");
+    assert_eq!(acme["env"]["OPENAI_API_KEY"], "sk-fleet-canary");
+    assert_eq!(acme["scale"]["web"], 2, "{acme}");
+    assert_eq!(acme["scale"]["worker"], 1);
+    assert_eq!(acme["letsencrypt"], true);
+    assert!(
+        acme["vhosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "acme.mindroom.example"),
+        "{acme}"
+    );
+    for service in ["postgres:acme-db", "redis:acme-cache"] {
+        assert!(
+            s1["services"][service]["links"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|a| a == "acme-web")),
+            "{service}: {}",
+            s1["services"]
+        );
+    }
+    // A tenant already cancelled when it reaches berth gets nothing made for it.
+    assert!(s1["apps"].get("cirrus-web").is_none(), "{}", s1["apps"]);
+    assert!(s1["services"].get("postgres:cirrus-db").is_none());
+    let s2 = two.state();
+    let bluebird = &s2["apps"]["bluebird-web"];
+    assert_eq!(bluebird["letsencrypt"], true);
+    assert!(
+        s2["services"]["postgres:bluebird-db"]["links"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|a| a == "bluebird-web"))
+    );
+    assert!(
+        s2["apps"].get("acme-web").is_none(),
+        "each tenant on its host"
+    );
+
+    // A tier change: bluebird starter → pro (two web, one worker, 2G).
+    edit(&repo, "tenants/bluebird.yaml", "tier: starter", "tier: pro");
+    commit(&repo, "bluebird: pro");
+    apply();
+    converged();
+    let s2 = two.state();
+    let bluebird = &s2["apps"]["bluebird-web"];
+    assert_eq!(bluebird["scale"]["web"], 2, "{bluebird}");
+    assert_eq!(
+        bluebird["limits"]["_default_.limit.memory"], "2048m",
+        "{bluebird}"
+    );
+
+    // A cancellation: acme is suspended, its databases kept.
+    edit(
+        &repo,
+        "tenants/acme.yaml",
+        "tier: pro",
+        "tier: pro\nstate: cancelled",
+    );
+    commit(&repo, "acme: cancelled");
+    apply();
+    converged();
+    let s1 = one.state();
+    let acme = &s1["apps"]["acme-web"];
+    assert!(
+        acme["scale"].as_object().unwrap().values().all(|n| n == 0),
+        "{acme}"
+    );
+    assert!(s1["services"]["postgres:acme-db"].is_object());
+    assert!(s1["services"]["redis:acme-cache"].is_object());
+
+    // A new tenant from the example's own template, on the first host.
+    let template = std::fs::read_to_string(repo.path().join("templates/tenant.yaml")).unwrap();
+    repo.write(
+        "tenants/delta.yaml",
+        &template.replace("{tenant}", "Delta Co"),
+    );
+    commit(&repo, "delta: new tenant");
+    apply();
+    converged();
+    let (s1, s2) = (one.state(), two.state());
+    let s1 = if s1["apps"]["delta-web"].is_object() {
+        s1
+    } else {
+        s2
+    };
+    assert_eq!(s1["apps"]["delta-web"]["deployed"], true);
+    assert!(
+        s1["services"]["postgres:delta-db"]["links"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|a| a == "delta-web"))
+    );
+}
