@@ -450,18 +450,20 @@ pub fn apply_step(
             }
         }
         Change::EnableTls { app } => {
-            dokku
+            let a = dokku
                 .apps
                 .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?
-                .tls = true;
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            a.tls = true;
+            a.cert_domains = Some(a.domains.clone());
         }
         Change::DisableTls { app } => {
-            dokku
+            let a = dokku
                 .apps
                 .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?
-                .tls = false;
+                .ok_or_else(|| missing(format!("app {app}")))?;
+            a.tls = false;
+            a.cert_domains = None;
         }
         Change::DestroyApp { app } => {
             dokku

@@ -146,6 +146,10 @@ pub struct LiveDokkuApp {
     /// Let's Encrypt active.
     #[serde(default)]
     pub tls: bool,
+    /// Names the installed certificate covers (`certs:report` hostnames), `None` when no
+    /// certificate is installed or it was not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_domains: Option<Vec<String>>,
 }
 
 /// A Dokku Postgres/Redis service as observed.

@@ -462,7 +462,19 @@ fn diff_app(
             rolled.clone(),
         );
     }
-    if app.tls && !l.tls {
+    // A certificate covers the names it was issued for: after a domain change (planned now,
+    // or made by hand) `letsencrypt:enable` requests one for the new set (reference/dokku.md
+    // §4, §13: enable is idempotent only while the names match).
+    let want_names: BTreeSet<&String> = if app.domains.is_empty() {
+        defaults.iter().collect()
+    } else {
+        app.domains.iter().collect()
+    };
+    let cert_stale = !domains_ok
+        || l.cert_domains
+            .as_ref()
+            .is_some_and(|c| c.iter().collect::<BTreeSet<_>>() != want_names);
+    if app.tls && (!l.tls || cert_stale) {
         cx.step(
             tenant,
             cause,

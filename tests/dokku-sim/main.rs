@@ -57,6 +57,9 @@ struct App {
     limits: BTreeMap<String, String>,
     mounts: Vec<String>,
     letsencrypt: bool,
+    /// Names the installed certificate covers (ref §11.3 `certs:report --ssl-hostnames`,
+    /// §13: a domain change leaves the old certificate in place until `letsencrypt:enable`).
+    cert_hostnames: Vec<String>,
     docker_options: Vec<String>,
     releases: u64,
 }
@@ -366,6 +369,7 @@ fn run(root: &Path, state: &mut State, words: Vec<String>) -> Out {
         c if c.starts_with("postgres:") => service(state, "postgres", c, &args, &g),
         c if c.starts_with("redis:") => service(state, "redis", c, &args, &g),
         c if c.starts_with("letsencrypt:") => letsencrypt(state, c, &args, &g),
+        "certs:report" => certs_report(state, &args, &g),
         _ => unknown(&command, &args),
     }
 }
@@ -1750,7 +1754,14 @@ fn letsencrypt(state: &mut State, command: &str, args: &[String], g: &Globals) -
                 }
                 "letsencrypt:enable" => {
                     o.out(format!("=====> Enabling letsencrypt for {name}"));
-                    if app.letsencrypt {
+                    // ref §13 (0.25.0+): skipped only while the certificate covers the
+                    // app's current domains; `_` is never certified.
+                    let wanted: std::collections::BTreeSet<&String> =
+                        app.vhosts.iter().filter(|d| *d != "_").collect();
+                    let covered: std::collections::BTreeSet<&String> =
+                        app.cert_hostnames.iter().collect();
+                    let force = args.iter().any(|a| a == "--force");
+                    if app.letsencrypt && wanted == covered && !force {
                         o.out(format!("-----> Certificate is still valid for {name}, skipping certificate request"));
                         o.out("-----> Pass --force to force a certificate request");
                         return o;
@@ -1773,6 +1784,7 @@ fn letsencrypt(state: &mut State, command: &str, args: &[String], g: &Globals) -
                     o.out(format!("-----> Disabling ACME proxy for {name}..."));
                     o.out("-----> Done");
                     app.letsencrypt = true;
+                    app.cert_hostnames = app.vhosts.iter().filter(|d| *d != "_").cloned().collect();
                     o.changed = true;
                     o
                 }
@@ -1780,6 +1792,7 @@ fn letsencrypt(state: &mut State, command: &str, args: &[String], g: &Globals) -
                     o.out("-----> Disabling letsencrypt for app");
                     o.out("-----> Done");
                     app.letsencrypt = false;
+                    app.cert_hostnames.clear();
                     o.changed = true;
                     o
                 }
@@ -1810,4 +1823,41 @@ fn letsencrypt(state: &mut State, command: &str, args: &[String], g: &Globals) -
         }
         _ => unknown(command, args),
     }
+}
+
+/// ref §11.3 `certs:report`: a Go report since 0.38.22 (header type `ssl`, stripped JSON keys).
+fn certs_report(state: &State, args: &[String], g: &Globals) -> Out {
+    report(
+        state,
+        args,
+        "ssl",
+        g.quiet,
+        &|name, app| {
+            let enabled = !app.cert_hostnames.is_empty();
+            let when = |v: &str| {
+                if enabled {
+                    v.to_string()
+                } else {
+                    String::new()
+                }
+            };
+            vec![
+                ("--ssl-dir".into(), format!("/home/dokku/{name}/tls")),
+                ("--ssl-enabled".into(), enabled.to_string()),
+                ("--ssl-expires-at".into(), when("2026-12-01 00:00:00")),
+                ("--ssl-hostnames".into(), app.cert_hostnames.join(" ")),
+                ("--ssl-issuer".into(), when("C=US, O=Let's Encrypt, CN=R11")),
+                ("--ssl-starts-at".into(), when("2026-09-02 00:00:00")),
+                (
+                    "--ssl-subject".into(),
+                    app.cert_hostnames
+                        .first()
+                        .map(|h| format!("CN={h}"))
+                        .unwrap_or_default(),
+                ),
+                ("--ssl-verified".into(), when("self signed")),
+            ]
+        },
+        &stripped_only("ssl"),
+    )
 }
