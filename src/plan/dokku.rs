@@ -316,6 +316,40 @@ fn diff_app(
         prepared.push(id);
     }
 
+    // Port map (from `port:`): replaced as a whole; nginx reloads, no restart. Without
+    // `port:` the map is Dokku's and Let's Encrypt's (reference/dokku.md §11.1, §13).
+    if !app.ports.is_empty() {
+        let live_map: BTreeSet<&String> = l.ports.iter().collect();
+        if live_map != app.ports.iter().collect() {
+            let id = cx.step(
+                tenant,
+                cause,
+                Change::SetPorts {
+                    app: name.to_string(),
+                    ports: app.ports.clone(),
+                    before: l.ports.clone(),
+                },
+                base.clone(),
+            );
+            prepared.push(id);
+        }
+    }
+    // Restart policy: a property read at container creation (reference/dokku.md §5.2).
+    if l.restart_policy != app.restart {
+        let id = cx.step(
+            tenant,
+            cause,
+            Change::SetRestartPolicy {
+                app: name.to_string(),
+                policy: app.restart.clone(),
+                before: l.restart_policy.clone(),
+            },
+            base.clone(),
+        );
+        needs_restart = true;
+        prepared.push(id);
+    }
+
     // Links: desired ones missing, and managed links to this app nobody wants.
     for key in &app.links {
         let Some(service) = cx.desired.dokku_services.get(key) else {

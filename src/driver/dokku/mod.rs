@@ -140,8 +140,10 @@ fn read(words: &[&str]) -> RemoteCommand {
 
 /// The all-app reports of the second wave (reference/dokku.md §14.2), with the plugin name
 /// their legacy JSON keys carry (`app-deploy-source` … §1.6).
-const REPORTS: [(&str, &str); 6] = [
+const REPORTS: [(&str, &str); 8] = [
     ("apps:report", "app"),
+    ("ps:report", "ps"),
+    ("ports:report", "ports"),
     ("domains:report", "domains"),
     ("resource:report", "resource"),
     ("storage:report", "storage"),
@@ -421,6 +423,8 @@ impl DokkuDriver {
                         .map(|m| parse::mounts(&m))
                         .unwrap_or_default(),
                     tls: field("letsencrypt:report", app, "active").as_deref() == Some("true"),
+                    ports: words(field("ports:report", app, "map")),
+                    restart_policy: nonempty(field("ps:report", app, "restart-policy")),
                     cert_domains,
                 },
             );
