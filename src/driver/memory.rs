@@ -268,6 +268,18 @@ pub fn apply(
     Ok(())
 }
 
+/// The Dokku app a step acts on, or the error naming it.
+fn app_mut<'a>(
+    dokku: &'a mut crate::model::live::LiveDokku,
+    app: &str,
+    step: u32,
+) -> Result<&'a mut LiveDokkuApp, MemoryError> {
+    dokku.apps.get_mut(app).ok_or_else(|| MemoryError::Missing {
+        step,
+        subject: format!("app {app}"),
+    })
+}
+
 /// Apply one step.
 ///
 /// # Errors
@@ -303,10 +315,7 @@ pub fn apply_step(
             );
         }
         Change::SetConfig { app, changes } => {
-            let a = dokku
-                .apps
-                .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?;
+            let a = app_mut(dokku, app, step.id)?;
             for change in changes {
                 let value = match &change.new {
                     ConfigValue::Literal { value } => value.clone(),
@@ -331,61 +340,48 @@ pub fn apply_step(
             a.owner = a.config.get(BERTH_TENANT_KEY).map(|v| v.0.clone());
         }
         Change::UnsetConfig { app, keys } => {
-            let a = dokku
-                .apps
-                .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?;
+            let a = app_mut(dokku, app, step.id)?;
             for key in keys {
                 a.config.remove(key);
             }
             a.owner = a.config.get(BERTH_TENANT_KEY).map(|v| v.0.clone());
         }
         Change::SetDomains { app, domains, .. } => {
-            let a = dokku
-                .apps
-                .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?;
+            let a = app_mut(dokku, app, step.id)?;
             a.domains.clone_from(domains);
         }
         Change::DeployImage { app, image, .. } => {
-            let a = dokku
-                .apps
-                .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?;
+            let a = app_mut(dokku, app, step.id)?;
             a.image = Some(image.clone());
             a.config
                 .insert("GIT_REV".into(), LiveValue(short_hash(image.as_bytes())));
         }
         Change::Scale { app, processes, .. } => {
-            let a = dokku
-                .apps
-                .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?;
+            let a = app_mut(dokku, app, step.id)?;
             a.processes.clone_from(processes);
         }
         Change::SetLimits {
             app, memory, cpus, ..
         } => {
-            let a = dokku
-                .apps
-                .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?;
+            let a = app_mut(dokku, app, step.id)?;
             a.memory.clone_from(memory);
             a.cpus.clone_from(cpus);
         }
         Change::MountStorage { app, mount } => {
-            let a = dokku
-                .apps
-                .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?;
+            let a = app_mut(dokku, app, step.id)?;
             a.storage.push(mount.clone());
         }
         Change::UnmountStorage { app, mount } => {
-            let a = dokku
-                .apps
-                .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?;
+            let a = app_mut(dokku, app, step.id)?;
             a.storage.retain(|m| m != mount);
+        }
+        Change::SetPorts { app, ports, .. } => {
+            let a = app_mut(dokku, app, step.id)?;
+            a.ports.clone_from(ports);
+        }
+        Change::SetRestartPolicy { app, policy, .. } => {
+            let a = app_mut(dokku, app, step.id)?;
+            a.restart_policy.clone_from(policy);
         }
         Change::Restart { app } => {
             dokku
@@ -420,10 +416,7 @@ pub fn apply_step(
                 .get_mut(&key)
                 .ok_or_else(|| missing(key.clone()))?;
             s.links.push(app.clone());
-            let a = dokku
-                .apps
-                .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?;
+            let a = app_mut(dokku, app, step.id)?;
             let var = match service_kind {
                 ServiceKind::Redis => "REDIS_URL",
                 _ => "DATABASE_URL",
@@ -450,18 +443,14 @@ pub fn apply_step(
             }
         }
         Change::EnableTls { app } => {
-            dokku
-                .apps
-                .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?
-                .tls = true;
+            let a = app_mut(dokku, app, step.id)?;
+            a.tls = true;
+            a.cert_domains = Some(a.domains.clone());
         }
         Change::DisableTls { app } => {
-            dokku
-                .apps
-                .get_mut(app)
-                .ok_or_else(|| missing(format!("app {app}")))?
-                .tls = false;
+            let a = app_mut(dokku, app, step.id)?;
+            a.tls = false;
+            a.cert_domains = None;
         }
         Change::DestroyApp { app } => {
             dokku

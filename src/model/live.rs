@@ -146,6 +146,17 @@ pub struct LiveDokkuApp {
     /// Let's Encrypt active.
     #[serde(default)]
     pub tls: bool,
+    /// Configured proxy port map (`ports:report` `map`: `http:80:5000 …`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// The app's own restart policy (`ps:report` `restart-policy`), `None` when unset
+    /// (Dokku's default `on-failure:10` applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    /// Names the installed certificate covers (`certs:report` hostnames), `None` when no
+    /// certificate is installed or it was not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_domains: Option<Vec<String>>,
 }
 
 /// A Dokku Postgres/Redis service as observed.

@@ -281,8 +281,9 @@ pub struct App {
     pub cpus: Option<f64>,
     /// Storage mounts.
     pub storage: Vec<Storage>,
-    /// Restart policy.
-    pub restart: RestartPolicy,
+    /// Restart policy, when the file sets one (Docker default `unless-stopped`; on Dokku
+    /// `None` leaves Dokku's default `on-failure:10`).
+    pub restart: Option<RestartPolicy>,
     /// When to pull the image.
     pub pull: PullPolicy,
 }

@@ -222,6 +222,22 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             format!("unmount storage {mount} from app {app}"),
             vec!["unmounted only: the data directory stays on the host".into()],
         ),
+        Change::SetPorts { app, ports, before } => (
+            format!("ports of app {app}"),
+            vec![arrow("ports", &list(before), &list(ports))],
+        ),
+        Change::SetRestartPolicy {
+            app,
+            policy,
+            before,
+        } => {
+            let shown =
+                |p: &Option<String>| p.clone().unwrap_or_else(|| "(Dokku's default)".into());
+            (
+                format!("restart policy of app {app}"),
+                vec![arrow("restart", &shown(before), &shown(policy))],
+            )
+        }
         Change::Restart { app } => (format!("restart app {app}"), vec![]),
         Change::CreateService {
             service_kind,

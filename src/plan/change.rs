@@ -117,6 +117,26 @@ pub enum Change {
         /// `host:container`.
         mount: String,
     },
+    /// `ports:set` (the proxy's port map, from `port:`).
+    SetPorts {
+        /// App.
+        app: String,
+        /// New map (`http:80:5000`, `https:443:5000`).
+        ports: Vec<String>,
+        /// Map before.
+        before: Vec<String>,
+    },
+    /// `ps:set restart-policy` (no value: back to Dokku's default).
+    SetRestartPolicy {
+        /// App.
+        app: String,
+        /// New policy, `None` = Dokku's default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<String>,
+        /// Policy before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<String>,
+    },
     /// `ps:restart`, once after batched no-restart changes.
     Restart {
         /// App.
@@ -392,6 +412,8 @@ impl Change {
             | Change::SetLimits { app, .. }
             | Change::MountStorage { app, .. }
             | Change::UnmountStorage { app, .. }
+            | Change::SetPorts { app, .. }
+            | Change::SetRestartPolicy { app, .. }
             | Change::Restart { app }
             | Change::LinkService { app, .. }
             | Change::UnlinkService { app, .. }
@@ -468,6 +490,8 @@ impl Change {
             Change::SetLimits { .. } => "set-limits",
             Change::MountStorage { .. } => "mount-storage",
             Change::UnmountStorage { .. } => "unmount-storage",
+            Change::SetPorts { .. } => "set-ports",
+            Change::SetRestartPolicy { .. } => "set-restart-policy",
             Change::Restart { .. } => "restart",
             Change::CreateService { .. } => "create-service",
             Change::LinkService { .. } => "link-service",

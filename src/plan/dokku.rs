@@ -316,6 +316,40 @@ fn diff_app(
         prepared.push(id);
     }
 
+    // Port map (from `port:`): replaced as a whole; nginx reloads, no restart. Without
+    // `port:` the map is Dokku's and Let's Encrypt's (reference/dokku.md §11.1, §13).
+    if !app.ports.is_empty() {
+        let live_map: BTreeSet<&String> = l.ports.iter().collect();
+        if live_map != app.ports.iter().collect() {
+            let id = cx.step(
+                tenant,
+                cause,
+                Change::SetPorts {
+                    app: name.to_string(),
+                    ports: app.ports.clone(),
+                    before: l.ports.clone(),
+                },
+                base.clone(),
+            );
+            prepared.push(id);
+        }
+    }
+    // Restart policy: a property read at container creation (reference/dokku.md §5.2).
+    if l.restart_policy != app.restart {
+        let id = cx.step(
+            tenant,
+            cause,
+            Change::SetRestartPolicy {
+                app: name.to_string(),
+                policy: app.restart.clone(),
+                before: l.restart_policy.clone(),
+            },
+            base.clone(),
+        );
+        needs_restart = true;
+        prepared.push(id);
+    }
+
     // Links: desired ones missing, and managed links to this app nobody wants.
     for key in &app.links {
         let Some(service) = cx.desired.dokku_services.get(key) else {
@@ -462,7 +496,19 @@ fn diff_app(
             rolled.clone(),
         );
     }
-    if app.tls && !l.tls {
+    // A certificate covers the names it was issued for: after a domain change (planned now,
+    // or made by hand) `letsencrypt:enable` requests one for the new set (reference/dokku.md
+    // §4, §13: enable is idempotent only while the names match).
+    let want_names: BTreeSet<&String> = if app.domains.is_empty() {
+        defaults.iter().collect()
+    } else {
+        app.domains.iter().collect()
+    };
+    let cert_stale = !domains_ok
+        || l.cert_domains
+            .as_ref()
+            .is_some_and(|c| c.iter().collect::<BTreeSet<_>>() != want_names);
+    if app.tls && (!l.tls || cert_stale) {
         cx.step(
             tenant,
             cause,

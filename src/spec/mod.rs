@@ -339,10 +339,11 @@ pub struct AppSpec {
     /// Process counts per type; default from the tier, else `{ web: 1 }`.
     #[serde(default)]
     pub processes: Option<BTreeMap<String, u32>>,
-    /// Docker: command for every process type unless `commands` says otherwise.
+    /// Docker only: command for every process type unless `commands` says otherwise (on
+    /// Dokku the image's CMD or Procfile runs; refused there).
     #[serde(default)]
     pub command: Option<Vec<String>>,
-    /// Docker: command per process type.
+    /// Docker only: command per process type (on Dokku: the image's Procfile; refused there).
     #[serde(default)]
     pub commands: BTreeMap<String, Vec<String>>,
     /// Domains routed to this app; default `<tenant>.<domain>` for the `web` app.
@@ -351,7 +352,8 @@ pub struct AppSpec {
     /// Let's Encrypt certificate for the domains.
     #[serde(default)]
     pub tls: Option<bool>,
-    /// Health check.
+    /// Docker only: health check berth probes during rollouts (on Dokku health checks come
+    /// from the image's `app.json`; refused there).
     #[serde(default)]
     pub health: Option<HealthSpec>,
     /// Environment: literals, generated secrets or secret references.
@@ -363,7 +365,9 @@ pub struct AppSpec {
     /// Docker: container ports published on the host.
     #[serde(default)]
     pub ports: Vec<PortSpec>,
-    /// Port the app listens on (routing target); default 5000 on Dokku, 8080 on Docker.
+    /// Port the app listens on. Dokku: `ports:set` routes `http:80` (and `https:443` with
+    /// `tls`) to it; unset, Dokku's detected map applies (5000 or the image's `EXPOSE`).
+    /// Docker: routing and health-probe target, default 8080.
     #[serde(default)]
     pub port: Option<u16>,
     /// Memory limit per container; overrides the tier.
@@ -375,10 +379,12 @@ pub struct AppSpec {
     /// Persistent storage mounted into the app.
     #[serde(default)]
     pub storage: Vec<StorageSpec>,
-    /// Docker restart policy; default `unless-stopped`.
+    /// Restart policy. Docker: default `unless-stopped`. Dokku: `ps:set restart-policy`;
+    /// unset, Dokku's default `on-failure:10`.
     #[serde(default)]
     pub restart: Option<RestartPolicy>,
-    /// Docker: when to pull the image; default `missing`.
+    /// When to pull the image; default `missing`. Docker only for `always` and `never`
+    /// (Dokku's `git:from-image` pulls missing images only).
     #[serde(default)]
     pub pull: Option<PullPolicy>,
 }
@@ -517,28 +523,28 @@ pub struct ServiceSpec {
     /// Image; defaults per kind (`postgres:16`, `redis:7`); required for `container`.
     #[serde(default)]
     pub image: Option<String>,
-    /// Docker: command.
+    /// Docker only: command.
     #[serde(default)]
     pub command: Option<Vec<String>>,
-    /// Docker: environment.
+    /// Docker only: environment.
     #[serde(default)]
     pub env: BTreeMap<String, EnvValueSpec>,
-    /// Memory limit.
+    /// Docker only: memory limit.
     #[serde(default)]
     pub memory: Option<String>,
-    /// CPU limit.
+    /// Docker only: CPU limit.
     #[serde(default)]
     pub cpus: Option<f64>,
-    /// Health check.
+    /// Docker only: health check.
     #[serde(default)]
     pub health: Option<HealthSpec>,
-    /// Docker: published ports.
+    /// Docker only: published ports.
     #[serde(default)]
     pub ports: Vec<PortSpec>,
-    /// Docker: named volumes. Postgres and Redis get a data volume by default.
+    /// Docker only: named volumes. Postgres and Redis get a data volume by default.
     #[serde(default)]
     pub storage: Vec<StorageSpec>,
-    /// Docker: when to pull the image; default `missing`.
+    /// Docker only: when to pull the image; default `missing`.
     #[serde(default)]
     pub pull: Option<PullPolicy>,
 }

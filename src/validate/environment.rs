@@ -201,6 +201,7 @@ pub(super) fn check_environment(
             tier: None,
             secrets: &secrets,
             host,
+            dokku: host.is_some_and(|h| matches!(h.target, HostTarget::Dokku(_))),
             base: &["shared"],
         };
         check_stack(cx, parsed, &cxs, &shared.apps, &shared.services).map(|stack| Stack {

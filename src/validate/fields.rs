@@ -127,7 +127,18 @@ pub(super) fn check_app<T>(
         .or(scx.tier.and_then(|t| t.memory));
     check_cpus(cx, parsed, &strs(&at(&["cpus"])), spec.cpus);
     let storage = check_storage(cx, parsed, &at(&["storage"]), &spec.storage);
+    if spec.port == Some(0) {
+        cx.error(
+            parsed,
+            "berth::invalid-port",
+            &strs(&at(&["port"])),
+            "port 0 is not a port".into(),
+            "invalid",
+            None,
+        );
+    }
     if scx.on_dokku() {
+        refuse_app_keys_on_dokku(cx, parsed, &at(&[]), spec);
         let name_len = scx.owner.len() + 1 + name.len();
         if name_len > 63 {
             cx.error(
@@ -159,9 +170,90 @@ pub(super) fn check_app<T>(
         memory,
         cpus: spec.cpus.or(scx.tier.and_then(|t| t.cpus)),
         storage,
-        restart: spec.restart.unwrap_or(RestartPolicy::UnlessStopped),
+        restart: spec.restart,
         pull: spec.pull.unwrap_or_default(),
     })
+}
+
+/// A key a Dokku host cannot carry out: refused, with what to do instead.
+fn refuse_on_dokku<T>(cx: &mut Cx, parsed: &Parsed<'_, T>, path: &[String], key: &str, hint: &str) {
+    let at: Vec<&str> = path
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(key))
+        .collect();
+    cx.push(
+        Diagnostic::error(
+            "berth::not-for-dokku",
+            format!("`{key}` does nothing on a Dokku host"),
+            cx.key_loc(parsed, &at, "on a Dokku host"),
+        )
+        .with_hint(hint),
+    );
+}
+
+/// The app keys that are Docker-only: Dokku has no command for them (reference/dokku.md
+/// §6.1, §10), so accepting them would do nothing.
+fn refuse_app_keys_on_dokku<T>(
+    cx: &mut Cx,
+    parsed: &Parsed<'_, T>,
+    path: &[String],
+    spec: &AppSpec,
+) {
+    let procfile = "Dokku runs the image's CMD, or the process types of a `Procfile` in the \
+                    image's WORKDIR (reference/dokku.md §6.1): put the command in the image";
+    if spec.command.is_some() {
+        refuse_on_dokku(cx, parsed, path, "command", procfile);
+    }
+    if !spec.commands.is_empty() {
+        refuse_on_dokku(cx, parsed, path, "commands", procfile);
+    }
+    if spec.health.is_some() {
+        refuse_on_dokku(
+            cx,
+            parsed,
+            path,
+            "health",
+            "Dokku reads health checks only from the image's `app.json` `healthchecks` \
+             (reference/dokku.md §10, no command sets them): add them there",
+        );
+    }
+    if spec.pull.is_some_and(|p| p != PullPolicy::Missing) {
+        refuse_on_dokku(
+            cx,
+            parsed,
+            path,
+            "pull",
+            "`git:from-image` pulls an image the host does not have and no other way \
+             (reference/dokku.md §6.1); deploy by digest to roll a moved tag out",
+        );
+    }
+}
+
+/// The service keys the Dokku postgres and redis plugins do not take from berth: they run
+/// the service container themselves (reference/dokku.md §12).
+fn refuse_service_keys_on_dokku<T>(
+    cx: &mut Cx,
+    parsed: &Parsed<'_, T>,
+    path: &[String],
+    spec: &ServiceSpec,
+) {
+    let plugin = "on Dokku the postgres/redis plugin runs the service; berth sets only `kind` \
+                  and `image` (reference/dokku.md §12)";
+    let given = [
+        ("command", spec.command.is_some()),
+        ("env", !spec.env.is_empty()),
+        ("memory", spec.memory.is_some()),
+        ("cpus", spec.cpus.is_some()),
+        ("health", spec.health.is_some()),
+        ("storage", !spec.storage.is_empty()),
+        ("pull", spec.pull.is_some()),
+    ];
+    for (key, present) in given {
+        if present {
+            refuse_on_dokku(cx, parsed, path, key, plugin);
+        }
+    }
 }
 
 pub(super) fn check_service<T>(
@@ -197,6 +289,9 @@ pub(super) fn check_service<T>(
             String::new()
         }
     };
+    if scx.on_dokku() {
+        refuse_service_keys_on_dokku(cx, parsed, &at(&[]), spec);
+    }
     if spec.kind == ServiceKind::Container && scx.on_dokku() {
         cx.error(
             parsed,

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 
 use crate::model::{
     App, DokkuTarget, EnvValue, Environment, Fleet, Health, Host, HostTarget, Policy, Port,
-    ProxyKind, RestartPolicy, Secrets, Service, ServiceKind, Stack, Storage, Tenant, TenantState,
+    ProxyKind, PullPolicy, Secrets, Service, ServiceKind, Stack, Storage, Tenant, TenantState,
     Tier, is_dns_label, is_hostname, parse_memory,
 };
 use crate::spec::schema_check::{self, did_you_mean, ticked};
@@ -242,6 +242,9 @@ pub(super) struct StackCx<'a> {
     tier: Option<&'a Tier>,
     secrets: &'a Secrets,
     host: Option<&'a Host>,
+    /// The stack can only land on Dokku hosts (its host is one, or every host of its
+    /// environment is): keys that do nothing there are refused.
+    dokku: bool,
     /// Path prefix of the stack inside its file (`[]` for tenants, `["shared"]`).
     base: &'a [&'a str],
 }
@@ -256,6 +259,6 @@ impl StackCx<'_> {
     }
 
     fn on_dokku(&self) -> bool {
-        matches!(self.host.map(|h| &h.target), Some(HostTarget::Dokku(_)))
+        self.dokku
     }
 }

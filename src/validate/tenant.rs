@@ -118,12 +118,18 @@ pub(super) fn check_tenant(
     let default_domain = environment
         .and_then(|e| e.domain.as_ref())
         .map(|d| format!("{id}.{d}"));
+    let is_dokku = |h: &Host| matches!(h.target, HostTarget::Dokku(_));
+    let dokku = match placed {
+        Some(h) => is_dokku(h),
+        None => environment.is_some_and(|e| !e.hosts.is_empty() && e.hosts.values().all(is_dokku)),
+    };
     let stack_cx = StackCx {
         owner: &id,
         environment_domain: default_domain.as_deref(),
         tier,
         secrets: &secrets,
         host: placed,
+        dokku,
         base: &[],
     };
     let stack = check_stack(cx, parsed, &stack_cx, &spec.apps, &spec.services);

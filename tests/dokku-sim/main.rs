@@ -57,6 +57,13 @@ struct App {
     limits: BTreeMap<String, String>,
     mounts: Vec<String>,
     letsencrypt: bool,
+    /// Names the installed certificate covers (ref §11.3 `certs:report --ssl-hostnames`,
+    /// §13: a domain change leaves the old certificate in place until `letsencrypt:enable`).
+    cert_hostnames: Vec<String>,
+    /// Configured port map (ref §11.1 `ports:set`); empty = detected.
+    ports: Vec<String>,
+    /// `ps:set` properties (ref §5.2): `restart-policy`, …
+    ps_props: BTreeMap<String, String>,
     docker_options: Vec<String>,
     releases: u64,
 }
@@ -366,6 +373,8 @@ fn run(root: &Path, state: &mut State, words: Vec<String>) -> Out {
         c if c.starts_with("postgres:") => service(state, "postgres", c, &args, &g),
         c if c.starts_with("redis:") => service(state, "redis", c, &args, &g),
         c if c.starts_with("letsencrypt:") => letsencrypt(state, c, &args, &g),
+        "certs:report" => certs_report(state, &args, &g),
+        c if c.starts_with("ports:") => ports(state, c, &args, &g),
         _ => unknown(&command, &args),
     }
 }
@@ -1139,7 +1148,21 @@ fn ps(state: &mut State, command: &str, args: &[String], g: &Globals) -> Out {
                         app.scale.values().sum::<u32>().to_string(),
                     ),
                     ("--ps-can-scale".into(), "true".into()),
-                    ("--ps-restart-policy".into(), "on-failure:10".into()),
+                    (
+                        "--ps-computed-restart-policy".into(),
+                        app.ps_props
+                            .get("restart-policy")
+                            .cloned()
+                            .unwrap_or_else(|| "on-failure:10".into()),
+                    ),
+                    ("--ps-global-restart-policy".into(), String::new()),
+                    (
+                        "--ps-restart-policy".into(),
+                        app.ps_props
+                            .get("restart-policy")
+                            .cloned()
+                            .unwrap_or_default(),
+                    ),
                     ("--restore".into(), app.restore.to_string()),
                     ("--running".into(), app.running.to_string()),
                 ]
@@ -1159,6 +1182,50 @@ fn ps(state: &mut State, command: &str, args: &[String], g: &Globals) -> Out {
             }
             app.restore = true;
             release_and_deploy(&mut o, &name, app);
+            o.changed = true;
+            o
+        }
+        "ps:set" => {
+            // ref §5.2: generic property set; no restart (read at container creation).
+            let valid = [
+                "dockerfile-start-cmd",
+                "procfile-path",
+                "restart-policy",
+                "restore",
+                "skip-deploy",
+                "start-cmd",
+                "stop-timeout-seconds",
+            ];
+            let name = args.first().cloned();
+            let app = match need_app(state, name.as_ref()) {
+                Ok(a) => a,
+                Err(e) => return e,
+            };
+            let Some(key) = args.get(1) else {
+                return o.fail("No property specified", 1);
+            };
+            if !valid.contains(&key.as_str()) {
+                return o.fail(
+                    format!(
+                        "Invalid property specified, valid properties include: {}",
+                        valid.join(", ")
+                    ),
+                    1,
+                );
+            }
+            match args.get(2) {
+                Some(value) => {
+                    if key == "restart-policy" && !valid_restart_policy(value) {
+                        return o.fail("Invalid restart-policy specified", 1);
+                    }
+                    o.out(format!("=====> Setting {key} to {value}"));
+                    app.ps_props.insert(key.clone(), value.clone());
+                }
+                None => {
+                    o.out(format!("=====> Unsetting {key}"));
+                    app.ps_props.remove(key);
+                }
+            }
             o.changed = true;
             o
         }
@@ -1750,7 +1817,14 @@ fn letsencrypt(state: &mut State, command: &str, args: &[String], g: &Globals) -
                 }
                 "letsencrypt:enable" => {
                     o.out(format!("=====> Enabling letsencrypt for {name}"));
-                    if app.letsencrypt {
+                    // ref §13 (0.25.0+): skipped only while the certificate covers the
+                    // app's current domains; `_` is never certified.
+                    let wanted: std::collections::BTreeSet<&String> =
+                        app.vhosts.iter().filter(|d| *d != "_").collect();
+                    let covered: std::collections::BTreeSet<&String> =
+                        app.cert_hostnames.iter().collect();
+                    let force = args.iter().any(|a| a == "--force");
+                    if app.letsencrypt && wanted == covered && !force {
                         o.out(format!("-----> Certificate is still valid for {name}, skipping certificate request"));
                         o.out("-----> Pass --force to force a certificate request");
                         return o;
@@ -1773,6 +1847,18 @@ fn letsencrypt(state: &mut State, command: &str, args: &[String], g: &Globals) -
                     o.out(format!("-----> Disabling ACME proxy for {name}..."));
                     o.out("-----> Done");
                     app.letsencrypt = true;
+                    app.cert_hostnames = app.vhosts.iter().filter(|d| *d != "_").cloned().collect();
+                    // ref §13: installing the certificate adds `https:443:<port>` beside the
+                    // app's HTTP mapping.
+                    let http = app
+                        .ports
+                        .iter()
+                        .find_map(|m| m.strip_prefix("http:80:").map(str::to_string));
+                    if let Some(port) = http
+                        && !app.ports.iter().any(|m| m.starts_with("https:443:"))
+                    {
+                        app.ports.push(format!("https:443:{port}"));
+                    }
                     o.changed = true;
                     o
                 }
@@ -1780,6 +1866,7 @@ fn letsencrypt(state: &mut State, command: &str, args: &[String], g: &Globals) -
                     o.out("-----> Disabling letsencrypt for app");
                     o.out("-----> Done");
                     app.letsencrypt = false;
+                    app.cert_hostnames.clear();
                     o.changed = true;
                     o
                 }
@@ -1810,4 +1897,191 @@ fn letsencrypt(state: &mut State, command: &str, args: &[String], g: &Globals) -
         }
         _ => unknown(command, args),
     }
+}
+
+/// ref §11.3 `certs:report`: a Go report since 0.38.22 (header type `ssl`, stripped JSON keys).
+fn certs_report(state: &State, args: &[String], g: &Globals) -> Out {
+    report(
+        state,
+        args,
+        "ssl",
+        g.quiet,
+        &|name, app| {
+            let enabled = !app.cert_hostnames.is_empty();
+            let when = |v: &str| {
+                if enabled {
+                    v.to_string()
+                } else {
+                    String::new()
+                }
+            };
+            vec![
+                ("--ssl-dir".into(), format!("/home/dokku/{name}/tls")),
+                ("--ssl-enabled".into(), enabled.to_string()),
+                ("--ssl-expires-at".into(), when("2026-12-01 00:00:00")),
+                ("--ssl-hostnames".into(), app.cert_hostnames.join(" ")),
+                ("--ssl-issuer".into(), when("C=US, O=Let's Encrypt, CN=R11")),
+                ("--ssl-starts-at".into(), when("2026-09-02 00:00:00")),
+                (
+                    "--ssl-subject".into(),
+                    app.cert_hostnames
+                        .first()
+                        .map(|h| format!("CN={h}"))
+                        .unwrap_or_default(),
+                ),
+                ("--ssl-verified".into(), when("self signed")),
+            ]
+        },
+        &stripped_only("ssl"),
+    )
+}
+
+fn valid_restart_policy(value: &str) -> bool {
+    matches!(value, "no" | "always" | "unless-stopped" | "on-failure")
+        || value
+            .strip_prefix("on-failure:")
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+}
+
+/// ref §11.1: `scheme:host-port:container-port`, ports 0–65535.
+fn port_map_error(map: &str) -> Option<String> {
+    let parts: Vec<&str> = map.split(':').collect();
+    if parts.len() != 3 {
+        return Some(format!("Invalid port map {map} [len={}]", parts.len()));
+    }
+    if parts[1].parse::<u16>().is_err() {
+        return Some(format!("Invalid port map {map} [hostPort={}]", parts[1]));
+    }
+    if parts[2].parse::<u16>().is_err() {
+        return Some(format!(
+            "Invalid port map {map} [containerPort={}]",
+            parts[2]
+        ));
+    }
+    None
+}
+
+/// Detected map after a deploy: `http:80:5000`, plus HTTPS once a certificate exists.
+fn detected_ports(app: &App) -> Vec<String> {
+    if !app.deployed {
+        return Vec::new();
+    }
+    let mut map = vec!["http:80:5000".to_string()];
+    if !app.cert_hostnames.is_empty() {
+        map.push("https:443:5000".into());
+    }
+    map
+}
+
+fn ports_json(map: &[String]) -> String {
+    let list: Vec<_> = map
+        .iter()
+        .filter_map(|m| {
+            let p: Vec<&str> = m.split(':').collect();
+            Some(serde_json::json!({
+                "container_port": p.get(2)?.parse::<u16>().ok()?,
+                "host_port": p.get(1)?.parse::<u16>().ok()?,
+                "scheme": p.first()?,
+            }))
+        })
+        .collect();
+    go_json(&list)
+}
+
+fn ports(state: &mut State, command: &str, args: &[String], g: &Globals) -> Out {
+    let mut o = Out::default();
+    if command == "ports:report" {
+        return report(
+            state,
+            args,
+            "ports",
+            g.quiet,
+            &|_, app| {
+                let detected = detected_ports(app);
+                vec![
+                    ("--ports-map".into(), app.ports.join(" ")),
+                    ("--ports-map-detected".into(), detected.join(" ")),
+                    ("--ports-map-detected-json".into(), ports_json(&detected)),
+                    ("--ports-map-json".into(), ports_json(&app.ports)),
+                ]
+            },
+            &legacy_and_stripped("ports"),
+        );
+    }
+    let name = args.first().cloned();
+    let app = match need_app(state, name.as_ref()) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    let name = name.unwrap();
+    let maps: Vec<String> = args.iter().skip(1).cloned().collect();
+    match command {
+        "ports:list" => {
+            let shown = if app.ports.is_empty() {
+                detected_ports(app)
+            } else {
+                app.ports.clone()
+            };
+            if shown.is_empty() {
+                return o.fail("No port mappings configured for app", 1);
+            }
+            if !g.quiet {
+                o.out(format!("-----> Port mappings for {name}"));
+                o.out("-----> scheme:host port:container port");
+            }
+            for m in shown {
+                o.out(format!("    {}", m.replace(':', "  ")));
+            }
+            return o;
+        }
+        "ports:set" | "ports:add" => {
+            if maps.is_empty() {
+                return o.fail("No port mapping specified", 1);
+            }
+            if let Some(e) = maps.iter().find_map(|m| port_map_error(m)) {
+                return o.fail(e, 1);
+            }
+            let mut next = if command == "ports:set" {
+                Vec::new()
+            } else {
+                app.ports.clone()
+            };
+            for m in maps {
+                let key: String = m.rsplit_once(':').map_or("", |x| x.0).to_string();
+                if next
+                    .iter()
+                    .any(|n| n.rsplit_once(':').map(|x| x.0) == Some(key.as_str()))
+                {
+                    return o.fail(
+                        format!(
+                            "Error validating all port mappings: The same scheme:host-port is being reused: {key}"
+                        ),
+                        1,
+                    );
+                }
+                next.push(m);
+            }
+            app.ports = next;
+        }
+        "ports:remove" => {
+            for m in &maps {
+                if m.parse::<u16>().is_ok() {
+                    app.ports
+                        .retain(|p| p.split(':').nth(1) != Some(m.as_str()));
+                } else {
+                    app.ports.retain(|p| p != m);
+                }
+            }
+        }
+        "ports:clear" => app.ports.clear(),
+        _ => return unknown(command, args),
+    }
+    // post-proxy-ports-update: nginx rebuilt, no container restart.
+    o.out(format!(
+        "-----> Configuring {name}...(using built-in template)"
+    ));
+    o.out("-----> Creating http nginx.conf");
+    o.out("       Reloading nginx");
+    o.changed = true;
+    o
 }

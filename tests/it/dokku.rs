@@ -515,7 +515,7 @@ async fn old_dokku_is_refused_with_the_version_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scan_costs_eleven_commands_plus_two_per_app_and_one_per_service() {
+async fn a_scan_costs_fourteen_commands_plus_two_per_app_and_one_per_service() {
     let Some(rig) = Rig::start() else { return };
     rig.tenant("acme", ACME);
     rig.tenant("bolt", BOLT);
@@ -525,5 +525,99 @@ async fn a_scan_costs_eleven_commands_plus_two_per_app_and_one_per_service() {
     let _ = observe_all(&drivers).await.unwrap();
     // 2 apps + berth-state; 3 services.
     let n = rig.host.commands().len();
-    assert_eq!(n, 6 + 5 + 2 * 2 + 3, "{:?}", rig.host.commands());
+    assert_eq!(n, 6 + 8 + 2 * 2 + 3, "{:?}", rig.host.commands());
+}
+
+/// Issue 13.1: a domain added to a TLS app gets a certificate for the new set of names
+/// (reference/dokku.md §4, §13), and a certificate that no longer covers the app's names is
+/// drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_change_on_a_tls_app_renews_its_certificate() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("acme", ACME);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    let names = |rig: &Rig| -> BTreeSet<String> {
+        rig.host.state()["apps"]["acme-web"]["cert_hostnames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(names(&rig).contains("www.acme.example"));
+    rig.tenant(
+        "acme",
+        &ACME.replace("www.acme.example]", "www.acme.example, shop.acme.example]"),
+    );
+    let plan = converge(&rig, &drivers).await;
+    let got = kinds(&plan);
+    assert!(
+        got.contains(&"set-domains") && got.contains(&"enable-tls"),
+        "{got:?}"
+    );
+    assert!(
+        names(&rig).contains("shop.acme.example"),
+        "{:?}",
+        names(&rig)
+    );
+    // Domains changed by hand: the certificate no longer matches, which is drift.
+    let out = rig.host.ssh("domains:set acme-web acme.example.app");
+    assert!(out.status.success());
+    let baseline = rig.baseline();
+    let drift = plan_now(&rig.fleet(), &drivers, Some(&baseline)).await;
+    let got = kinds(&drift);
+    assert!(
+        got.contains(&"set-domains") && got.contains(&"enable-tls"),
+        "{got:?}"
+    );
+    assert!(apply(&drift, &drivers).await.success());
+    assert!(names(&rig).contains("www.acme.example"));
+}
+
+/// Issue 13.2: `port` becomes the proxy's port map and `restart` the app's restart policy,
+/// both read back (`ports:report`, `ps:report`) so hand edits are drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_and_restart_policy_are_applied_and_read_back() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant(
+        "acme",
+        &ACME.replace(
+            "    tls: true\n",
+            "    tls: true\n    port: 8080\n    restart: always\n",
+        ),
+    );
+    let drivers = rig.drivers().await;
+    let first = converge(&rig, &drivers).await;
+    let got = kinds(&first);
+    assert!(
+        got.contains(&"set-ports") && got.contains(&"set-restart-policy"),
+        "{got:?}"
+    );
+    let state = rig.host.state();
+    let web = &state["apps"]["acme-web"];
+    assert_eq!(
+        web["ports"],
+        serde_json::json!(["http:80:8080", "https:443:8080"])
+    );
+    assert_eq!(web["ps_props"]["restart-policy"], "always");
+    for cmd in [
+        "ports:set acme-web http:80:5000",
+        "ps:set acme-web restart-policy no",
+    ] {
+        assert!(rig.host.ssh(cmd).status.success(), "{cmd}");
+    }
+    let baseline = rig.baseline();
+    let drift = plan_now(&rig.fleet(), &drivers, Some(&baseline)).await;
+    let got = kinds(&drift);
+    for k in ["set-ports", "set-restart-policy", "restart"] {
+        assert!(got.contains(&k), "{k} missing in {got:?}");
+    }
+    assert!(drift.steps.iter().all(|s| s.cause == Cause::Drift));
+    assert!(apply(&drift, &drivers).await.success());
+    converge(&rig, &drivers).await;
+    assert_eq!(
+        rig.host.state()["apps"]["acme-web"]["ps_props"]["restart-policy"],
+        "always"
+    );
 }

@@ -222,3 +222,8 @@ apps:
   web:
     image: registry.example.app/app:1.4.2
 "], ["berth::missing-key", "berth::checks-skipped"]);
+
+// Issue 13.2: every key a Dokku app accepts acts; Docker-only keys are refused with what to
+// use instead.
+case!(docker_only_keys_on_a_dokku_app, ["tenants/acme.yaml" => "environment: prod\nhost: dokku-1\napps:\n  web:\n    image: app:1\n    command: [bin/web]\n    commands: { web: [bin/web] }\n    health: { path: /health }\n    pull: always\n    port: 8080\n    restart: always\n"], ["berth::not-for-dokku"]);
+case!(docker_only_keys_on_a_dokku_service, ["tenants/acme.yaml" => "environment: prod\nhost: dokku-1\nservices:\n  db:\n    kind: postgres\n    memory: 1G\n    env: { POSTGRES_DB: app }\n    storage: [{ volume: data, path: /var/lib/postgresql/data }]\n"], ["berth::not-for-dokku"]);

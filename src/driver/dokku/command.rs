@@ -265,6 +265,15 @@ pub fn build(
         }
         Change::MountStorage { app, mount } => one(&["storage:mount", app, mount]),
         Change::UnmountStorage { app, mount } => one(&["storage:unmount", app, mount]),
+        Change::SetPorts { app, ports, .. } => {
+            let mut words = vec!["ports:set", app.as_str()];
+            words.extend(ports.iter().map(String::as_str));
+            one(&words)
+        }
+        Change::SetRestartPolicy { app, policy, .. } => match policy {
+            Some(policy) => one(&["ps:set", app, "restart-policy", policy]),
+            None => one(&["ps:set", app, "restart-policy"]),
+        },
         Change::Restart { app } => one(&["ps:restart", app]),
         Change::CreateService {
             service_kind,

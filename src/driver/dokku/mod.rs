@@ -138,6 +138,56 @@ fn read(words: &[&str]) -> RemoteCommand {
     })
 }
 
+/// The all-app reports of the second wave (reference/dokku.md §14.2), with the plugin name
+/// their legacy JSON keys carry (`app-deploy-source` … §1.6).
+const REPORTS: [(&str, &str); 8] = [
+    ("apps:report", "app"),
+    ("ps:report", "ps"),
+    ("ports:report", "ports"),
+    ("domains:report", "domains"),
+    ("resource:report", "resource"),
+    ("storage:report", "storage"),
+    ("letsencrypt:report", "letsencrypt"),
+    ("certs:report", "ssl"),
+];
+
+/// The lines of every all-app report, by report command.
+#[derive(Default)]
+struct Reports {
+    by: BTreeMap<&'static str, Vec<BTreeMap<String, String>>>,
+}
+
+impl Reports {
+    /// All-app reports carry no app name: lines are attributed by position, which holds only
+    /// when `apps:report`'s `dir` names the apps in `apps:list` order and every report that
+    /// answered has one line per app (reference/dokku.md §14.1).
+    fn aligned(&self, apps: &[String]) -> bool {
+        let app_reports = self.by.get("apps:report").map_or(&[][..], Vec::as_slice);
+        let by_dir = app_reports.len() == apps.len()
+            && app_reports.iter().zip(apps).all(|(r, name)| {
+                parse::lookup(r, "app", "dir")
+                    .is_none_or(|dir| dir.rsplit('/').next() == Some(name.as_str()))
+            });
+        // letsencrypt is a bash report that may be missing or fail on its own (§1.6).
+        let counts = self
+            .by
+            .iter()
+            .filter(|(name, lines)| **name != "letsencrypt:report" && !lines.is_empty())
+            .all(|(_, lines)| lines.len() == apps.len());
+        by_dir && counts
+    }
+
+    /// `key` of the app at `index` in report `report`.
+    fn field(&self, report: &str, index: usize, key: &str) -> Option<String> {
+        let plugin = REPORTS.iter().find(|(r, _)| *r == report)?.1;
+        self.by
+            .get(report)?
+            .get(index)
+            .and_then(|r| parse::lookup(r, plugin, key))
+            .map(str::to_string)
+    }
+}
+
 impl DokkuDriver {
     /// Connect to a Dokku host.
     ///
@@ -275,13 +325,7 @@ impl DokkuDriver {
             .collect();
         let mut second = Vec::new();
         if !all_apps.is_empty() {
-            for report in [
-                "apps:report",
-                "domains:report",
-                "resource:report",
-                "storage:report",
-                "letsencrypt:report",
-            ] {
+            for (report, _) in REPORTS {
                 second.push(read(&[report, "--format", "json"]));
             }
         }
@@ -296,55 +340,37 @@ impl DokkuDriver {
             second.push(read(&[&word, name]));
         }
         let outputs = join_all(second.iter().map(|c| self.run_read(c))).await;
-        let mut outputs: Vec<Output> = outputs.into_iter().collect::<Result<_, _>>()?;
-        let mut idx = 0;
+        let mut outputs = outputs
+            .into_iter()
+            .collect::<Result<Vec<Output>, _>>()?
+            .into_iter();
         let mut take = || {
-            let o = std::mem::replace(
-                &mut outputs[idx],
-                Output {
-                    code: None,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                },
-            );
-            idx += 1;
-            o
+            outputs
+                .next()
+                .unwrap_or_else(|| unreachable!("one output per command"))
         };
-        let mut reports: Vec<Vec<BTreeMap<String, String>>> = Vec::new();
+        let mut reports = Reports::default();
         if !all_apps.is_empty() {
-            for report_command in &second[..5] {
+            for (i, (name, _)) in REPORTS.iter().enumerate() {
                 let out = take();
                 let lines = if out.code == Some(0) {
                     parse::json_report_lines(&out.stdout)
-                        .map_err(|e| self.parse_error(report_command, e))?
+                        .map_err(|e| self.parse_error(&second[i], e))?
                 } else {
+                    // A plugin that is not installed (letsencrypt) reports nothing.
                     Vec::new()
                 };
-                reports.push(lines);
+                reports.by.insert(*name, lines);
             }
-            // All-app reports carry no app name: attribute by position, checked against the
-            // app report's `dir` (reference/dokku.md §14.1).
-            let app_reports = &reports[0];
-            let aligned = app_reports.len() == all_apps.len()
-                && app_reports.iter().zip(&all_apps).all(|(r, name)| {
-                    parse::lookup(r, "app", "dir")
-                        .is_none_or(|dir| dir.rsplit('/').next() == Some(name.as_str()))
-                });
-            let others_aligned = reports[1..4].iter().all(|r| r.len() == all_apps.len());
-            if !aligned || !others_aligned {
+            if !reports.aligned(&all_apps) {
                 return Err(DokkuError::ScanRace {
                     host: self.host().clone(),
                 });
             }
         }
         let position = |name: &str| all_apps.iter().position(|a| a == name);
-        let field = |report: usize, app: &str, plugin: &str, key: &str| -> Option<String> {
-            let i = position(app)?;
-            reports
-                .get(report)?
-                .get(i)
-                .and_then(|r| parse::lookup(r, plugin, key))
-                .map(str::to_string)
+        let field = |report: &str, app: &str, key: &str| -> Option<String> {
+            reports.field(report, position(app)?, key)
         };
         let mut live = LiveDokku {
             version: Some(format!("{}.{}.{}", version.0, version.1, version.2)),
@@ -356,7 +382,8 @@ impl DokkuDriver {
             live.apps.insert(
                 (*app).clone(),
                 LiveDokkuApp {
-                    image: field(0, app, "app", "deploy-source-metadata").filter(|s| !s.is_empty()),
+                    image: field("apps:report", app, "deploy-source-metadata")
+                        .filter(|s| !s.is_empty()),
                     ..LiveDokkuApp::default()
                 },
             );
@@ -376,22 +403,29 @@ impl DokkuDriver {
             let processes = parse::scale(&scale_out.stdout)
                 .map_err(|e| self.parse_error(&read(&["ps:scale", app]), e))?;
             let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+            let words = |v: Option<String>| -> Vec<String> {
+                v.map(|v| v.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default()
+            };
+            let cert_domains = (field("certs:report", app, "enabled").as_deref() == Some("true"))
+                .then(|| words(field("certs:report", app, "hostnames")));
             live.apps.insert(
                 (*app).clone(),
                 LiveDokkuApp {
                     owner: config.get(BERTH_TENANT_KEY).cloned(),
                     config: config.into_iter().map(|(k, v)| (k, LiveValue(v))).collect(),
-                    domains: field(1, app, "domains", "app-vhosts")
-                        .map(|v| v.split_whitespace().map(str::to_string).collect())
-                        .unwrap_or_default(),
+                    domains: words(field("domains:report", app, "app-vhosts")),
                     processes,
-                    image: nonempty(field(0, app, "app", "deploy-source-metadata")),
-                    memory: nonempty(field(2, app, "resource", "_default_.limit.memory")),
-                    cpus: nonempty(field(2, app, "resource", "_default_.limit.cpu")),
-                    storage: field(3, app, "storage", "deploy-mounts")
+                    image: nonempty(field("apps:report", app, "deploy-source-metadata")),
+                    memory: nonempty(field("resource:report", app, "_default_.limit.memory")),
+                    cpus: nonempty(field("resource:report", app, "_default_.limit.cpu")),
+                    storage: field("storage:report", app, "deploy-mounts")
                         .map(|m| parse::mounts(&m))
                         .unwrap_or_default(),
-                    tls: field(4, app, "letsencrypt", "active").as_deref() == Some("true"),
+                    tls: field("letsencrypt:report", app, "active").as_deref() == Some("true"),
+                    ports: words(field("ports:report", app, "map")),
+                    restart_policy: nonempty(field("ps:report", app, "restart-policy")),
+                    cert_domains,
                 },
             );
         }

@@ -194,7 +194,7 @@ pub(super) fn add_docker_stack(
                     ports,
                     memory: app.memory,
                     nano_cpus: app.cpus.map(nano_cpus),
-                    restart: app.restart,
+                    restart: app.restart.unwrap_or(RestartPolicy::UnlessStopped),
                     health: if process == "web" {
                         app.health.as_ref().map(|h| container_health(h, app.port))
                     } else {

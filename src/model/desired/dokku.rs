@@ -10,7 +10,7 @@ use super::{
     dokku_app_name, short_hash,
 };
 use crate::model::live::service_key;
-use crate::model::{Environment, Stack};
+use crate::model::{Environment, RestartPolicy, Stack};
 
 pub(super) fn add_dokku_stack(
     dh: &mut DesiredHost,
@@ -64,6 +64,8 @@ pub(super) fn add_dokku_stack(
             storage,
             tls: app.tls,
             links,
+            ports: app.port.map(|p| port_map(p, app.tls)).unwrap_or_default(),
+            restart: app.restart.map(|r| restart_policy(r).to_string()),
             spec_hash: String::new(),
         };
         spec.spec_hash = short_hash(&serde_json::to_vec(&spec).unwrap_or_default());
@@ -72,6 +74,26 @@ pub(super) fn add_dokku_stack(
             ConfigValue::literal(spec.spec_hash.clone()),
         );
         dh.dokku_apps.insert(name, spec);
+    }
+}
+
+/// `ports:set` mappings routing the proxy to `port` (reference/dokku.md §11.1): HTTP on 80,
+/// and HTTPS on 443 when the app has a certificate.
+fn port_map(port: u16, tls: bool) -> Vec<String> {
+    let mut map = vec![format!("http:80:{port}")];
+    if tls {
+        map.push(format!("https:443:{port}"));
+    }
+    map
+}
+
+/// The `ps:set <app> restart-policy` word for a policy (reference/dokku.md §5.2).
+fn restart_policy(policy: RestartPolicy) -> &'static str {
+    match policy {
+        RestartPolicy::No => "no",
+        RestartPolicy::Always => "always",
+        RestartPolicy::UnlessStopped => "unless-stopped",
+        RestartPolicy::OnFailure => "on-failure",
     }
 }
 

@@ -226,6 +226,13 @@ pub struct DokkuApp {
     pub tls: bool,
     /// Linked services (`postgres:acme-db`).
     pub links: Vec<String>,
+    /// Proxy port map (`http:80:5000`, plus `https:443:5000` with TLS) from `port:`; empty
+    /// leaves the map to Dokku (detected from the image, extended by Let's Encrypt).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// `ps:set restart-policy` value; `None` = Dokku's default (`on-failure:10`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
     /// Hash of this spec, recorded on the app as `BERTH_SPEC`.
     pub spec_hash: String,
 }
