@@ -76,7 +76,7 @@ fn write_repo(root: &std::path::Path, n: usize) {
     std::fs::write(root.join("environments/production.yaml"), env).unwrap();
     for i in 0..n {
         let text = format!(
-            "# yaml-language-server: $schema=../schema/tenant.schema.json\nversion: 1\nname: Tenant {i}\nenvironment: production\ntier: {}\nhost: dokku-{}\napps:\n  web:\n    image: registry.example.app/app:1.4.2\n    tls: true\n    health: {{ path: /health }}\n    env:\n      LOG_LEVEL: info\n      SECRET_KEY: {{ generate: 32 }}\n      OPENAI_KEY: {{ secret: openai }}\n    uses: [db, cache]\nservices:\n  db: {{ kind: postgres }}\n  cache: {{ kind: redis }}\nbilling:\n  customer: cus_{i:08}\n  subscription: sub_{i:08}\n  status: active\n",
+            "# yaml-language-server: $schema=../schema/tenant.schema.json\nversion: 1\nname: Tenant {i}\nenvironment: production\ntier: {}\nhost: dokku-{}\napps:\n  web:\n    image: registry.example.app/app:1.4.2\n    tls: true\n    env:\n      LOG_LEVEL: info\n      SECRET_KEY: {{ generate: 32 }}\n      OPENAI_KEY: {{ secret: openai }}\n    uses: [db, cache]\nservices:\n  db: {{ kind: postgres }}\n  cache: {{ kind: redis }}\nbilling:\n  customer: cus_{i:08}\n  subscription: sub_{i:08}\n  status: active\n",
             if i % 3 == 0 { "pro" } else { "starter" },
             i % 50
         );

