@@ -87,6 +87,11 @@ async fn customer_sites_route_through_caddy_end_to_end() {
     apply(&repo);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = load.join().unwrap();
+    eprintln!(
+        "rollout through caddy: {} requests, {} failed",
+        ok as usize + failed.len(),
+        failed.len()
+    );
     assert!(ok > 10, "requests went through during the rollout ({ok})");
     assert!(
         failed.is_empty(),
