@@ -383,6 +383,9 @@ pub fn apply_step(
             let a = app_mut(dokku, app, step.id)?;
             a.restart_policy.clone_from(policy);
         }
+        Change::StartApp { app } => {
+            app_mut(dokku, app, step.id)?.running = Some(true);
+        }
         Change::Restart { app } => {
             dokku
                 .apps

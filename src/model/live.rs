@@ -146,6 +146,10 @@ pub struct LiveDokkuApp {
     /// Let's Encrypt active.
     #[serde(default)]
     pub tls: bool,
+    /// Whether its containers run (`ps:report` `running`: `true`; `false` and `mixed` are
+    /// not running), `None` when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<bool>,
     /// Configured proxy port map (`ports:report` `map`: `http:80:5000 …`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,

@@ -239,6 +239,10 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             )
         }
         Change::Restart { app } => (format!("restart app {app}"), vec![]),
+        Change::StartApp { app } => (
+            format!("start app {app}"),
+            vec!["it was stopped (`ps:stop`)".into()],
+        ),
         Change::CreateService {
             service_kind,
             service,

@@ -137,6 +137,11 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         before: Option<String>,
     },
+    /// `ps:start`: the app was stopped (`ps:stop`) while it should run.
+    StartApp {
+        /// App.
+        app: String,
+    },
     /// `ps:restart`, once after batched no-restart changes.
     Restart {
         /// App.
@@ -381,6 +386,7 @@ impl Change {
             | Change::SetPorts { app, .. }
             | Change::SetRestartPolicy { app, .. }
             | Change::Restart { app }
+            | Change::StartApp { app }
             | Change::LinkService { app, .. }
             | Change::UnlinkService { app, .. }
             | Change::EnableTls { app }
@@ -456,6 +462,7 @@ impl Change {
             Change::SetPorts { .. } => "set-ports",
             Change::SetRestartPolicy { .. } => "set-restart-policy",
             Change::Restart { .. } => "restart",
+            Change::StartApp { .. } => "start-app",
             Change::CreateService { .. } => "create-service",
             Change::LinkService { .. } => "link-service",
             Change::UnlinkService { .. } => "unlink-service",

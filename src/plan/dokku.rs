@@ -472,6 +472,21 @@ fn diff_app(
         rolled = vec![id];
     }
 
+    // Stopped by hand (`ps:stop`, reference/dokku.md §5.2: `running` false, `restore`
+    // false) while its formation says it runs: start it, after any deploy or restart.
+    let should_run = app.processes.values().any(|n| *n > 0) && l.processes.values().any(|n| *n > 0);
+    if l.image.is_some() && l.running == Some(false) && should_run {
+        let id = cx.step(
+            tenant,
+            cause,
+            Change::StartApp {
+                app: name.to_string(),
+            },
+            rolled.clone(),
+        );
+        rolled = vec![id];
+    }
+
     // Formation: process types missing from the live report count as zero.
     let formation_ok = app
         .processes

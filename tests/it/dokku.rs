@@ -621,3 +621,29 @@ async fn port_and_restart_policy_are_applied_and_read_back() {
         "always"
     );
 }
+
+/// Issue 13.3: an app stopped by hand (`ps:report` running false) is drift and is started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_app_is_drift_and_is_started() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("acme", ACME);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    assert!(rig.host.ssh("ps:stop acme-web").status.success());
+    assert_eq!(rig.host.state()["apps"]["acme-web"]["running"], false);
+    let baseline = rig.baseline();
+    let drift = plan_now(&rig.fleet(), &drivers, Some(&baseline)).await;
+    assert_eq!(kinds(&drift), ["start-app"], "{:?}", drift.steps);
+    assert_eq!(drift.steps[0].cause, Cause::Drift);
+    assert!(apply(&drift, &drivers).await.success());
+    let state = rig.host.state();
+    assert_eq!(state["apps"]["acme-web"]["running"], true);
+    assert_eq!(state["apps"]["acme-web"]["restore"], true);
+    // A suspended tenant's app runs nothing on purpose: not started.
+    rig.tenant(
+        "acme",
+        &ACME.replace("tier: pro", "tier: pro\nstate: suspended"),
+    );
+    converge(&rig, &drivers).await;
+    assert_eq!(rig.host.state()["apps"]["acme-web"]["running"], false);
+}

@@ -275,6 +275,7 @@ pub fn build(
             None => one(&["ps:set", app, "restart-policy"]),
         },
         Change::Restart { app } => one(&["ps:restart", app]),
+        Change::StartApp { app } => one(&["ps:start", app]),
         Change::CreateService {
             service_kind,
             service,

@@ -423,6 +423,7 @@ impl DokkuDriver {
                         .map(|m| parse::mounts(&m))
                         .unwrap_or_default(),
                     tls: field("letsencrypt:report", app, "active").as_deref() == Some("true"),
+                    running: field("ps:report", app, "running").map(|r| r == "true"),
                     ports: words(field("ports:report", app, "map")),
                     restart_policy: nonempty(field("ps:report", app, "restart-policy")),
                     cert_domains,
