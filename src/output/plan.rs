@@ -262,6 +262,23 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             ),
             vec![],
         ),
+        Change::RelinkService {
+            service_kind,
+            service,
+            app,
+            key,
+        } => (
+            format!(
+                "relink {} {service} to app {app}",
+                service_kind_word(*service_kind)
+            ),
+            vec![format!(
+                "the app's env no longer holds the service's address{}",
+                key.as_ref()
+                    .map(|k| format!(" ({k} was changed)"))
+                    .unwrap_or_default()
+            )],
+        ),
         Change::UnlinkService {
             service_kind,
             service,

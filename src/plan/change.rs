@@ -165,6 +165,19 @@ pub enum Change {
         /// App.
         app: String,
     },
+    /// Repair a link whose env var was edited by hand: `<kind>:unlink`, unset the edited
+    /// key so the default alias is free again, `<kind>:link --no-restart`.
+    RelinkService {
+        /// Kind.
+        service_kind: ServiceKind,
+        /// Service.
+        service: String,
+        /// App.
+        app: String,
+        /// The link's env key to clear first (`DATABASE_URL`), when berth knows it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
     /// `<kind>:unlink --no-restart`.
     UnlinkService {
         /// Kind.
@@ -388,6 +401,7 @@ impl Change {
             | Change::Restart { app }
             | Change::StartApp { app }
             | Change::LinkService { app, .. }
+            | Change::RelinkService { app, .. }
             | Change::UnlinkService { app, .. }
             | Change::EnableTls { app }
             | Change::DisableTls { app }
@@ -410,7 +424,9 @@ impl Change {
                 service_kind,
                 service,
             } => (ObjectKind::Service, service_key(*service_kind, service)),
-            Change::LinkService { .. } | Change::UnlinkService { .. } => return None,
+            Change::LinkService { .. }
+            | Change::RelinkService { .. }
+            | Change::UnlinkService { .. } => return None,
             Change::CreateNetwork { network, .. } | Change::RemoveNetwork { network } => {
                 (ObjectKind::Network, network.clone())
             }
@@ -434,6 +450,7 @@ impl Change {
         match (self, self.object()) {
             (
                 Change::LinkService { service, app, .. }
+                | Change::RelinkService { service, app, .. }
                 | Change::UnlinkService { service, app, .. },
                 _,
             ) => format!("link {service} → {app}"),
@@ -465,6 +482,7 @@ impl Change {
             Change::StartApp { .. } => "start-app",
             Change::CreateService { .. } => "create-service",
             Change::LinkService { .. } => "link-service",
+            Change::RelinkService { .. } => "relink-service",
             Change::UnlinkService { .. } => "unlink-service",
             Change::EnableTls { .. } => "enable-tls",
             Change::DisableTls { .. } => "disable-tls",
