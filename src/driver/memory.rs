@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use super::secrets::SecretProvider;
 use super::{Claim, LeaseRecord};
-use crate::model::ServiceKind;
 use crate::model::desired::{BERTH_TENANT_KEY, ConfigValue, LABEL_PREFIX, short_hash};
 use crate::model::live::{
     ContainerState, HostRef, Live, LiveContainer, LiveDokkuApp, LiveDokkuService, LiveHost,
-    LiveNetwork, LiveValue, LiveVolume, PortBinding, service_key,
+    LiveNetwork, LiveValue, LiveVolume, PortBinding, link_env_key, service_key,
 };
 use crate::plan::{Change, Plan, Step};
 
@@ -383,6 +382,9 @@ pub fn apply_step(
             let a = app_mut(dokku, app, step.id)?;
             a.restart_policy.clone_from(policy);
         }
+        Change::StartApp { app } => {
+            app_mut(dokku, app, step.id)?.running = Some(true);
+        }
         Change::Restart { app } => {
             dokku
                 .apps
@@ -401,6 +403,7 @@ pub fn apply_step(
                     name: service.clone(),
                     owner: Some(step.tenant.clone()),
                     links: Vec::new(),
+                    broken_links: Vec::new(),
                     image: Some(image.clone()),
                 },
             );
@@ -409,19 +412,25 @@ pub fn apply_step(
             service_kind,
             service,
             app,
+        }
+        | Change::RelinkService {
+            service_kind,
+            service,
+            app,
+            ..
         } => {
             let key = service_key(*service_kind, service);
             let s = dokku
                 .services
                 .get_mut(&key)
                 .ok_or_else(|| missing(key.clone()))?;
-            s.links.push(app.clone());
-            let a = app_mut(dokku, app, step.id)?;
-            let var = match service_kind {
-                ServiceKind::Redis => "REDIS_URL",
-                _ => "DATABASE_URL",
-            };
-            a.config
+            if matches!(step.change, Change::LinkService { .. }) {
+                s.links.push(app.clone());
+            }
+            s.broken_links.retain(|a| a != app);
+            let var = link_env_key(*service_kind).unwrap_or("DATABASE_URL");
+            app_mut(dokku, app, step.id)?
+                .config
                 .insert(var.into(), LiveValue(generated(service, "dsn", 40)));
         }
         Change::UnlinkService {
@@ -436,10 +445,8 @@ pub fn apply_step(
                 .ok_or_else(|| missing(key.clone()))?;
             s.links.retain(|a| a != app);
             if let Some(a) = dokku.apps.get_mut(app) {
-                a.config.remove(match service_kind {
-                    ServiceKind::Redis => "REDIS_URL",
-                    _ => "DATABASE_URL",
-                });
+                a.config
+                    .remove(link_env_key(*service_kind).unwrap_or("DATABASE_URL"));
             }
         }
         Change::EnableTls { app } => {

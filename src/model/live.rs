@@ -116,6 +116,17 @@ pub fn service_kind_word(kind: ServiceKind) -> &'static str {
     }
 }
 
+/// The env key a Dokku service link sets by default (`DATABASE_URL`, `REDIS_URL`;
+/// reference/dokku.md §12).
+#[must_use]
+pub fn link_env_key(kind: ServiceKind) -> Option<&'static str> {
+    match kind {
+        ServiceKind::Postgres => Some("DATABASE_URL"),
+        ServiceKind::Redis => Some("REDIS_URL"),
+        ServiceKind::Container => None,
+    }
+}
+
 /// A Dokku app as observed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LiveDokkuApp {
@@ -146,6 +157,10 @@ pub struct LiveDokkuApp {
     /// Let's Encrypt active.
     #[serde(default)]
     pub tls: bool,
+    /// Whether its containers run (`ps:report` `running`: `true`; `false` and `mixed` are
+    /// not running), `None` when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<bool>,
     /// Configured proxy port map (`ports:report` `map`: `http:80:5000 …`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
@@ -172,6 +187,10 @@ pub struct LiveDokkuService {
     /// Apps linked to it.
     #[serde(default)]
     pub links: Vec<String>,
+    /// Linked apps whose env no longer holds the service's DSN (a hand-edited
+    /// `DATABASE_URL`): listed as linked, but not connected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broken_links: Vec<String>,
     /// Image reference, when known.
     #[serde(default)]
     pub image: Option<String>,

@@ -239,6 +239,10 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             )
         }
         Change::Restart { app } => (format!("restart app {app}"), vec![]),
+        Change::StartApp { app } => (
+            format!("start app {app}"),
+            vec!["it was stopped (`ps:stop`)".into()],
+        ),
         Change::CreateService {
             service_kind,
             service,
@@ -257,6 +261,23 @@ fn describe(change: &Change) -> (String, Vec<String>) {
                 service_kind_word(*service_kind)
             ),
             vec![],
+        ),
+        Change::RelinkService {
+            service_kind,
+            service,
+            app,
+            key,
+        } => (
+            format!(
+                "relink {} {service} to app {app}",
+                service_kind_word(*service_kind)
+            ),
+            vec![format!(
+                "the app's env no longer holds the service's address{}",
+                key.as_ref()
+                    .map(|k| format!(" ({k} was changed)"))
+                    .unwrap_or_default()
+            )],
         ),
         Change::UnlinkService {
             service_kind,

@@ -137,6 +137,11 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         before: Option<String>,
     },
+    /// `ps:start`: the app was stopped (`ps:stop`) while it should run.
+    StartApp {
+        /// App.
+        app: String,
+    },
     /// `ps:restart`, once after batched no-restart changes.
     Restart {
         /// App.
@@ -159,6 +164,19 @@ pub enum Change {
         service: String,
         /// App.
         app: String,
+    },
+    /// Repair a link whose env var was edited by hand: `<kind>:unlink`, unset the edited
+    /// key so the default alias is free again, `<kind>:link --no-restart`.
+    RelinkService {
+        /// Kind.
+        service_kind: ServiceKind,
+        /// Service.
+        service: String,
+        /// App.
+        app: String,
+        /// The link's env key to clear first (`DATABASE_URL`), when berth knows it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// `<kind>:unlink --no-restart`.
     UnlinkService {
@@ -415,7 +433,9 @@ impl Change {
             | Change::SetPorts { app, .. }
             | Change::SetRestartPolicy { app, .. }
             | Change::Restart { app }
+            | Change::StartApp { app }
             | Change::LinkService { app, .. }
+            | Change::RelinkService { app, .. }
             | Change::UnlinkService { app, .. }
             | Change::EnableTls { app }
             | Change::DisableTls { app }
@@ -438,7 +458,9 @@ impl Change {
                 service_kind,
                 service,
             } => (ObjectKind::Service, service_key(*service_kind, service)),
-            Change::LinkService { .. } | Change::UnlinkService { .. } => return None,
+            Change::LinkService { .. }
+            | Change::RelinkService { .. }
+            | Change::UnlinkService { .. } => return None,
             Change::CreateNetwork { network, .. } | Change::RemoveNetwork { network } => {
                 (ObjectKind::Network, network.clone())
             }
@@ -465,6 +487,7 @@ impl Change {
         match (self, self.object()) {
             (
                 Change::LinkService { service, app, .. }
+                | Change::RelinkService { service, app, .. }
                 | Change::UnlinkService { service, app, .. },
                 _,
             ) => format!("link {service} → {app}"),
@@ -493,8 +516,10 @@ impl Change {
             Change::SetPorts { .. } => "set-ports",
             Change::SetRestartPolicy { .. } => "set-restart-policy",
             Change::Restart { .. } => "restart",
+            Change::StartApp { .. } => "start-app",
             Change::CreateService { .. } => "create-service",
             Change::LinkService { .. } => "link-service",
+            Change::RelinkService { .. } => "relink-service",
             Change::UnlinkService { .. } => "unlink-service",
             Change::EnableTls { .. } => "enable-tls",
             Change::DisableTls { .. } => "disable-tls",

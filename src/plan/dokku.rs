@@ -355,12 +355,36 @@ fn diff_app(
         let Some(service) = cx.desired.dokku_services.get(key) else {
             continue;
         };
-        let linked = cx
-            .live
-            .dokku
-            .services
-            .get(key)
-            .is_some_and(|s| s.links.iter().any(|a| a == name));
+        let live_service = cx.live.dokku.services.get(key);
+        let linked = live_service.is_some_and(|s| s.links.iter().any(|a| a == name));
+        let broken = live_service.is_some_and(|s| s.broken_links.iter().any(|a| a == name));
+        if linked && broken {
+            // Only the default alias is known for sure: with one service of its kind the
+            // link's key is `DATABASE_URL` / `REDIS_URL` (reference/dokku.md §12).
+            let same_kind = app
+                .links
+                .iter()
+                .filter_map(|k| cx.desired.dokku_services.get(k))
+                .filter(|s| s.kind == service.kind)
+                .count();
+            let key = (same_kind == 1)
+                .then(|| crate::model::live::link_env_key(service.kind))
+                .flatten()
+                .map(str::to_string);
+            let id = cx.step(
+                tenant,
+                cause,
+                Change::RelinkService {
+                    service_kind: service.kind,
+                    service: service.name.clone(),
+                    app: name.to_string(),
+                    key,
+                },
+                base.clone(),
+            );
+            needs_restart = true;
+            prepared.push(id);
+        }
         if !linked {
             let mut after = base.clone();
             after.extend(service_steps.get(key).copied());
@@ -468,6 +492,21 @@ fn diff_app(
                 app: name.to_string(),
             },
             prepared.clone(),
+        );
+        rolled = vec![id];
+    }
+
+    // Stopped by hand (`ps:stop`, reference/dokku.md §5.2: `running` false, `restore`
+    // false) while its formation says it runs: start it, after any deploy or restart.
+    let should_run = app.processes.values().any(|n| *n > 0) && l.processes.values().any(|n| *n > 0);
+    if l.image.is_some() && l.running == Some(false) && should_run {
+        let id = cx.step(
+            tenant,
+            cause,
+            Change::StartApp {
+                app: name.to_string(),
+            },
+            rolled.clone(),
         );
         rolled = vec![id];
     }

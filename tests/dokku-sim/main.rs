@@ -1180,6 +1180,16 @@ fn ps(state: &mut State, command: &str, args: &[String], g: &Globals) -> Out {
                 o.err(format!("{FAIL}App {name} has not been deployed"));
                 return o;
             }
+            if command == "ps:start" {
+                // ref §5.2: a running app is left alone; a stopped or mixed one is released.
+                if app.running {
+                    o.err(format!("{FAIL}App {name} already running"));
+                    return o;
+                }
+                o.err(format!(
+                    "{FAIL}App has been detected as not running, releasing"
+                ));
+            }
             app.restore = true;
             release_and_deploy(&mut o, &name, app);
             o.changed = true;

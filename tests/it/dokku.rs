@@ -219,6 +219,7 @@ fn is_read(argv: &[String]) -> bool {
         || word.ends_with(":list")
         || word.ends_with(":export")
         || word.ends_with(":links")
+        || word.ends_with(":info")
         || (word == "ps:scale" && argv.iter().any(|a| a == "json"))
 }
 
@@ -620,4 +621,60 @@ async fn port_and_restart_policy_are_applied_and_read_back() {
         rig.host.state()["apps"]["acme-web"]["ps_props"]["restart-policy"],
         "always"
     );
+}
+
+/// Issue 13.3: an app stopped by hand (`ps:report` running false) is drift and is started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_app_is_drift_and_is_started() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("acme", ACME);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    assert!(rig.host.ssh("ps:stop acme-web").status.success());
+    assert_eq!(rig.host.state()["apps"]["acme-web"]["running"], false);
+    let baseline = rig.baseline();
+    let drift = plan_now(&rig.fleet(), &drivers, Some(&baseline)).await;
+    assert_eq!(kinds(&drift), ["start-app"], "{:?}", drift.steps);
+    assert_eq!(drift.steps[0].cause, Cause::Drift);
+    assert!(apply(&drift, &drivers).await.success());
+    let state = rig.host.state();
+    assert_eq!(state["apps"]["acme-web"]["running"], true);
+    assert_eq!(state["apps"]["acme-web"]["restore"], true);
+    // A suspended tenant's app runs nothing on purpose: not started.
+    rig.tenant(
+        "acme",
+        &ACME.replace("tier: pro", "tier: pro\nstate: suspended"),
+    );
+    converge(&rig, &drivers).await;
+    assert_eq!(rig.host.state()["apps"]["acme-web"]["running"], false);
+}
+
+/// Issue 13.4: a link whose env var was edited by hand (`config:set DATABASE_URL=…`) is
+/// drift: the service still lists the app, but the app no longer reaches the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_edited_link_is_drift_and_is_repaired() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("acme", ACME);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    let dsn = rig.host.state()["apps"]["acme-web"]["env"]["DATABASE_URL"].clone();
+    assert!(dsn.as_str().unwrap().starts_with("postgres://"));
+    let out = rig
+        .host
+        .ssh("config:set --no-restart acme-web DATABASE_URL=postgres://evil@x/db");
+    assert!(out.status.success());
+    let baseline = rig.baseline();
+    let drift = plan_now(&rig.fleet(), &drivers, Some(&baseline)).await;
+    let got = kinds(&drift);
+    assert!(
+        got.contains(&"relink-service") && got.contains(&"restart"),
+        "{got:?}"
+    );
+    assert!(drift.steps.iter().all(|s| s.cause == Cause::Drift));
+    let text = berth::output::plan::render_text(&drift, false);
+    assert!(!text.contains("evil"), "{text}");
+    assert!(apply(&drift, &drivers).await.success());
+    let state = rig.host.state();
+    assert_eq!(state["apps"]["acme-web"]["env"]["DATABASE_URL"], dsn);
+    converge(&rig, &drivers).await;
 }

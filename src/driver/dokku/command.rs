@@ -40,6 +40,9 @@ pub enum Tolerate {
     NoChanges,
     /// `apps:create` of an app that exists ("Name is already taken").
     AlreadyExists,
+    /// `<kind>:unlink` of a link whose DSN is gone from the app's env: the plugin has
+    /// already removed the link entry when it says "Not linked to app" (reference §12).
+    NotLinked,
 }
 
 /// Why a change cannot be turned into a safe command line.
@@ -275,6 +278,7 @@ pub fn build(
             None => one(&["ps:set", app, "restart-policy"]),
         },
         Change::Restart { app } => one(&["ps:restart", app]),
+        Change::StartApp { app } => one(&["ps:start", app]),
         Change::CreateService {
             service_kind,
             service,
@@ -313,6 +317,30 @@ pub fn build(
         } => {
             let word = format!("{}:unlink", service_kind_word(*service_kind));
             one(&[&word, service, app, "--no-restart"])
+        }
+        Change::RelinkService {
+            service_kind,
+            service,
+            app,
+            key,
+        } => {
+            let kind = service_kind_word(*service_kind);
+            let unlink_word = format!("{kind}:unlink");
+            let mut unlink = command(&[&unlink_word, service, app, "--no-restart"])?;
+            unlink.tolerate = Tolerate::NotLinked;
+            let mut commands = vec![unlink];
+            if let Some(key) = key {
+                commands.push(command(&["config:unset", "--no-restart", app, key])?);
+            }
+            let link_word = format!("{kind}:link");
+            commands.push(command(&[
+                "--quiet",
+                &link_word,
+                service,
+                app,
+                "--no-restart",
+            ])?);
+            Ok(commands)
         }
         Change::EnableTls { app } => one(&["letsencrypt:enable", app]),
         Change::DisableTls { app } => one(&["letsencrypt:disable", app]),

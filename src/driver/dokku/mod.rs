@@ -335,8 +335,9 @@ impl DokkuDriver {
             second.push(read(&["ps:scale", app, "--format", "json"]));
         }
         service_names.retain(|(_, name)| wanted(name));
+        // `<kind>:info` gives links, DSN and version in one read (reference/dokku.md §12).
         for (kind, name) in &service_names {
-            let word = format!("{}:links", crate::model::live::service_kind_word(*kind));
+            let word = format!("{}:info", crate::model::live::service_kind_word(*kind));
             second.push(read(&[&word, name]));
         }
         let outputs = join_all(second.iter().map(|c| self.run_read(c))).await;
@@ -423,6 +424,7 @@ impl DokkuDriver {
                         .map(|m| parse::mounts(&m))
                         .unwrap_or_default(),
                     tls: field("letsencrypt:report", app, "active").as_deref() == Some("true"),
+                    running: field("ps:report", app, "running").map(|r| r == "true"),
                     ports: words(field("ports:report", app, "map")),
                     restart_policy: nonempty(field("ps:report", app, "restart-policy")),
                     cert_domains,
@@ -430,7 +432,31 @@ impl DokkuDriver {
             );
         }
         for (kind, name) in service_names {
-            let links_out = take();
+            let info_out = take();
+            let info = parse::service_info(&info_out.stdout);
+            let links: Vec<String> = info
+                .get("links")
+                .map(|l| {
+                    l.split_whitespace()
+                        .filter(|a| *a != "-")
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            // A link is whole only while the app's env still holds the service's DSN (the
+            // plugin's own `linked` test, §12): a hand-edited `DATABASE_URL` breaks it. The
+            // DSN carries the password: it is compared here and never kept.
+            let dsn = info.get("dsn").filter(|d| !d.is_empty());
+            let broken_links = links
+                .iter()
+                .filter(|a| {
+                    let Some(app) = live.apps.get(*a) else {
+                        return false;
+                    };
+                    wanted(a) && dsn.is_some_and(|d| !app.config.values().any(|v| v.0 == *d))
+                })
+                .cloned()
+                .collect();
             let owner = registry.get(&command::registry_key(kind, &name)).cloned();
             live.services.insert(
                 service_key(kind, &name),
@@ -438,8 +464,9 @@ impl DokkuDriver {
                     kind,
                     name,
                     owner,
-                    links: parse::name_lines(&links_out.stdout),
-                    image: None,
+                    links,
+                    broken_links,
+                    image: info.get("version").filter(|v| !v.is_empty()).cloned(),
                 },
             );
         }
@@ -527,6 +554,7 @@ impl DokkuDriver {
             let tolerated = match cmd.tolerate {
                 Tolerate::NoChanges => said.contains("No changes detected"),
                 Tolerate::AlreadyExists => said.contains("Name is already taken"),
+                Tolerate::NotLinked => said.contains("Not linked to app"),
                 Tolerate::Nothing => false,
             };
             if tolerated {

@@ -197,6 +197,20 @@ pub fn name_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// `postgres:info SVC` / `redis:info SVC` (reference/dokku.md §12: a header, then
+/// `printf "%-20s %-25s"` lines `Dsn:`, `Links:`, `Version:` …) → lower-case key → value,
+/// values trimmed (`Links:` is `-` when there are none).
+#[must_use]
+pub fn service_info(text: &str) -> BTreeMap<String, String> {
+    data_lines(text)
+        .iter()
+        .filter_map(|line| {
+            let (key, value) = line.trim_start().split_once(':')?;
+            Some((key.trim().to_lowercase(), value.trim().to_string()))
+        })
+        .collect()
+}
+
 /// `-v /host:/container -v …` (storage report) → `host:container` mounts.
 #[must_use]
 pub fn mounts(text: &str) -> Vec<String> {
@@ -305,6 +319,22 @@ mod tests {
         );
         assert!(name_lines("").is_empty());
         assert_eq!(name_lines("app1\napp2  \n"), ["app1", "app2"]);
+    }
+
+    #[test]
+    fn service_info_blocks() {
+        let text = "=====> acme-db postgres service information\n       Dsn:                 postgres://postgres:pw@dokku-postgres-acme-db:5432/acme_db\n       Links:               acme-web bolt-web \n       Status:              running                  \n       Version:             postgres:16              \n";
+        let info = service_info(text);
+        assert_eq!(
+            info["dsn"],
+            "postgres://postgres:pw@dokku-postgres-acme-db:5432/acme_db"
+        );
+        assert_eq!(info["links"], "acme-web bolt-web");
+        assert_eq!(info["version"], "postgres:16");
+        assert_eq!(
+            service_info("       Links:               -\n")["links"],
+            "-"
+        );
     }
 
     #[test]
