@@ -146,6 +146,7 @@ pub(super) fn check_tenant(
             ..stack?
         },
         billing: spec.billing.clone(),
+        reconcile: spec.reconcile,
     })
 }
 

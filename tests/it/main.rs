@@ -12,6 +12,7 @@ mod dockerhost;
 mod dokku;
 mod gitops;
 mod invariants;
+mod pass;
 mod plan;
 mod registry;
 mod rollout;
