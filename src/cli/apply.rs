@@ -159,7 +159,7 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> anyhow::Result<u8> {
     let outcome = runtime.block_on(async {
         super::stop_on_signals(stop.clone(), printer);
         let only = settings.saved.as_ref().map(crate::reconcile::plan_hosts);
-        let mut session = Session::connect(
+        let session = Session::connect(
             loaded.fleet,
             loaded.commit,
             &crate::driver::Connector::Real,
@@ -167,7 +167,6 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> anyhow::Result<u8> {
         )
         .await?
         .with_history(&args.repo);
-        session.drivers.set_deep(args.deep);
         session.apply(&settings, &hooks, &stop).await
     });
     let outcome = outcome.map_err(|e| super::fail(printer, e))?;

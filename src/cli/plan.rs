@@ -71,11 +71,9 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
         let runtime = super::runtime()?;
         runtime
             .block_on(async {
-                let mut session =
-                    Session::connect(loaded.fleet, loaded.commit, &Connector::Real, None)
-                        .await?
-                        .with_history(&args.repo);
-                session.drivers.set_deep(args.deep);
+                let session = Session::connect(loaded.fleet, loaded.commit, &Connector::Real, None)
+                    .await?
+                    .with_history(&args.repo);
                 session.plan(&settings).await
             })
             .map_err(|e| super::fail(printer, e))?

@@ -224,6 +224,22 @@ impl DriverError {
         }
     }
 
+    /// Whether the same step may succeed later with the same files: transient failures, a
+    /// container that did not become healthy (what it depends on may recover), an image that
+    /// could not be pulled yet, a port something else holds for now.
+    #[must_use]
+    pub fn is_recoverable(&self) -> bool {
+        self.is_transient()
+            || matches!(
+                self,
+                DriverError::Docker(
+                    DockerError::Unhealthy { .. }
+                        | DockerError::Pull { .. }
+                        | DockerError::PortHeld { .. }
+                )
+            )
+    }
+
     /// The whole chain joined with `: ` (the innermost part is usually the useful one).
     #[must_use]
     pub fn chain(&self) -> String {
@@ -418,9 +434,10 @@ pub struct Drivers {
 }
 
 impl Drivers {
-    /// Deep observation on every Docker host (`--deep`).
-    pub fn set_deep(&mut self, deep: bool) {
-        for driver in self.hosts.values_mut() {
+    /// Deep observation on every Docker host (`--deep`): a parameter of each observation,
+    /// so a daemon sets it per pass (deep scans periodically, fast passes otherwise).
+    pub fn set_deep(&self, deep: bool) {
+        for driver in self.hosts.values() {
             if let AnyDriver::Docker(d) = driver {
                 d.set_deep(deep);
             }

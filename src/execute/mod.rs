@@ -55,6 +55,10 @@ pub enum Outcome {
         attempts: u32,
         /// What a re-plan should take into account.
         replan: Option<crate::driver::Replan>,
+        /// Whether the same step may succeed later without a change of the files (a
+        /// transient failure, a container that did not become healthy): the daemon retries
+        /// it with backoff; otherwise it waits for a file change.
+        recoverable: bool,
     },
     /// Not run: a step it waits for failed or was skipped.
     Skipped {
@@ -260,6 +264,7 @@ async fn run_step(
                 error,
                 attempts: 0,
                 replan: None,
+                recoverable: false,
             },
         );
     };
@@ -291,6 +296,7 @@ async fn run_step(
             Err(e) => {
                 let error = e.chain();
                 let replan = e.replan();
+                let recoverable = e.is_recoverable();
                 tracing::warn!(tenant = %step.tenant, host = %host, step = step.id, error = %error, "step failed");
                 reporter.event(&Event::StepFailed {
                     step,
@@ -302,6 +308,7 @@ async fn run_step(
                         error,
                         attempts: attempt,
                         replan,
+                        recoverable,
                     },
                 );
             }

@@ -15,7 +15,8 @@ pub mod desired;
 pub mod live;
 
 pub use crate::spec::{
-    ProxyKind, PullPolicy, RestartPolicy, SecretProviderKind, ServiceKind, TenantState,
+    ProxyKind, PullPolicy, ReconcileMode, RestartPolicy, SecretProviderKind, ServiceKind,
+    TenantState,
 };
 
 /// The owner recorded on an environment's shared services (`shared:` in the environment
@@ -29,6 +30,28 @@ pub struct Fleet {
     pub environments: BTreeMap<String, Environment>,
     /// Tenants by id.
     pub tenants: BTreeMap<String, Tenant>,
+}
+
+impl Fleet {
+    /// What the daemon does with `owner` (a tenant id, or [`SHARED_STACK_ID`] for an
+    /// environment's shared services) in `environment`: the tenant's `reconcile:` key, else
+    /// the environment's `policy.self-heal`. An owner with no file left (its objects are being
+    /// removed) follows the environment.
+    #[must_use]
+    pub fn reconcile_mode(&self, environment: &str, owner: &str) -> ReconcileMode {
+        if let Some(mode) = self.tenants.get(owner).and_then(|t| t.reconcile) {
+            return mode;
+        }
+        let heal = self
+            .environments
+            .get(environment)
+            .is_none_or(|e| e.policy.self_heal);
+        if heal {
+            ReconcileMode::Heal
+        } else {
+            ReconcileMode::Report
+        }
+    }
 }
 
 /// One environment.
@@ -235,6 +258,8 @@ pub struct Tenant {
     pub stack: Stack,
     /// Stripe bridge data.
     pub billing: Option<crate::spec::BillingSpec>,
+    /// `reconcile:` from the file; `None` = the environment's `policy.self-heal`.
+    pub reconcile: Option<ReconcileMode>,
 }
 
 /// Apps plus services: what a tenant (or an environment's shared platform) runs.

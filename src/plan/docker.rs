@@ -32,6 +32,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                         let found = free_subnet(block, &taken);
                         if found.is_none() {
                             cx.refuse(
+                                &network.tenant,
                                 RefusalRule::PortsExhausted,
                                 format!("no free /24 left in the `subnets` block of host `{}` for network `{name}`", cx.host),
                             );
@@ -57,6 +58,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
             }
             Some(l) if l.owner.as_deref() != Some(network.tenant.as_str()) => {
                 cx.refuse(
+                    &network.tenant,
                     RefusalRule::NameConflict,
                     format!(
                         "network `{name}` on host `{}` exists but is not berth's",
@@ -89,6 +91,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
             }
             Some(l) if l.owner.as_deref() != Some(volume.tenant.as_str()) => {
                 cx.refuse(
+                    &volume.tenant,
                     RefusalRule::NameConflict,
                     format!(
                         "volume `{name}` on host `{}` exists but is not berth's",
@@ -164,6 +167,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
             }
             Some(l) if l.owner.as_deref() != Some(container.tenant.as_str()) => {
                 cx.refuse(
+                    &container.tenant,
                     RefusalRule::NameConflict,
                     format!(
                         "container `{name}` on host `{}` exists but is not berth's",
@@ -741,9 +745,12 @@ fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
             if (live.ports_in_use.contains(&host_port) && !ours)
                 || live.ports_held.contains(&host_port)
             {
-                conflicts.push(format!(
-                    "host port {host_port} wanted by container `{}` on host `{}` is already in use",
-                    c.spec.name, cx.host
+                conflicts.push((
+                    c.tenant.clone(),
+                    format!(
+                        "host port {host_port} wanted by container `{}` on host `{}` is already in use",
+                        c.spec.name, cx.host
+                    ),
                 ));
             }
             used.insert(host_port);
@@ -781,7 +788,7 @@ fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
                     used.insert(port);
                     p.host = Some(port);
                 }
-                None => exhausted.push(c.spec.name.clone()),
+                None => exhausted.push((c.tenant.clone(), c.spec.name.clone())),
             }
         }
         // The ports are recorded on the container too: the list call shows a stopped
@@ -822,10 +829,10 @@ fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
             .labels
             .insert(format!("{LABEL_PREFIX}spec-hash"), hash);
     }
-    for message in conflicts {
-        cx.refuse(RefusalRule::PortConflict, message);
+    for (tenant, message) in conflicts {
+        cx.refuse(&tenant, RefusalRule::PortConflict, message);
     }
-    for name in exhausted {
+    for (tenant, name) in exhausted {
         let message = match range {
             None => format!(
                 "container `{name}` publishes a port but host `{}` has no `ports` range",
@@ -836,7 +843,7 @@ fn allocate_ports(cx: &mut HostCx<'_>) -> Vec<Container> {
                 cx.host
             ),
         };
-        cx.refuse(RefusalRule::PortsExhausted, message);
+        cx.refuse(&tenant, RefusalRule::PortsExhausted, message);
     }
     containers
 }

@@ -48,6 +48,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
             }
             Some(l) if l.owner.as_deref() != Some(service.tenant.as_str()) => {
                 cx.refuse(
+                    &service.tenant,
                     RefusalRule::NameConflict,
                     format!(
                         "service `{key}` on host `{}` exists but {}; berth will not take it over",
@@ -75,6 +76,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
             }
             Some(l) if l.owner.as_deref() != Some(app.tenant.as_str()) => {
                 cx.refuse(
+                    &app.tenant,
                     RefusalRule::NameConflict,
                     format!(
                         "Dokku app `{name}` on host `{}` exists but {}; berth will not take it over",

@@ -148,6 +148,12 @@ pub struct Refusal {
     /// The flag that overrides it, when one may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub override_flag: Option<String>,
+    /// The one tenant the refusal is about, when it is about one (a name or port conflict,
+    /// no capacity, retention): the daemon leaves that tenant alone and goes on with the
+    /// others. A refusal without a tenant (circuit breaker, empty desired set) stops the
+    /// whole plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// Refusal rules.
@@ -204,6 +210,48 @@ impl Plan {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
+    }
+
+    /// The part of the plan whose steps `keep` accepts, with every step that waits for a
+    /// dropped one dropped too; ids are renumbered (they are positions) and `after` lists
+    /// follow. Refusals about a tenant none of whose steps are kept go with them. Returns the
+    /// new plan and the ids (in `self`) of every step dropped.
+    #[must_use]
+    pub fn retain(&self, keep: impl Fn(&Step) -> bool) -> (Plan, std::collections::BTreeSet<u32>) {
+        let mut dropped = std::collections::BTreeSet::new();
+        let mut renumbered: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut steps = Vec::new();
+        // Steps come in dependency order: a step's `after` ids are settled before it.
+        for step in &self.steps {
+            if !keep(step) || step.after.iter().any(|a| dropped.contains(a)) {
+                dropped.insert(step.id);
+                continue;
+            }
+            let id = u32::try_from(steps.len()).unwrap_or(u32::MAX);
+            renumbered.insert(step.id, id);
+            let mut kept = step.clone();
+            kept.id = id;
+            kept.after = step
+                .after
+                .iter()
+                .filter_map(|a| renumbered.get(a).copied())
+                .collect();
+            steps.push(kept);
+        }
+        let kept_tenants: std::collections::BTreeSet<&str> =
+            steps.iter().map(|s| s.tenant.as_str()).collect();
+        let refusals = self
+            .refusals
+            .iter()
+            .filter(|r| r.tenant.as_deref().is_none_or(|t| kept_tenants.contains(t)))
+            .cloned()
+            .collect();
+        let plan = Plan {
+            steps,
+            refusals,
+            ..self.clone()
+        };
+        (plan, dropped)
     }
 
     /// Counts.
@@ -300,7 +348,8 @@ pub fn plan_desired(desired: &Desired, live: &Live, options: &PlanOptions<'_>) -
     }
     for placement in &desired.placements {
         if placement.reason == PlacementReason::NoCapacity {
-            builder.refuse(
+            builder.refuse_for(
+                Some(&placement.tenant),
                 RefusalRule::NoCapacity,
                 format!(
                     "no host of tenant `{}`'s environment has capacity left",
@@ -377,10 +426,21 @@ impl Builder {
     }
 
     fn refuse(&mut self, rule: RefusalRule, message: String, override_flag: Option<String>) {
+        self.refuse_for(None, rule, message, override_flag);
+    }
+
+    fn refuse_for(
+        &mut self,
+        tenant: Option<&str>,
+        rule: RefusalRule,
+        message: String,
+        override_flag: Option<String>,
+    ) {
         let refusal = Refusal {
             rule,
             message,
             override_flag,
+            tenant: tenant.map(str::to_string),
         };
         if !self.refusals.contains(&refusal) {
             self.refusals.push(refusal);
@@ -412,8 +472,8 @@ impl HostCx<'_> {
         });
     }
 
-    fn refuse(&mut self, rule: RefusalRule, message: String) {
-        self.builder.refuse(rule, message, None);
+    fn refuse(&mut self, tenant: &str, rule: RefusalRule, message: String) {
+        self.builder.refuse_for(Some(tenant), rule, message, None);
     }
 
     fn tenant_state(&self, tenant: &str) -> Option<TenantState> {

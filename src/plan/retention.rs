@@ -60,7 +60,8 @@ pub(super) fn judge(
         let cancelled = live.hosts.get(host).unwrap_or(&empty).cancelled.get(tenant);
         let flag = Some(format!("--purge-now {tenant}"));
         match cancelled {
-            None => b.refuse(
+            None => b.refuse_for(
+                Some(tenant),
                 RefusalRule::RetentionNotPassed,
                 format!(
                     "tenant `{tenant}` is in `state: purge` but its cancellation was never applied on `{host}`: data is kept for `policy.retain-data` ({days} days) after a cancellation"
@@ -69,7 +70,8 @@ pub(super) fn judge(
             ),
             Some(at) if now < at + u64::from(days) * DAY => {
                 let left = (at + u64::from(days) * DAY - now).div_ceil(DAY);
-                b.refuse(
+                b.refuse_for(
+                    Some(tenant),
                     RefusalRule::RetentionNotPassed,
                     format!(
                         "tenant `{tenant}` was cancelled {} days ago on `{host}`; `policy.retain-data` keeps its data for {days} days, {left} more",

@@ -20,6 +20,7 @@
 mod hooks;
 pub mod journal;
 pub mod lease;
+mod pass;
 mod scope;
 mod status;
 
@@ -28,7 +29,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use self::hooks::{Approval, Hooks, Notice, StopSignal, Unattended};
-pub use self::scope::{ScopeRequest, dokku_prefixes};
+pub use self::pass::{HostPass, PassOutcome, PassSettings, TenantPass, TenantReport, Withheld};
+pub use self::scope::{ScopeRequest, dokku_prefixes, since_applied};
 pub use self::status::{HostStatus, lock_break, lock_status, status};
 use crate::driver::{ConnectError, Connector, Drivers, LeaseRecord, observe_all_scoped};
 use crate::execute::{ExecOptions, Report, Reporter};
@@ -367,7 +369,9 @@ pub struct PlanSettings {
     pub scope: Option<Scope>,
     /// Plan against empty hosts without contacting them.
     pub offline: bool,
-    /// Docker: inspect every managed container.
+    /// The observation's depth: a deep scan reads what the cheap batch reports cannot show
+    /// (Docker: inspect every managed container). A daemon passes it per pass: deep on its
+    /// periodic drift scan, fast otherwise.
     pub deep: bool,
     /// Override the circuit breaker.
     pub allow_destroys: bool,
@@ -640,6 +644,7 @@ impl Session {
     }
 
     async fn observe_for(&self, settings: &PlanSettings) -> Result<Live, SessionError> {
+        self.drivers.set_deep(settings.deep);
         let live = if settings.offline {
             Live::default()
         } else {
@@ -657,15 +662,39 @@ impl Session {
         settings: &ApplySettings,
         hooks: &dyn Hooks,
     ) -> Result<Vec<HostRef>, (SessionError, Vec<HostRef>)> {
+        let (held, _) = self
+            .take_leases_of(
+                record,
+                settings.lease_ttl,
+                settings.lock_timeout,
+                hooks,
+                false,
+            )
+            .await?;
+        Ok(held)
+    }
+
+    /// Take the lease of every connected host in a fixed order. With `tolerate_busy`, a host
+    /// whose lease someone else holds (after `lock_timeout`) is left out and returned with
+    /// its holder instead of failing the whole run.
+    async fn take_leases_of(
+        &self,
+        record: &LeaseRecord,
+        ttl: Duration,
+        lock_timeout: Duration,
+        hooks: &dyn Hooks,
+        tolerate_busy: bool,
+    ) -> Result<(Vec<HostRef>, BTreeMap<HostRef, LeaseRecord>), (SessionError, Vec<HostRef>)> {
         let mut held: Vec<HostRef> = Vec::new();
-        let deadline = std::time::Instant::now() + settings.lock_timeout;
+        let mut busy = BTreeMap::new();
+        let deadline = std::time::Instant::now() + lock_timeout;
         for (host, driver) in &self.drivers.hosts {
             let mut told = false;
             loop {
                 let now = crate::clock::now_unix();
                 let mut record = record.clone();
                 record.started = now;
-                record.expires = now + settings.lease_ttl.as_secs();
+                record.expires = now + ttl.as_secs();
                 match lease::acquire(driver, &record, now).await {
                     Ok(()) => {
                         hooks.notice(&Notice::LeaseTaken { host });
@@ -681,11 +710,16 @@ impl Session {
                         }
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
+                    Err(lease::LeaseError::Held { held: other, .. }) if tolerate_busy => {
+                        hooks.notice(&Notice::WaitingForLease { host, held: &other });
+                        busy.insert(host.clone(), other);
+                        break;
+                    }
                     Err(e) => return Err((e.into(), held)),
                 }
             }
         }
-        Ok(held)
+        Ok((held, busy))
     }
 
     async fn release(&self, held: &[HostRef], token: &str) {
@@ -714,19 +748,8 @@ impl Session {
         if settings.saved.as_ref().is_some_and(|p| p.offline) {
             return Err(SessionError::OfflinePlan);
         }
-        let token = crate::plan::short_hash_of(&format!(
-            "{}{}{:?}",
-            settings.holder,
-            crate::clock::now_rfc3339(),
-            std::time::Instant::now()
-        ));
-        let record = LeaseRecord {
-            holder: settings.holder.clone(),
-            purpose: settings.purpose.clone(),
-            started: 0,
-            expires: 0,
-            token: token.clone(),
-        };
+        let record = lease_record(&settings.holder, &settings.purpose);
+        let token = record.token.clone();
         let held = match self.take_leases(&record, settings, hooks).await {
             Ok(held) => held,
             Err((e, held)) => {
@@ -752,6 +775,7 @@ impl Session {
     ) -> Result<ApplyOutcome, SessionError> {
         let (plan, live) = match &settings.saved {
             Some(saved) => {
+                self.drivers.set_deep(settings.plan.deep);
                 let live = self.observe(saved.scope.as_ref()).await?;
                 let moved = stale_objects(saved, &live);
                 if !moved.is_empty() {
@@ -836,7 +860,18 @@ impl Session {
         }
         let reporter = crate::execute::Tee(reporters);
         let renewing = self.renew_while_running(held, record, settings.lease_ttl, stop, hooks);
-        let rounds = self.execute_rounds(plan, settings, &reporter, stop, &skip, hooks);
+        let rounds = self.execute_rounds(
+            plan,
+            Rounds {
+                exec: &settings.exec,
+                plan: &settings.plan,
+                reporter: &reporter,
+                stop,
+                skip: &skip,
+                hooks,
+                narrow: &|plan| plan,
+            },
+        );
         let (plan, report, replans) = tokio::select! {
             done = rounds => done?,
             () = renewing => unreachable!("renewal never ends"),
@@ -875,22 +910,20 @@ impl Session {
     async fn execute_rounds(
         &self,
         plan: Plan,
-        settings: &ApplySettings,
-        reporter: &dyn Reporter,
-        stop: &StopSignal,
-        skip: &BTreeSet<u32>,
-        hooks: &dyn Hooks,
+        rounds: Rounds<'_>,
     ) -> Result<(Plan, Report, Vec<(Plan, Report)>), SessionError> {
-        let stopped = || stop.is_stopped();
-        let report = crate::execute::execute(
-            &plan,
-            &self.drivers,
-            &settings.exec,
+        let Rounds {
+            exec,
+            plan: settings,
             reporter,
-            &stopped,
+            stop,
             skip,
-        )
-        .await;
+            hooks,
+            narrow,
+        } = rounds;
+        let stopped = || stop.is_stopped();
+        let report =
+            crate::execute::execute(&plan, &self.drivers, exec, reporter, &stopped, skip).await;
         let mut replans: Vec<(Plan, Report)> = Vec::new();
         let mut held_total: BTreeMap<HostRef, BTreeSet<u16>> = BTreeMap::new();
         for _ in 0..REPLAN_ROUNDS {
@@ -908,9 +941,9 @@ impl Session {
                     observed.docker.ports_held.extend(ports);
                 }
             }
-            let mut plan_settings = settings.plan.clone();
+            let mut plan_settings = settings.clone();
             plan_settings.scope.clone_from(&plan.scope);
-            let next = self.plan_against(&live, &plan_settings);
+            let next = narrow(self.plan_against(&live, &plan_settings));
             let defects = crate::plan::check::check(&next, &live);
             if !defects.is_empty() {
                 return Err(SessionError::Malformed { defects });
@@ -928,7 +961,7 @@ impl Session {
             let next_report = crate::execute::execute(
                 &next,
                 &self.drivers,
-                &settings.exec,
+                exec,
                 reporter,
                 &stopped,
                 &BTreeSet::new(),
@@ -1044,6 +1077,36 @@ impl Session {
         }
         out
     }
+}
+
+/// A lease record for `holder` with a fresh token (times are set when it is claimed).
+fn lease_record(holder: &str, purpose: &str) -> LeaseRecord {
+    let token = crate::plan::short_hash_of(&format!(
+        "{holder}{}{:?}",
+        crate::clock::now_rfc3339(),
+        std::time::Instant::now()
+    ));
+    LeaseRecord {
+        holder: holder.to_string(),
+        purpose: purpose.to_string(),
+        started: 0,
+        expires: 0,
+        token,
+    }
+}
+
+/// What [`Session::execute_rounds`] needs besides the plan.
+struct Rounds<'a> {
+    exec: &'a ExecOptions,
+    /// How a re-plan is made.
+    plan: &'a PlanSettings,
+    reporter: &'a dyn Reporter,
+    stop: &'a StopSignal,
+    /// Steps already done (first round only).
+    skip: &'a BTreeSet<u32>,
+    hooks: &'a dyn Hooks,
+    /// What of a re-plan may run (a daemon pass leaves some tenants alone).
+    narrow: &'a (dyn Fn(Plan) -> Plan + Sync),
 }
 
 /// Re-plans after steps failed on held host ports, at most.

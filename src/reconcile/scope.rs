@@ -6,9 +6,12 @@
 //! reads an edited file must count it as changed, or it would say "no changes" while a full
 //! plan shows one).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::{Loaded, SessionError, Source};
 use crate::gitops::GitRepo;
 use crate::model::Fleet;
+use crate::model::live::HostRef;
 use crate::plan::Scope;
 
 /// The flags that narrow a plan.
@@ -35,7 +38,7 @@ pub(super) fn resolve(
             Scope {
                 tenants: changes.tenants,
                 environments: changes.environments,
-                named: std::collections::BTreeSet::new(),
+                named: BTreeSet::new(),
                 since: Some(git.resolve(since)?),
             }
         }
@@ -51,6 +54,54 @@ pub(super) fn resolve(
         }
     }
     Ok(Some(scope))
+}
+
+/// The scope of a daemon's incremental pass: the tenants whose files changed since the
+/// commit each host records as applied (the `--since` machinery, once per distinct commit),
+/// plus `extra` (tenants due for a retry). `None` — a full pass — when a host records no
+/// commit or one this repo does not have (history rewritten): only a full pass is safe then.
+///
+/// # Errors
+/// Unreadable git history.
+pub fn since_applied(
+    source: &Source,
+    loaded: &Loaded,
+    applied: &BTreeMap<HostRef, Option<String>>,
+    extra: &BTreeSet<String>,
+) -> Result<Option<Scope>, SessionError> {
+    let Ok(git) = GitRepo::open(&source.repo) else {
+        return Ok(None);
+    };
+    let mut commits = BTreeSet::new();
+    for commit in applied.values() {
+        match commit {
+            Some(c) if git.resolve(c).is_ok() => {
+                commits.insert(c.clone());
+            }
+            _ => return Ok(None),
+        }
+    }
+    let mut merged: Option<Scope> = None;
+    for commit in commits {
+        let request = ScopeRequest {
+            since: Some(commit),
+            tenants: Vec::new(),
+        };
+        let Some(scope) = resolve(source, loaded, &request)? else {
+            continue;
+        };
+        match &mut merged {
+            None => merged = Some(scope),
+            Some(m) => {
+                m.tenants.extend(scope.tenants);
+                m.environments.extend(scope.environments);
+            }
+        }
+    }
+    Ok(merged.map(|mut scope| {
+        scope.tenants.extend(extra.iter().cloned());
+        scope
+    }))
 }
 
 /// Name prefixes of the Dokku apps and services of the tenants in scope, for a scoped scan;

@@ -312,6 +312,26 @@ pub struct TenantSpec {
     /// Owned by the Stripe bridge.
     #[serde(default)]
     pub billing: Option<BillingSpec>,
+    /// What `berth daemon` does with this tenant: `heal` repairs drift, `report` only reports
+    /// it (file changes are still applied), `paused` leaves the tenant untouched. Default: the
+    /// environment's `policy.self-heal` (`heal` when true, `report` when false). `berth apply`
+    /// is an explicit instruction and ignores it.
+    #[serde(default)]
+    pub reconcile: Option<ReconcileMode>,
+}
+
+/// What the daemon does with a tenant (`reconcile:` in a tenant file).
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReconcileMode {
+    /// Apply file changes and repair drift.
+    Heal,
+    /// Apply file changes; report drift, never repair it.
+    Report,
+    /// Touch nothing: neither file changes nor drift are applied (both are reported).
+    Paused,
 }
 
 /// Tenant lifecycle.

@@ -152,6 +152,7 @@ pub(super) fn check_tenant(
             ..stack?
         },
         billing: spec.billing.clone(),
+        reconcile: spec.reconcile,
     })
 }
 

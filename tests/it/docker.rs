@@ -513,7 +513,7 @@ async fn a_deep_scan_catches_edits_the_labels_cannot_see() {
     );
     // The list-only pass cannot see it (compose cannot either).
     assert!(rig.plan(&drivers, None).await.steps.is_empty());
-    let mut deep = rig.drivers().await;
+    let deep = rig.drivers().await;
     deep.set_deep(true);
     let p = rig.plan(&deep, None).await;
     assert_eq!(recreated(&p), BTreeSet::from([web.clone()]));

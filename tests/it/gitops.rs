@@ -8,33 +8,7 @@ use std::process::{Command, Output, Stdio};
 use berth::gitops::GitRepo;
 
 use crate::sshd::DokkuHost;
-use crate::support::{Repo, berth_bin};
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.test",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn commit(dir: &Path, message: &str) {
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", message]);
-}
+use crate::support::{Repo, berth_bin, commit, git};
 
 const TENANT: &str = "environment: prod\napps:\n  web:\n    image: registry.example.app/app:1.4.2\n    env: { LOG_LEVEL: info, API_KEY: { secret: openai } }\n";
 

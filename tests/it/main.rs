@@ -14,6 +14,7 @@ mod examplekit;
 mod examples;
 mod gitops;
 mod invariants;
+mod pass;
 mod plan;
 mod registry;
 mod rollout;

@@ -71,3 +71,23 @@ pub fn text(o: &Output) -> String {
 pub fn crate_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+pub use crate::bridge::harness::git_as;
+
+/// Run git in `dir` with a fixed identity; panics on failure.
+pub fn git(dir: &Path, args: &[&str]) {
+    git_as(dir, ("t", "t@example.test"), args);
+}
+
+/// Stage everything and commit.
+pub fn commit(dir: &Path, message: &str) {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", message]);
+}
+
+/// The full id of `HEAD` in `dir`.
+pub fn head(dir: &Path) -> String {
+    git_as(dir, ("t", "t@example.test"), &["rev-parse", "HEAD"])
+        .trim()
+        .to_string()
+}

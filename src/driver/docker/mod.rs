@@ -215,7 +215,7 @@ pub struct DockerDriver {
     /// Engine calls made, for benchmarks and tests.
     calls: std::sync::atomic::AtomicU64,
     /// Inspect managed containers on every observation (`--deep`).
-    deep: bool,
+    deep: std::sync::atomic::AtomicBool,
     /// Where published ports of this engine answer (health probes): the endpoint's host, or
     /// loopback for a local socket.
     probe_host: String,
@@ -278,7 +278,7 @@ impl DockerDriver {
             secrets,
             starts: tokio::sync::Mutex::new(()),
             calls: std::sync::atomic::AtomicU64::new(1),
-            deep: false,
+            deep: std::sync::atomic::AtomicBool::new(false),
             probe_host: probe_host(endpoint),
             drain: Duration::from_secs(1),
             registries: std::collections::BTreeMap::new(),
@@ -325,8 +325,8 @@ impl DockerDriver {
     }
 
     /// Make every observation a deep one (inspect each container berth manages here).
-    pub fn set_deep(&mut self, deep: bool) {
-        self.deep = deep;
+    pub fn set_deep(&self, deep: bool) {
+        self.deep.store(deep, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Observe, deep or not as configured.
@@ -334,7 +334,7 @@ impl DockerDriver {
     /// # Errors
     /// Engine failures.
     pub async fn observe_configured(&self) -> Result<LiveHost, DockerError> {
-        if self.deep {
+        if self.deep.load(std::sync::atomic::Ordering::Relaxed) {
             self.observe_deep().await
         } else {
             self.observe().await

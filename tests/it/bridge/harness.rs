@@ -52,15 +52,17 @@ pub fn now() -> i64 {
 }
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
+    git_as(dir, ("Human", "human@example.test"), args)
+}
+
+/// Run git in `dir` as `(name, email)`; panics on failure, returns stdout.
+pub fn git_as(dir: &Path, identity: (&str, &str), args: &[&str]) -> String {
     let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Human",
-            "-c",
-            "user.email=human@example.test",
-            "-c",
-            "commit.gpgsign=false",
-        ])
+        .arg("-c")
+        .arg(format!("user.name={}", identity.0))
+        .arg("-c")
+        .arg(format!("user.email={}", identity.1))
+        .args(["-c", "commit.gpgsign=false"])
         .args(args)
         .current_dir(dir)
         .output()
