@@ -12,6 +12,7 @@ mod dockerhost;
 mod dokku;
 mod examplekit;
 mod examples;
+mod fuzz_corpus;
 mod gitops;
 mod invariants;
 mod pass;

@@ -46,7 +46,12 @@ fn data_lines(text: &str) -> Vec<String> {
     strip_ansi(text)
         .lines()
         .map(|l| l.trim_end().to_string())
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("=====>") && !l.starts_with("----->"))
+        .filter(|l| {
+            // Headers are recognised however they are indented (an indented `=====>` line is
+            // still a header, never a name).
+            let t = l.trim_start();
+            !t.is_empty() && !t.starts_with("=====>") && !t.starts_with("----->")
+        })
         .collect()
 }
 
@@ -319,6 +324,11 @@ mod tests {
         );
         assert!(name_lines("").is_empty());
         assert_eq!(name_lines("app1\napp2  \n"), ["app1", "app2"]);
+        // Found by the fuzz corpus (reference sample): an indented header is no name.
+        assert_eq!(
+            name_lines("    =====> acme-db info\nacme-db\n"),
+            ["acme-db"]
+        );
     }
 
     #[test]
