@@ -18,6 +18,8 @@
 
 #[path = "../tests/it/bridge/harness.rs"]
 mod harness;
+#[path = "../tests/it/support.rs"]
+mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};

@@ -344,6 +344,7 @@ fn diff_routes(
                 after,
             )),
             Some(l) if l.owner.as_deref() != Some(route.tenant.as_str()) => cx.refuse(
+                &route.tenant,
                 RefusalRule::NameConflict,
                 format!(
                     "route `{name}` in the Caddy of host `{}` exists but is not berth's",

@@ -72,7 +72,25 @@ pub fn crate_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub use crate::bridge::harness::git_as;
+/// Run git in `dir` as `identity` (name, e-mail), unsigned; panics on failure; stdout.
+pub fn git_as(dir: &Path, identity: (&str, &str), args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-c")
+        .arg(format!("user.name={}", identity.0))
+        .arg("-c")
+        .arg(format!("user.email={}", identity.1))
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
 
 /// Run git in `dir` with a fixed identity; panics on failure.
 pub fn git(dir: &Path, args: &[&str]) {

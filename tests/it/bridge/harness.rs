@@ -55,25 +55,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     git_as(dir, ("Human", "human@example.test"), args)
 }
 
-/// Run git in `dir` as `(name, email)`; panics on failure, returns stdout.
-pub fn git_as(dir: &Path, identity: (&str, &str), args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-c")
-        .arg(format!("user.name={}", identity.0))
-        .arg("-c")
-        .arg(format!("user.email={}", identity.1))
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+pub use crate::support::git_as;
 
 /// Push the clone at `work` to `origin main` as a person does: after a rejected push,
 /// `pull --rebase` and push again.
