@@ -1613,7 +1613,7 @@ fn service(
             Some(n) => o.fail(format!("{title} service {n} does not exist"), 1),
             None => o.fail("Please specify a valid name for the service", 1),
         },
-        "info" | "links" | "link" | "unlink" | "destroy" | "linked" => {
+        "info" | "links" | "link" | "unlink" | "destroy" | "linked" | "upgrade" => {
             let Some(name) = positional.first().copied() else {
                 return o.fail("Please specify a valid name for the service", 1);
             };
@@ -1648,6 +1648,32 @@ fn service(
                     for (k, v) in fields {
                         o.out(format!("       {k:<20} {v:<25}"));
                     }
+                    o
+                }
+                "upgrade" => {
+                    // ref §12 `<kind>:upgrade`: the container is recreated from the new
+                    // image on the same data directory; password and links are kept.
+                    let value_of = |short: &str, long: &str| {
+                        args.iter()
+                            .position(|a| a == short || a == long)
+                            .and_then(|i| args.get(i + 1))
+                            .cloned()
+                    };
+                    let svc = state.services.get_mut(&key(name)).unwrap();
+                    if let Some(image) = value_of("-i", "--image") {
+                        svc.image = image;
+                    }
+                    if let Some(version) = value_of("-I", "--image-version") {
+                        svc.version = version;
+                    }
+                    o.out(format!(
+                        "-----> Upgrading {name} to {}:{}",
+                        svc.image, svc.version
+                    ));
+                    o.out("=====> Stopping container");
+                    o.out("       Starting container");
+                    o.out(format!("=====> {title} container upgraded: {name}"));
+                    o.changed = true;
                     o
                 }
                 "links" => {

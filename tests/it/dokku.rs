@@ -102,6 +102,15 @@ impl Rig {
 }
 
 async fn plan_now(fleet: &Fleet, drivers: &Drivers, baseline: Option<&Desired>) -> Plan {
+    plan_with(fleet, drivers, baseline, false).await
+}
+
+async fn plan_with(
+    fleet: &Fleet,
+    drivers: &Drivers,
+    baseline: Option<&Desired>,
+    allow_upgrades: bool,
+) -> Plan {
     let live = observe_all(drivers)
         .await
         .map_err(|e| format!("{}: {}", e.host, e.source.chain()))
@@ -112,6 +121,7 @@ async fn plan_now(fleet: &Fleet, drivers: &Drivers, baseline: Option<&Desired>) 
         &PlanOptions {
             allow_destroys: true,
             allow_empty: false,
+            allow_upgrades,
             baseline,
             scope: None,
             now: None,
@@ -677,4 +687,40 @@ async fn a_hand_edited_link_is_drift_and_is_repaired() {
     let state = rig.host.state();
     assert_eq!(state["apps"]["acme-web"]["env"]["DATABASE_URL"], dsn);
     converge(&rig, &drivers).await;
+}
+
+/// Issue 13.5: a service image change is shown in the plan, refused without the override,
+/// and with it applied through `<kind>:upgrade`, data kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_image_change_is_an_upgrade_behind_a_flag() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("bolt", BOLT);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    let password = rig.host.state()["services"]["postgres:bolt-db"]["password"].clone();
+    rig.tenant("bolt", &BOLT.replace("postgres:16", "postgres:17"));
+    let refused = plan_now(&rig.fleet(), &drivers, None).await;
+    assert_eq!(kinds(&refused), ["upgrade-service", "restart"]);
+    assert_eq!(refused.refusals.len(), 1, "{:?}", refused.refusals);
+    let refusal = &refused.refusals[0];
+    assert_eq!(refusal.rule, berth::plan::RefusalRule::ServiceUpgrade);
+    assert_eq!(
+        refusal.override_flag.as_deref(),
+        Some("--allow-service-upgrades")
+    );
+    assert!(refusal.message.contains("postgres:16") && refusal.message.contains("postgres:17"));
+    let text = berth::output::plan::render_text(&refused, false);
+    assert!(text.contains("image: postgres:16 → postgres:17"), "{text}");
+    let allowed = plan_with(&rig.fleet(), &drivers, None, true).await;
+    assert!(allowed.refusals.is_empty());
+    assert!(apply(&allowed, &drivers).await.success());
+    let state = rig.host.state();
+    assert_eq!(state["services"]["postgres:bolt-db"]["version"], "17");
+    assert_eq!(state["services"]["postgres:bolt-db"]["password"], password);
+    assert!(
+        plan_now(&rig.fleet(), &drivers, None)
+            .await
+            .steps
+            .is_empty()
+    );
 }
