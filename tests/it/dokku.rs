@@ -724,3 +724,54 @@ async fn a_service_image_change_is_an_upgrade_behind_a_flag() {
             .is_empty()
     );
 }
+
+/// Issue 13.6: a deploy that finds the app's deploy lock held by another build (reference
+/// §1.7) is retried, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_waits_out_another_deploys_lock() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("bolt", BOLT);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    rig.tenant("bolt", &BOLT.replace("app:1.4.2", "app:1.5.0"));
+    let plan = plan_now(&rig.fleet(), &drivers, None).await;
+    assert!(kinds(&plan).contains(&"deploy-image"));
+    // Someone rebuilds the app by hand; the build holds the lock for a while.
+    std::fs::write(rig.host.state_dir().join("build_ms"), "1500").unwrap();
+    let lock = rig.host.state_dir().join("locks/bolt-web.deploy.lock");
+    let by_hand = std::thread::spawn(rig.host.ssh_command("ps:rebuild bolt-web"));
+    while !lock.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    rig.host.clear_log();
+    let options = ExecOptions {
+        backoff: std::time::Duration::from_millis(400),
+        ..ExecOptions::default()
+    };
+    let report = execute(
+        &plan,
+        &drivers,
+        &options,
+        &Silent,
+        &|| false,
+        &BTreeSet::new(),
+    )
+    .await;
+    assert!(by_hand.join().unwrap().status.success());
+    assert!(report.success(), "{:?}", report.outcomes);
+    let deploys = rig
+        .host
+        .commands()
+        .iter()
+        .filter(|c| c.first().is_some_and(|w| w == "git:from-image"))
+        .count();
+    assert!(
+        deploys >= 2,
+        "the first deploy met the lock and was retried"
+    );
+    let _ = std::fs::remove_file(rig.host.state_dir().join("build_ms"));
+    assert_eq!(
+        rig.host.state()["apps"]["bolt-web"]["source_image"],
+        "registry.example.app/app:1.5.0"
+    );
+}
