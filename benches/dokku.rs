@@ -74,6 +74,7 @@ async fn main() {
     let options = PlanOptions {
         allow_destroys: true,
         allow_empty: true,
+        allow_upgrades: false,
         baseline: None,
         scope: None,
         now: None,

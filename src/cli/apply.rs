@@ -133,6 +133,7 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> anyhow::Result<u8> {
             deep: args.deep,
             allow_destroys: args.overrides.allow_destroys,
             allow_empty: args.overrides.allow_empty,
+            allow_upgrades: args.overrides.allow_service_upgrades,
             purge_now: args.overrides.purge_now.clone(),
         },
         resume: args.resume,

@@ -128,6 +128,11 @@ pub struct Overrides {
     /// Accept an empty desired set while hosts hold berth's objects.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Let Dokku Postgres/Redis services move to the image the files name, through the
+    /// plugin's `upgrade` (the data directory is kept; back it up first — a new Postgres
+    /// major version cannot read an older one's files).
+    #[arg(long)]
+    pub allow_service_upgrades: bool,
     /// Purge this tenant's data (`state: purge`) before `policy.retain-data` has passed
     /// since its cancellation (repeatable; names the tenant on purpose).
     #[arg(long = "purge-now", value_name = "TENANT")]

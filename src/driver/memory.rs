@@ -408,6 +408,19 @@ pub fn apply_step(
                 },
             );
         }
+        Change::UpgradeService {
+            service_kind,
+            service,
+            image,
+            ..
+        } => {
+            let key = service_key(*service_kind, service);
+            dokku
+                .services
+                .get_mut(&key)
+                .ok_or_else(|| missing(key.clone()))?
+                .image = Some(image.clone());
+        }
         Change::LinkService {
             service_kind,
             service,

@@ -251,6 +251,18 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             format!("{} {service}", service_kind_word(*service_kind)),
             vec![format!("image {image}")],
         ),
+        Change::UpgradeService {
+            service_kind,
+            service,
+            image,
+            before,
+        } => (
+            format!("upgrade {} {service}", service_kind_word(*service_kind)),
+            vec![
+                arrow("image", before, image),
+                "through the plugin's upgrade: the data directory is kept".into(),
+            ],
+        ),
         Change::LinkService {
             service_kind,
             service,

@@ -156,6 +156,18 @@ pub enum Change {
         /// Image reference.
         image: String,
     },
+    /// `<kind>:upgrade -i REPO -I TAG`: the service container moves to another image, its
+    /// data directory kept (only with `--allow-service-upgrades`).
+    UpgradeService {
+        /// Kind.
+        service_kind: ServiceKind,
+        /// Service.
+        service: String,
+        /// New image.
+        image: String,
+        /// Image before.
+        before: String,
+    },
     /// `<kind>:link --no-restart`.
     LinkService {
         /// Kind.
@@ -454,6 +466,11 @@ impl Change {
                 service,
                 ..
             }
+            | Change::UpgradeService {
+                service_kind,
+                service,
+                ..
+            }
             | Change::DestroyService {
                 service_kind,
                 service,
@@ -518,6 +535,7 @@ impl Change {
             Change::Restart { .. } => "restart",
             Change::StartApp { .. } => "start-app",
             Change::CreateService { .. } => "create-service",
+            Change::UpgradeService { .. } => "upgrade-service",
             Change::LinkService { .. } => "link-service",
             Change::RelinkService { .. } => "relink-service",
             Change::UnlinkService { .. } => "unlink-service",

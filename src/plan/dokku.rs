@@ -57,7 +57,13 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                     ),
                 );
             }
-            Some(_) => {}
+            Some(l) => {
+                if let Some(before) = l.image.as_deref()
+                    && !same_image(&service.image, before)
+                {
+                    upgrade_service(cx, key, service, before, &mut service_steps);
+                }
+            }
         }
     }
     let mut destroyed_apps: Vec<(String, u32)> = Vec::new();
@@ -132,6 +138,76 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
             cx.warn(
                 Some(owner),
                 format!("{key} is kept: {why}; its data is only removed by `state: purge`"),
+            );
+        }
+    }
+}
+
+/// Whether a service runs the image the files name: a reference without a tag means the
+/// plugin's default version, whichever it is.
+fn same_image(desired: &str, live: &str) -> bool {
+    let tagged = |i: &str| {
+        i.rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .is_some()
+    };
+    if tagged(desired) {
+        desired == live
+    } else {
+        live.rsplit_once(':').map_or(live, |(repo, _)| repo) == desired
+    }
+}
+
+/// A service whose image changed in the files: an upgrade step, refused without
+/// `--allow-service-upgrades`; apps linked to it restart after it (their `--link` points
+/// at the recreated container).
+fn upgrade_service(
+    cx: &mut HostCx<'_>,
+    key: &str,
+    service: &crate::model::desired::DokkuService,
+    before: &str,
+    service_steps: &mut BTreeMap<String, u32>,
+) {
+    let kind = crate::model::live::service_kind_word(service.kind);
+    if !cx.allow_upgrades {
+        cx.builder.refuse(
+            RefusalRule::ServiceUpgrade,
+            format!(
+                "{kind} service `{}` on host `{}` would move from `{before}` to `{}` through `{kind}:upgrade`; the data directory is kept, but a new Postgres major version cannot read an older one's files without a dump and restore: back the data up, then apply with the override",
+                service.name, cx.host, service.image
+            ),
+            Some("--allow-service-upgrades".into()),
+        );
+    }
+    let id = cx.step(
+        &service.tenant,
+        Cause::Intended,
+        Change::UpgradeService {
+            service_kind: service.kind,
+            service: service.name.clone(),
+            image: service.image.clone(),
+            before: before.to_string(),
+        },
+        Vec::new(),
+    );
+    service_steps.insert(key.to_string(), id);
+    let linked: Vec<String> = cx
+        .live
+        .dokku
+        .services
+        .get(key)
+        .map(|s| s.links.clone())
+        .unwrap_or_default();
+    for app in linked {
+        let own_deployed = cx.live.dokku.apps.get(&app).is_some_and(|a| {
+            a.image.is_some() && a.owner.as_deref() == Some(service.tenant.as_str())
+        });
+        if own_deployed {
+            cx.step(
+                &service.tenant,
+                Cause::Intended,
+                Change::Restart { app },
+                vec![id],
             );
         }
     }

@@ -51,6 +51,8 @@ pub struct PlanOptions<'a> {
     pub allow_destroys: bool,
     /// Allow a plan whose desired set is empty while the hosts hold berth's objects.
     pub allow_empty: bool,
+    /// Allow Dokku services to move to another image through `<kind>:upgrade`.
+    pub allow_upgrades: bool,
     /// Desired state of the last applied commit, to tell drift from intended change.
     pub baseline: Option<&'a Desired>,
     /// Plan only these tenants (`plan --since`, `--tenant`); `None` = all.
@@ -176,6 +178,8 @@ pub enum RefusalRule {
     ProtectedData,
     /// `state: purge` before `policy.retain-data` has passed since the applied cancellation.
     RetentionNotPassed,
+    /// A Dokku service's image would change (`<kind>:upgrade`) without the override.
+    ServiceUpgrade,
 }
 
 /// A note (warning) carried by the plan.
@@ -339,6 +343,7 @@ pub fn plan_desired(desired: &Desired, live: &Live, options: &PlanOptions<'_>) -
             live: live_host,
             baseline,
             tenants: &desired.tenants,
+            allow_upgrades: options.allow_upgrades,
             builder: &mut builder,
         };
         match desired_host.kind {
@@ -455,6 +460,7 @@ struct HostCx<'a> {
     live: &'a LiveHost,
     baseline: Option<&'a desired::DesiredHost>,
     tenants: &'a BTreeMap<String, (String, TenantState)>,
+    allow_upgrades: bool,
     builder: &'a mut Builder,
 }
 

@@ -377,6 +377,8 @@ pub struct PlanSettings {
     pub allow_destroys: bool,
     /// Allow an empty desired set.
     pub allow_empty: bool,
+    /// Allow Dokku services to change image through `<kind>:upgrade`.
+    pub allow_upgrades: bool,
     /// Purge these tenants' data before `policy.retain-data` has passed (`--purge-now`).
     pub purge_now: Vec<String>,
 }
@@ -623,6 +625,7 @@ impl Session {
         let options = PlanOptions {
             allow_destroys: settings.allow_destroys,
             allow_empty: settings.allow_empty,
+            allow_upgrades: settings.allow_upgrades,
             baseline: baseline.as_ref(),
             scope: settings.scope.as_ref(),
             now: Some(crate::clock::now_unix()),

@@ -16,6 +16,9 @@
 //!   reads overlap as they do on a real server); `$DOKKU_SIM_ROOT/commands.log` gets one JSON
 //!   line per command with its parsed argv, so tests can count round trips.
 //! - `$DOKKU_SIM_ROOT/fail_images` lists images whose pull fails (failure injection).
+//! - `$DOKKU_SIM_ROOT/build_ms` is how long a git-based build (`git:from-image`,
+//!   `ps:rebuild`) holds the app's deploy lock (ref §1.7); a second build meanwhile fails
+//!   with the lock message.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -129,6 +132,13 @@ fn main() {
     }
     let (words, xargs_error) = reparse(&original);
     log(&root, &words);
+    let held = match deploy_lock(&root, &words) {
+        Ok(lock) => lock,
+        Err(out) => {
+            let _ = std::io::stdout().write_all(out.stdout.as_bytes());
+            std::process::exit(out.code);
+        }
+    };
     let mut pre = String::new();
     if let Some(e) = xargs_error {
         pre = format!("xargs: {e}\n");
@@ -169,7 +179,64 @@ fn main() {
     let mut stderr = std::io::stderr().lock();
     let _ = stderr.write_all(pre.as_bytes());
     let _ = stderr.write_all(out.stderr.as_bytes());
+    // `exit` runs no destructors: release the deploy lock (removing its file) first.
+    drop(held);
     std::process::exit(out.code);
+}
+
+/// ref §1.7: git-based builds take `flock -n` on the app's `.deploy.lock` for the whole
+/// build; a build that finds it held fails at once. Held here, outside the state lock, for
+/// `build_ms`, so other commands run meanwhile as on a real server.
+fn deploy_lock(root: &Path, words: &[String]) -> Result<Option<DeployLock>, Out> {
+    let rest: Vec<&String> = words.iter().filter(|w| !w.starts_with("--")).collect();
+    let (Some(command), Some(app)) = (rest.first(), rest.get(1)) else {
+        return Ok(None);
+    };
+    if !matches!(command.as_str(), "git:from-image" | "ps:rebuild") || !valid_app_name(app) {
+        return Ok(None);
+    }
+    let dir = root.join("locks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{app}.deploy.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    if file.try_lock().is_err() {
+        // Build capture (0.38.0+) sends the failure to stdout.
+        let mut o = Out {
+            merged: true,
+            ..Out::default()
+        };
+        o.err(format!(
+            "{FAIL}{app} currently has a deploy lock in place. Exiting..."
+        ));
+        o.err(format!(
+            "{FAIL}Run 'apps:unlock' to release the existing deploy lock"
+        ));
+        o.code = 1;
+        return Err(o);
+    }
+    let _ = std::fs::write(&path, std::process::id().to_string());
+    if let Some(ms) = read_number(&root.join("build_ms")) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    Ok(Some(DeployLock { file, path }))
+}
+
+/// A held deploy lock: the file is removed while still locked, then released.
+struct DeployLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Drop for DeployLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
 }
 
 fn read_number(path: &Path) -> Option<u64> {
@@ -1613,7 +1680,7 @@ fn service(
             Some(n) => o.fail(format!("{title} service {n} does not exist"), 1),
             None => o.fail("Please specify a valid name for the service", 1),
         },
-        "info" | "links" | "link" | "unlink" | "destroy" | "linked" => {
+        "info" | "links" | "link" | "unlink" | "destroy" | "linked" | "upgrade" => {
             let Some(name) = positional.first().copied() else {
                 return o.fail("Please specify a valid name for the service", 1);
             };
@@ -1648,6 +1715,32 @@ fn service(
                     for (k, v) in fields {
                         o.out(format!("       {k:<20} {v:<25}"));
                     }
+                    o
+                }
+                "upgrade" => {
+                    // ref §12 `<kind>:upgrade`: the container is recreated from the new
+                    // image on the same data directory; password and links are kept.
+                    let value_of = |short: &str, long: &str| {
+                        args.iter()
+                            .position(|a| a == short || a == long)
+                            .and_then(|i| args.get(i + 1))
+                            .cloned()
+                    };
+                    let svc = state.services.get_mut(&key(name)).unwrap();
+                    if let Some(image) = value_of("-i", "--image") {
+                        svc.image = image;
+                    }
+                    if let Some(version) = value_of("-I", "--image-version") {
+                        svc.version = version;
+                    }
+                    o.out(format!(
+                        "-----> Upgrading {name} to {}:{}",
+                        svc.image, svc.version
+                    ));
+                    o.out("=====> Stopping container");
+                    o.out("       Starting container");
+                    o.out(format!("=====> {title} container upgraded: {name}"));
+                    o.changed = true;
                     o
                 }
                 "links" => {

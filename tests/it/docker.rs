@@ -114,6 +114,7 @@ impl Rig {
             &PlanOptions {
                 allow_destroys: true,
                 allow_empty: true,
+                allow_upgrades: false,
                 baseline,
                 scope: None,
                 now: None,

@@ -102,6 +102,15 @@ impl Rig {
 }
 
 async fn plan_now(fleet: &Fleet, drivers: &Drivers, baseline: Option<&Desired>) -> Plan {
+    plan_with(fleet, drivers, baseline, false).await
+}
+
+async fn plan_with(
+    fleet: &Fleet,
+    drivers: &Drivers,
+    baseline: Option<&Desired>,
+    allow_upgrades: bool,
+) -> Plan {
     let live = observe_all(drivers)
         .await
         .map_err(|e| format!("{}: {}", e.host, e.source.chain()))
@@ -112,6 +121,7 @@ async fn plan_now(fleet: &Fleet, drivers: &Drivers, baseline: Option<&Desired>) 
         &PlanOptions {
             allow_destroys: true,
             allow_empty: false,
+            allow_upgrades,
             baseline,
             scope: None,
             now: None,
@@ -677,4 +687,91 @@ async fn a_hand_edited_link_is_drift_and_is_repaired() {
     let state = rig.host.state();
     assert_eq!(state["apps"]["acme-web"]["env"]["DATABASE_URL"], dsn);
     converge(&rig, &drivers).await;
+}
+
+/// Issue 13.5: a service image change is shown in the plan, refused without the override,
+/// and with it applied through `<kind>:upgrade`, data kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_image_change_is_an_upgrade_behind_a_flag() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("bolt", BOLT);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    let password = rig.host.state()["services"]["postgres:bolt-db"]["password"].clone();
+    rig.tenant("bolt", &BOLT.replace("postgres:16", "postgres:17"));
+    let refused = plan_now(&rig.fleet(), &drivers, None).await;
+    assert_eq!(kinds(&refused), ["upgrade-service", "restart"]);
+    assert_eq!(refused.refusals.len(), 1, "{:?}", refused.refusals);
+    let refusal = &refused.refusals[0];
+    assert_eq!(refusal.rule, berth::plan::RefusalRule::ServiceUpgrade);
+    assert_eq!(
+        refusal.override_flag.as_deref(),
+        Some("--allow-service-upgrades")
+    );
+    assert!(refusal.message.contains("postgres:16") && refusal.message.contains("postgres:17"));
+    let text = berth::output::plan::render_text(&refused, false);
+    assert!(text.contains("image: postgres:16 → postgres:17"), "{text}");
+    let allowed = plan_with(&rig.fleet(), &drivers, None, true).await;
+    assert!(allowed.refusals.is_empty());
+    assert!(apply(&allowed, &drivers).await.success());
+    let state = rig.host.state();
+    assert_eq!(state["services"]["postgres:bolt-db"]["version"], "17");
+    assert_eq!(state["services"]["postgres:bolt-db"]["password"], password);
+    assert!(
+        plan_now(&rig.fleet(), &drivers, None)
+            .await
+            .steps
+            .is_empty()
+    );
+}
+
+/// Issue 13.6: a deploy that finds the app's deploy lock held by another build (reference
+/// §1.7) is retried, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_waits_out_another_deploys_lock() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("bolt", BOLT);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    rig.tenant("bolt", &BOLT.replace("app:1.4.2", "app:1.5.0"));
+    let plan = plan_now(&rig.fleet(), &drivers, None).await;
+    assert!(kinds(&plan).contains(&"deploy-image"));
+    // Someone rebuilds the app by hand; the build holds the lock for a while.
+    std::fs::write(rig.host.state_dir().join("build_ms"), "1500").unwrap();
+    let lock = rig.host.state_dir().join("locks/bolt-web.deploy.lock");
+    let by_hand = std::thread::spawn(rig.host.ssh_command("ps:rebuild bolt-web"));
+    while !lock.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    rig.host.clear_log();
+    let options = ExecOptions {
+        backoff: std::time::Duration::from_millis(400),
+        ..ExecOptions::default()
+    };
+    let report = execute(
+        &plan,
+        &drivers,
+        &options,
+        &Silent,
+        &|| false,
+        &BTreeSet::new(),
+    )
+    .await;
+    assert!(by_hand.join().unwrap().status.success());
+    assert!(report.success(), "{:?}", report.outcomes);
+    let deploys = rig
+        .host
+        .commands()
+        .iter()
+        .filter(|c| c.first().is_some_and(|w| w == "git:from-image"))
+        .count();
+    assert!(
+        deploys >= 2,
+        "the first deploy met the lock and was retried"
+    );
+    let _ = std::fs::remove_file(rig.host.state_dir().join("build_ms"));
+    assert_eq!(
+        rig.host.state()["apps"]["bolt-web"]["source_image"],
+        "registry.example.app/app:1.5.0"
+    );
 }

@@ -192,6 +192,7 @@ fn secrets() -> BTreeMap<String, String> {
 const OPTIONS: PlanOptions<'static> = PlanOptions {
     allow_destroys: true,
     allow_empty: true,
+    allow_upgrades: false,
     baseline: None,
     scope: None,
     now: None,

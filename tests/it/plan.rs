@@ -94,6 +94,7 @@ fn load(name: &str) -> Case {
         let options = PlanOptions {
             allow_destroys: true,
             allow_empty: true,
+            allow_upgrades: false,
             baseline: None,
             scope: None,
             now: None,
@@ -108,6 +109,7 @@ fn load(name: &str) -> Case {
         let options = PlanOptions {
             allow_destroys: true,
             allow_empty: true,
+            allow_upgrades: false,
             ..PlanOptions::default()
         };
         reconcile(&prior, &mut live, &options);
@@ -237,6 +239,7 @@ fn check(name: &str) {
     let options = PlanOptions {
         allow_destroys: case.allow_destroys,
         allow_empty: case.allow_empty,
+        allow_upgrades: false,
         baseline: case.baseline.as_ref(),
         scope: None,
         now: case.now,
@@ -396,6 +399,7 @@ fn the_plan_checker_catches_malformed_plans() {
     let options = PlanOptions {
         allow_destroys: true,
         allow_empty: true,
+        allow_upgrades: false,
         baseline: None,
         scope: None,
         now: None,
@@ -482,6 +486,7 @@ fn a_thousand_tenant_plan_fits_in_a_comment() {
         &PlanOptions {
             allow_destroys: true,
             allow_empty: true,
+            allow_upgrades: false,
             ..PlanOptions::default()
         },
     );

@@ -260,13 +260,34 @@ impl DokkuHost {
 
     /// Run a Dokku command with the ssh CLI, as an operator would by hand.
     pub fn ssh(&self, command: &str) -> Output {
-        let d = self.dir.path();
+        (self.ssh_command(command))()
+    }
+
+    /// [`DokkuHost::ssh`] as a closure that owns what it needs (to run on another thread).
+    pub fn ssh_command(&self, command: &str) -> impl FnOnce() -> Output + Send + 'static {
+        let (dir, port, key, user, host_key) = (
+            self.dir.path().to_path_buf(),
+            self.port,
+            self.client_key.clone(),
+            self.user.clone(),
+            self.host_key.clone(),
+        );
+        let command = command.to_string();
+        move || ssh_cli(&dir, port, &host_key, &key, &user, &command)
+    }
+}
+
+fn ssh_cli(
+    d: &Path,
+    port: u16,
+    host_key: &str,
+    client_key: &Path,
+    user: &str,
+    command: &str,
+) -> Output {
+    {
         let known = d.join("known_hosts_cli");
-        std::fs::write(
-            &known,
-            format!("[127.0.0.1]:{} {}\n", self.port, self.host_key),
-        )
-        .unwrap();
+        std::fs::write(&known, format!("[127.0.0.1]:{port} {host_key}\n")).unwrap();
         Command::new("ssh")
             .args([
                 "-F",
@@ -280,10 +301,10 @@ impl DokkuHost {
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known.display()))
             .arg("-i")
-            .arg(&self.client_key)
-            .args(["-p", &self.port.to_string()])
+            .arg(client_key)
+            .args(["-p", &port.to_string()])
             .arg("--")
-            .arg(format!("{}@127.0.0.1", self.user))
+            .arg(format!("{user}@127.0.0.1"))
             .arg(command)
             .stdin(Stdio::null())
             .output()

@@ -301,6 +301,20 @@ pub fn build(
             }
             Ok(vec![create_state, record, command(&words)?])
         }
+        Change::UpgradeService {
+            service_kind,
+            service,
+            image,
+            ..
+        } => {
+            let word = format!("{}:upgrade", service_kind_word(*service_kind));
+            let (repo, tag) = image_flags(image);
+            let mut words = vec![word.as_str(), service.as_str(), "-i", repo.as_str()];
+            if let Some(tag) = &tag {
+                words.extend(["-I", tag.as_str()]);
+            }
+            one(&words)
+        }
         Change::LinkService {
             service_kind,
             service,

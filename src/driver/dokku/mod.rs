@@ -59,6 +59,20 @@ pub enum DokkuError {
         /// Last lines Dokku printed, secrets redacted.
         stderr_tail: String,
     },
+    /// Another deploy of the app holds its deploy lock (reference/dokku.md §1.7): retried.
+    #[error(
+        "`{command}` on `{host}` (tenant `{tenant}`) found app `{app}` locked by another deploy"
+    )]
+    DeployLocked {
+        /// Host.
+        host: HostRef,
+        /// Tenant of the step.
+        tenant: String,
+        /// App.
+        app: String,
+        /// The command, secrets redacted.
+        command: String,
+    },
     /// The host runs a Dokku berth cannot drive.
     #[error("Dokku on `{host}` is {found}; berth needs {}.{}.{} or newer", MIN_VERSION.0, MIN_VERSION.1, MIN_VERSION.2)]
     UnsupportedVersion {
@@ -115,7 +129,7 @@ impl DokkuError {
         match self {
             DokkuError::Transport(t) => t.is_transient(),
             DokkuError::Command { code, .. } => matches!(code, None | Some(255)),
-            DokkuError::ScanRace { .. } => true,
+            DokkuError::ScanRace { .. } | DokkuError::DeployLocked { .. } => true,
             _ => false,
         }
     }
@@ -559,6 +573,14 @@ impl DokkuDriver {
             };
             if tolerated {
                 continue;
+            }
+            if said.contains("currently has a deploy lock in place") {
+                return Err(DokkuError::DeployLocked {
+                    host,
+                    tenant: step.tenant.clone(),
+                    app: app.unwrap_or_default(),
+                    command: cmd.display.clone(),
+                });
             }
             let mut tail = parse::tail(
                 if out.stderr.trim().is_empty() {
