@@ -15,6 +15,7 @@
 pub mod billing;
 pub mod cli;
 pub mod clock;
+pub mod daemon;
 pub mod driver;
 pub mod execute;
 pub mod gitops;

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use git2::{
-    CertificateCheckStatus, Cred, CredentialType, ErrorCode, FetchOptions, Oid, PushOptions,
-    RemoteCallbacks, Repository, Signature, build::TreeUpdateBuilder,
+    ErrorCode, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository, Signature,
+    build::TreeUpdateBuilder,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -85,29 +85,7 @@ impl std::fmt::Debug for PushHook {
     }
 }
 
-/// Credentials for network remotes. Values never appear in logs or errors.
-#[derive(Clone, Default)]
-pub struct Auth {
-    /// Private key file for ssh remotes (else the ssh agent).
-    pub ssh_key: Option<PathBuf>,
-    /// Pinned host key of the ssh remote, `ssh-ed25519 AAAA…`; without it ssh pushes are refused.
-    pub ssh_host_key: Option<String>,
-    /// Token for https remotes.
-    pub https_token: Option<String>,
-    /// User name sent with the token.
-    pub https_user: String,
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("ssh_key", &self.ssh_key)
-            .field("ssh_host_key", &self.ssh_host_key)
-            .field("https_token", &self.https_token.as_ref().map(|_| "(set)"))
-            .field("https_user", &self.https_user)
-            .finish()
-    }
-}
+pub use crate::gitops::remote::Auth;
 
 /// One event for the writer.
 #[derive(Debug)]
@@ -370,56 +348,7 @@ impl Writer {
     }
 
     fn callbacks(&self) -> RemoteCallbacks<'static> {
-        let auth = self.settings.auth.clone();
-        let mut callbacks = RemoteCallbacks::new();
-        let mut tries = 0;
-        callbacks.credentials(move |_url, user, allowed| {
-            // libgit2 asks again after every refused credential: give up instead of looping.
-            tries += 1;
-            if tries > 3 {
-                return Err(git2::Error::from_str("authentication failed"));
-            }
-            let user = user.unwrap_or("git");
-            if allowed.contains(CredentialType::SSH_KEY) {
-                return match &auth.ssh_key {
-                    Some(key) => Cred::ssh_key(user, None, key, None),
-                    None => Cred::ssh_key_from_agent(user),
-                };
-            }
-            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
-                && let Some(token) = &auth.https_token
-            {
-                return Cred::userpass_plaintext(&auth.https_user, token);
-            }
-            if allowed.contains(CredentialType::USERNAME) {
-                return Cred::username(user);
-            }
-            Err(git2::Error::from_str("no credentials for this remote"))
-        });
-        let pinned = self.settings.auth.ssh_host_key.clone();
-        callbacks.certificate_check(move |cert, host| {
-            let Some(hostkey) = cert.as_hostkey() else {
-                // TLS: the system's CA store decides.
-                return Ok(CertificateCheckStatus::CertificatePassthrough);
-            };
-            let presented = hostkey.hostkey().unwrap_or_default();
-            let matches = pinned
-                .as_deref()
-                .and_then(|p| p.split_whitespace().nth(1))
-                .and_then(|b64| {
-                    use base64::Engine as _;
-                    base64::engine::general_purpose::STANDARD.decode(b64).ok()
-                })
-                .is_some_and(|key| key == presented);
-            if matches {
-                Ok(CertificateCheckStatus::CertificateOk)
-            } else {
-                Err(git2::Error::from_str(&format!(
-                    "the ssh host key of `{host}` is not the pinned one (--ssh-host-key)"
-                )))
-            }
-        });
-        callbacks
+        crate::gitops::remote::callbacks(&self.settings.auth)
     }
 
     /// Fetch the branch (and review branches); returns the remote tip.

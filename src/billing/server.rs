@@ -77,7 +77,9 @@ async fn healthz(State(state): State<Arc<BridgeState>>) -> Response {
     }
 }
 
-fn answer(status: StatusCode, body: &serde_json::Value) -> Response {
+/// A JSON answer.
+#[must_use]
+pub fn answer(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -86,7 +88,39 @@ fn answer(status: StatusCode, body: &serde_json::Value) -> Response {
     response
 }
 
-fn refuse(status: StatusCode, reason: &str) -> Response {
+/// Read a request body of at most `max` bytes. Size first: a declared length over the limit
+/// is refused unread (413), and the body is read through the limit so an undeclared one
+/// cannot grow past it either. Shared with the daemon's push webhooks.
+///
+/// # Errors
+/// The 413 answer to send.
+pub async fn read_limited(
+    parts: &axum::http::request::Parts,
+    body: Body,
+    max: usize,
+) -> Result<axum::body::Bytes, Response> {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        tracing::warn!(
+            bytes = declared,
+            limit = max,
+            "refused webhook: body too large"
+        );
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
+    }
+    axum::body::to_bytes(body, max).await.map_err(|_| {
+        tracing::warn!(limit = max, "refused webhook: body too large or unreadable");
+        refuse(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+    })
+}
+
+/// A JSON answer `{"error": reason}`.
+#[must_use]
+pub fn refuse(status: StatusCode, reason: &str) -> Response {
     answer(status, &serde_json::json!({"error": reason}))
 }
 
@@ -98,27 +132,9 @@ fn now() -> i64 {
 
 async fn webhook(State(state): State<Arc<BridgeState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    // Size first: a declared length over the limit is refused unread, and the body is read
-    // through a limit so an undeclared one cannot grow past it either.
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_body as u64) {
-        tracing::warn!(
-            bytes = declared,
-            limit = state.max_body,
-            "refused webhook: body too large"
-        );
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-    }
-    let Ok(body) = axum::body::to_bytes(Body::new(body), state.max_body).await else {
-        tracing::warn!(
-            limit = state.max_body,
-            "refused webhook: body too large or unreadable"
-        );
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    let body = match read_limited(&parts, body, state.max_body).await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     let header = parts
         .headers

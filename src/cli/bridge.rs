@@ -86,19 +86,9 @@ pub struct BridgeArgs {
     /// Commit author email.
     #[arg(long, default_value = "berth-bridge@berth.invalid")]
     pub author_email: String,
-    /// Private key for an ssh remote (default: the ssh agent).
-    #[arg(long)]
-    pub ssh_key: Option<PathBuf>,
-    /// The ssh remote's host key, `ssh-ed25519 AAAA…` (required for ssh remotes).
-    #[arg(long)]
-    pub ssh_host_key: Option<String>,
-    /// Environment variable holding a token for an https remote (never a flag: flags show in
-    /// `ps`).
-    #[arg(long)]
-    pub https_token_env: Option<String>,
-    /// User name sent with the https token.
-    #[arg(long, default_value = "x-access-token")]
-    pub https_user: String,
+    /// Credentials of an ssh or https remote.
+    #[command(flatten)]
+    pub remote_auth: super::RemoteAuth,
 }
 
 /// Run it.
@@ -129,19 +119,8 @@ pub fn run(args: &BridgeArgs, printer: &Printer) -> anyhow::Result<u8> {
         auth: Auth::default(),
         before_push: git::PushHook::default(),
     };
-    let https_token = match &args.https_token_env {
-        Some(var) => Some(
-            std::env::var(var).with_context(|| format!("--https-token-env: `{var}` is not set"))?,
-        ),
-        None => None,
-    };
     let settings = GitSettings {
-        auth: Auth {
-            ssh_key: args.ssh_key.clone(),
-            ssh_host_key: args.ssh_host_key.clone(),
-            https_token,
-            https_user: args.https_user.clone(),
-        },
+        auth: args.remote_auth.auth()?,
         ..settings
     };
     let runtime = super::runtime()?;

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod bridge;
+pub mod daemon;
 pub mod lock;
 pub mod plan;
 pub mod schema;
@@ -49,6 +50,8 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Receive Stripe webhooks and turn them into commits on the tenants repo.
     Bridge(Box<bridge::BridgeArgs>),
+    /// Follow the repo, apply new commits, heal drift and show the fleet (docs/daemon.md).
+    Daemon(Box<daemon::DaemonArgs>),
 }
 
 /// `0.1.0 (commit 1a2b3c4d5e6f)`: the version and the commit it was built from.
@@ -137,6 +140,47 @@ pub struct Overrides {
     /// since its cancellation (repeatable; names the tenant on purpose).
     #[arg(long = "purge-now", value_name = "TENANT")]
     pub purge_now: Vec<String>,
+}
+
+/// Credentials of an ssh or https remote (`berth bridge`, `berth daemon --remote`). A token
+/// is named by an environment variable, never given as a flag (flags show in `ps`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RemoteAuth {
+    /// Private key for an ssh remote (default: the ssh agent).
+    #[arg(long)]
+    pub ssh_key: Option<std::path::PathBuf>,
+    /// The ssh remote's host key, `ssh-ed25519 AAAA…` (required for ssh remotes).
+    #[arg(long)]
+    pub ssh_host_key: Option<String>,
+    /// Environment variable holding a token for an https remote.
+    #[arg(long)]
+    pub https_token_env: Option<String>,
+    /// User name sent with the https token.
+    #[arg(long, default_value = "x-access-token")]
+    pub https_user: String,
+}
+
+impl RemoteAuth {
+    /// The credentials, with the token read from its variable.
+    ///
+    /// # Errors
+    /// The named variable is not set.
+    pub fn auth(&self) -> anyhow::Result<crate::gitops::remote::Auth> {
+        use anyhow::Context as _;
+        let https_token = match &self.https_token_env {
+            Some(var) => Some(
+                std::env::var(var)
+                    .with_context(|| format!("--https-token-env: `{var}` is not set"))?,
+            ),
+            None => None,
+        };
+        Ok(crate::gitops::remote::Auth {
+            ssh_key: self.ssh_key.clone(),
+            ssh_host_key: self.ssh_host_key.clone(),
+            https_token,
+            https_user: self.https_user.clone(),
+        })
+    }
 }
 
 /// `--since REV` and `--tenant ID`: which tenants a plan or apply is about.
@@ -285,6 +329,10 @@ pub fn run(args: Args) -> ExitCode {
         Command::Bridge(a) => {
             let printer = Printer::new(Format::Text, args.color);
             (printer.clone(), bridge::run(&a, &printer))
+        }
+        Command::Daemon(a) => {
+            let printer = Printer::new(Format::Text, args.color);
+            (printer.clone(), daemon::run(&a, &printer))
         }
         Command::Schema(a) => {
             let printer = Printer::new(Format::Text, args.color);

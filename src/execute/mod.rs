@@ -158,7 +158,7 @@ pub async fn execute(
     drivers: &Drivers,
     options: &ExecOptions,
     reporter: &dyn Reporter,
-    stopped: &dyn Fn() -> bool,
+    stopped: &(dyn Fn() -> bool + Sync),
     skip: &BTreeSet<u32>,
 ) -> Report {
     let steps: BTreeMap<u32, &Step> = plan.steps.iter().map(|s| (s.id, s)).collect();

@@ -4,6 +4,8 @@
 //! Built on git2 (libgit2), read-only: CI clones, berth reads. (The network transports that
 //! feature `bridge-remotes` enables are for the Stripe bridge's push, `billing::git`.)
 
+pub mod remote;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +59,17 @@ pub struct Changes {
     pub tenants: BTreeSet<String>,
     /// Environment names whose files changed.
     pub environments: BTreeSet<String>,
+}
+
+/// What a commit is, for status pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// Full id.
+    pub id: String,
+    /// Subject line.
+    pub summary: String,
+    /// Commit time, unix seconds.
+    pub time: i64,
 }
 
 fn stem(path: &str) -> Option<String> {
@@ -256,6 +269,19 @@ impl GitRepo {
         diff.find_similar(Some(DiffFindOptions::new().renames(true)))
             .map_err(read)?;
         Ok(self.changes_of(&diff))
+    }
+
+    /// A commit's id, subject line and commit time (unix seconds).
+    ///
+    /// # Errors
+    /// When `rev` does not resolve.
+    pub fn describe(&self, rev: &str) -> Result<CommitInfo, GitError> {
+        let commit = self.commit(rev)?;
+        Ok(CommitInfo {
+            id: commit.id().to_string(),
+            summary: commit.summary().unwrap_or_default().to_string(),
+            time: commit.time().seconds(),
+        })
     }
 
     /// How many commits `to` has that `from` lacks.

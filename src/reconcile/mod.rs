@@ -577,6 +577,24 @@ impl Session {
         })
     }
 
+    /// Swap in a new desired state for the next pass, keeping the connected drivers and the
+    /// baselines already read (a daemon; the caller reconnects when hosts change).
+    pub fn reload(&mut self, fleet: Fleet, commit: Option<String>, history: Option<&Path>) {
+        self.fleet = fleet;
+        self.commit = commit;
+        self.history = history
+            .filter(|repo| GitRepo::open(repo).is_ok())
+            .map(Path::to_path_buf);
+        // Baselines are per applied commit; a few stay (hosts catch up one commit at a time).
+        let mut cache = self
+            .baselines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while cache.len() > 4 {
+            cache.pop_first();
+        }
+    }
+
     /// Read the berth repo's history to tell drift from intended change (see
     /// [`Session::history`]).
     #[must_use]
