@@ -12,6 +12,7 @@ mod dockerhost;
 mod dokku;
 mod fuzz_corpus;
 mod gitops;
+mod hostile;
 mod invariants;
 mod plan;
 mod registry;
