@@ -19,6 +19,7 @@ mod registry;
 mod rollout;
 mod samples;
 mod schema;
+mod secrets_scan;
 mod session;
 mod sshd;
 mod support;
