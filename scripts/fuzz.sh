@@ -37,6 +37,11 @@ target_dir="${FUZZ_TARGET_DIR:-$PWD/target/fuzz}"
 out="${FUZZ_OUT:-$target_dir/afl}"
 (cd fuzz && CARGO_TARGET_DIR="$target_dir" cargo_ afl build --release --features afl --locked)
 
+# afl-fuzz itself, as cargo-afl built it (run directly: the fuzzing is not a cargo command
+# and must not hold the cargo lock).
+afl_fuzz="$(find "${XDG_DATA_HOME:-$HOME/.local/share}/afl.rs" -path "*$(rustc -V | awk '{print $2}')*/afl/bin/afl-fuzz" -type f 2>/dev/null | sort | tail -1)"
+[ -x "$afl_fuzz" ] || { echo "afl-fuzz not found under ~/.local/share/afl.rs" >&2; exit 1; }
+
 # Containers and shared machines: no CPU pinning, no core_pattern or governor checks.
 export AFL_NO_AFFINITY=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 export AFL_NO_UI=1 AFL_QUIET=1
@@ -47,7 +52,7 @@ for t in "${targets[@]}"; do
   rm -rf "${out:?}/$t"
   mkdir -p "$out/$t"
   echo "fuzzing $t for ${secs}s" >&2
-  cargo afl fuzz -V "$secs" -t 2000 -i "fuzz/corpus/$t" -o "$out/$t" "$target_dir/release/$t" \
+  "$afl_fuzz" -V "$secs" -t 2000 -i "fuzz/corpus/$t" -o "$out/$t" "$target_dir/release/$t" \
     >"$out/$t.log" 2>&1 || { echo "afl-fuzz failed for $t; see $out/$t.log" >&2; tail -20 "$out/$t.log" >&2; status=1; continue; }
   stats="$out/$t/default/fuzzer_stats"
   get() { awk -F' *: *' -v k="$1" '$1==k {print $2}' "$stats"; }

@@ -26,6 +26,13 @@ pub enum RepoError {
         /// The path given.
         path: PathBuf,
     },
+    /// `environments/` or `tenants/` is a symlink: berth reads files inside the repo only,
+    /// so a link cannot pull another directory's files into a plan.
+    #[error("`{}` is a symlink; berth reads only files inside the repo", path.display())]
+    SymlinkedDirectory {
+        /// The directory.
+        path: PathBuf,
+    },
     /// Listing a directory failed.
     #[error("cannot list `{}`", path.display())]
     List {
@@ -53,6 +60,12 @@ pub fn load_dir(root: &Path) -> Result<SourceSet, RepoError> {
     let mut found = Vec::new();
     for dir in ["environments", "tenants"] {
         let path = root.join(dir);
+        if path
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return Err(RepoError::SymlinkedDirectory { path });
+        }
         if !path.is_dir() {
             continue;
         }

@@ -76,7 +76,7 @@ pub fn split_repo(data: &[u8]) -> Vec<Found> {
             entry("tenants/acme.yaml", data, false),
         ];
     }
-    let mut out = Vec::new();
+    let mut out: Vec<Found> = Vec::new();
     let mut rest = data;
     while let Some(after) = rest.strip_prefix(SECTION.as_bytes()) {
         let line_end = after
@@ -91,7 +91,15 @@ pub fn split_repo(data: &[u8]) -> Vec<Found> {
             Some((path, tail)) => (path.to_string(), tail.trim() == "link"),
             None => (header.to_string(), false),
         };
-        out.push(entry(&path, &body[..next], link));
+        // A directory holds a name once: a repeated path is dropped, as no reader could
+        // list it twice.
+        let found = entry(&path, &body[..next], link);
+        if !out
+            .iter()
+            .any(|f| f.dir == found.dir && f.name == found.name)
+        {
+            out.push(found);
+        }
         rest = &body[next..];
     }
     out
@@ -187,7 +195,7 @@ fn check_locations(sources: &SourceSet, diagnostics: &[berth::validate::Diagnost
 pub fn dokku_parse(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let stripped = parse::strip_ansi(&text);
-    assert!(!stripped.contains("\x1b["), "CSI left after stripping");
+    assert!(!stripped.contains('\x1b'), "an ESC left after stripping");
     assert_eq!(parse::strip_ansi(&stripped), stripped, "stripping twice");
     let _ = parse::version(&text);
     let _ = parse::json_string_list(&text);
@@ -210,7 +218,14 @@ pub fn dokku_parse(data: &[u8]) {
         assert!(!mount.is_empty() && !mount.contains(char::is_whitespace));
     }
     for max in [0, 1, 5] {
-        assert!(parse::tail(&text, max).lines().count() <= max);
+        let tail = parse::tail(&text, max);
+        assert!(tail.lines().count() <= max);
+        assert!(
+            !tail
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "a control character reaches an error message"
+        );
     }
 }
 

@@ -8,7 +8,8 @@
 //! waits for the writer: 200 only once the commit is pushed (or when nothing needs writing:
 //! unknown type, duplicate, no change), 422 for a refusal Stripe should retry after a fix
 //! (unmapped price, invalid tenant id, an edit that fails validation), 503 when the push kept
-//! failing. Log lines name the event, its type, the tenant and the outcome — never the body,
+//! failing; 408 for a body that does not arrive within [`READ_TIMEOUT`] (headers get as long,
+//! see [`serve`]). Log lines name the event, its type, the tenant and the outcome — never the body,
 //! a header value or a secret.
 //!
 //! [`router`] is the whole service, so the daemon can mount it beside its own routes.
@@ -112,7 +113,17 @@ pub async fn read_limited(
         );
         return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
     }
-    axum::body::to_bytes(body, max).await.map_err(|_| {
+    // Read through the limit (an undeclared length cannot grow past it) and a deadline (a
+    // slow sender cannot hold the connection).
+    let read = axum::body::to_bytes(body, max);
+    let Ok(read) = tokio::time::timeout(READ_TIMEOUT, read).await else {
+        tracing::warn!(
+            seconds = READ_TIMEOUT.as_secs(),
+            "refused webhook: the body did not arrive in time"
+        );
+        return Err(refuse(StatusCode::REQUEST_TIMEOUT, "body not received in time"));
+    };
+    read.map_err(|_| {
         tracing::warn!(limit = max, "refused webhook: body too large or unreadable");
         refuse(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
     })
@@ -260,7 +271,16 @@ fn respond(id: &str, event_type: &str, outcome: Outcome) -> Response {
     }
 }
 
+/// Most seconds a client may take to send a request's headers, and separately its body.
+/// Stripe sends a whole event in one burst; a slower client is a slow-loris, and answering it
+/// with a timeout bounds what a connection can hold (docs/reliability.md).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serve the bridge on `listener` until `shutdown` resolves; requests in flight finish.
+///
+/// Each connection gets [`READ_TIMEOUT`] to send its headers (hyper's header timer, which
+/// `axum::serve` leaves unset) and the webhook handler gives the body as long again, so a
+/// client that dribbles bytes is cut off instead of holding a task and a socket forever.
 ///
 /// # Errors
 /// Socket errors.
@@ -269,7 +289,52 @@ pub async fn serve(
     state: Arc<BridgeState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let app = router(state);
+    // Every connection task holds a receiver; shutdown sends on the channel and then waits
+    // until all receivers are gone (their requests answered).
+    let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors under a connection flood, or a connection reset
+                    // before it was accepted: wait a moment instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let mut close = close_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended");
+                    }
+                }
+                _ = close.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    drop(close_rx);
+    let _ = close_tx.send(true);
+    close_tx.closed().await;
+    Ok(())
 }

@@ -279,13 +279,29 @@ pub fn plan_hosts(plan: &Plan) -> BTreeSet<HostRef> {
 /// # Errors
 /// Unreadable files, other format versions, and files that are not plans.
 pub fn read_plan(path: &Path) -> Result<Plan, SessionError> {
+    use std::io::Read as _;
     let error = |reason: String| SessionError::PlanFile {
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    // At most the cap plus one byte is read, so `/dev/zero` or a runaway file cannot take
+    // all memory (found by the hostile catalogue).
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PLAN_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| error(e.to_string()))?;
+    if bytes.len() as u64 > MAX_PLAN_FILE_BYTES {
+        return Err(error(format!(
+            "larger than {} MiB; no plan is that large",
+            MAX_PLAN_FILE_BYTES >> 20
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| error("not UTF-8 text".into()))?;
     crate::plan::from_json(&text).map_err(|e| error(e.to_string()))
 }
+
+/// Largest plan file `apply PLAN` reads (a 10,000-tenant plan is far below it).
+pub const MAX_PLAN_FILE_BYTES: u64 = 256 << 20;
 
 /// Why an apply executed nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,8 @@
 //! - `$DOKKU_SIM_ROOT/latency_ms` injects latency per command (before the lock, so parallel
 //!   reads overlap as they do on a real server); `$DOKKU_SIM_ROOT/commands.log` gets one JSON
 //!   line per command with its parsed argv, so tests can count round trips.
-//! - `$DOKKU_SIM_ROOT/fail_images` lists images whose pull fails (failure injection).
+//! - `$DOKKU_SIM_ROOT/fail_images` lists images whose pull fails (failure injection);
+//!   `$DOKKU_SIM_ROOT/mangle` names a way to corrupt stdout (hostile-output tests).
 //! - `$DOKKU_SIM_ROOT/build_ms` is how long a git-based build (`git:from-image`,
 //!   `ps:rebuild`) holds the app's deploy lock (ref §1.7); a second build meanwhile fails
 //!   with the lock message.
@@ -139,6 +140,7 @@ fn main() {
             std::process::exit(out.code);
         }
     };
+    let is_report = words.iter().any(|w| w.ends_with(":report"));
     let mut pre = String::new();
     if let Some(e) = xargs_error {
         pre = format!("xargs: {e}\n");
@@ -173,8 +175,12 @@ fn main() {
         }
         lock.unlock().unwrap();
     }
+    let stdout_bytes = match std::fs::read_to_string(root.join("mangle")) {
+        Ok(mode) => mangle(mode.trim(), is_report, &out.stdout),
+        Err(_) => out.stdout.into_bytes(),
+    };
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.stdout.as_bytes());
+    let _ = stdout.write_all(&stdout_bytes);
     let _ = stdout.flush();
     let mut stderr = std::io::stderr().lock();
     let _ = stderr.write_all(pre.as_bytes());
@@ -236,6 +242,58 @@ impl Drop for DeployLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
         let _ = self.file.unlock();
+    }
+}
+
+/// Hostile output injection (`$DOKKU_SIM_ROOT/mangle`, tests/it/hostile.rs): what a broken,
+/// noisy or compromised host could print instead of the real stdout. `ansi` colours every
+/// line, `truncate` cuts the output in half, `extra-keys` adds a header and unknown keys (of
+/// any JSON type in reports; Dokku's own `DOKKU_*` string keys elsewhere), `huge` prepends
+/// 8 MiB of noise lines, `binary` adds bytes that are not UTF-8.
+fn mangle(mode: &str, is_report: bool, stdout: &str) -> Vec<u8> {
+    match mode {
+        "ansi" => stdout
+            .lines()
+            .map(|l| format!("\x1b[1G\x1b[K\x1b[1;32m{l}\x1b[0m\n"))
+            .collect::<String>()
+            .into_bytes(),
+        "truncate" => {
+            let mut cut = stdout.len() / 2;
+            while !stdout.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            stdout.as_bytes()[..cut].to_vec()
+        }
+        "extra-keys" => {
+            let mut text = String::from("=====> Unexpected header from a newer Dokku\n");
+            for l in stdout.lines() {
+                match l.strip_prefix('{') {
+                    Some(rest) if rest.starts_with('"') => {
+                        text.push_str(if is_report {
+                            "{\"zz-unexpected\":\"x\",\"nested-new\":{\"a\":[1,2]},\"count-new\":3,"
+                        } else {
+                            "{\"DOKKU_ZZ_UNEXPECTED\":\"x\","
+                        });
+                        text.push_str(rest);
+                    }
+                    _ => text.push_str(l),
+                }
+                text.push('\n');
+            }
+            text.into_bytes()
+        }
+        "huge" => {
+            let mut bytes = "=====> noise ".repeat(8 * 1024 * 1024 / 13).into_bytes();
+            bytes.push(b'\n');
+            bytes.extend_from_slice(stdout.as_bytes());
+            bytes
+        }
+        "binary" => {
+            let mut bytes = b"\xff\xfe\x00\xc3(".to_vec();
+            bytes.extend_from_slice(stdout.as_bytes());
+            bytes
+        }
+        _ => stdout.as_bytes().to_vec(),
     }
 }
 

@@ -140,6 +140,9 @@ const LAYERS: &[Layer] = &[
         ],
         crates: &[
             "axum",
+            // The server's own accept loop (header read timeout); see billing/server.rs.
+            "hyper",
+            "hyper_util",
             "tokio",
             "git2",
             "hmac",

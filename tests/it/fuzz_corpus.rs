@@ -21,6 +21,15 @@ fn corpus(target: &str) -> Vec<PathBuf> {
     files
 }
 
+/// Run one harness on one input (the hostile catalogue reuses the harnesses' invariants).
+pub fn run_target(target: &str, data: &[u8]) {
+    let (_, run) = targets::TARGETS
+        .iter()
+        .find(|(name, _)| *name == target)
+        .unwrap();
+    run(data);
+}
+
 fn replay(target: &str) {
     let (_, run) = targets::TARGETS
         .iter()

@@ -20,23 +20,46 @@ fn err(expected: impl Into<String>) -> ParseError {
     }
 }
 
-/// Remove ANSI escape sequences (`\x1B[…X`).
+/// Remove ANSI escape sequences (`\x1B[…X`, `\x1B]…BEL`) and every other ESC.
+///
+/// No ESC survives: text from a host reaches error messages on the operator's terminal, and
+/// a lone ESC kept in front of a removed sequence would form a new one (`\x1B\x1B[[31m`
+/// became `\x1B[31m`; found by fuzzing).
 #[must_use]
 pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '\x1b' && chars.peek() == Some(&'[') {
-            chars.next();
-            // Parameters and intermediates, then one final byte in @..~.
-            for d in chars.by_ref() {
-                if ('@'..='~').contains(&d) {
-                    break;
-                }
-            }
+        if c != '\x1b' {
+            out.push(c);
             continue;
         }
-        out.push(c);
+        match chars.peek() {
+            Some('[') => {
+                chars.next();
+                // Parameters and intermediates, then one final byte in @..~.
+                for d in chars.by_ref() {
+                    if ('@'..='~').contains(&d) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                // An operating-system command (a window title), ended by BEL or ESC \.
+                chars.next();
+                while let Some(d) = chars.next() {
+                    if d == '\x07' {
+                        break;
+                    }
+                    if d == '\x1b' && chars.peek() == Some(&'\\') {
+                        chars.next();
+                        break;
+                    }
+                }
+            }
+            // Any other escape: drop the ESC itself.
+            _ => {}
+        }
     }
     out
 }
@@ -229,6 +252,8 @@ pub fn mounts(text: &str) -> Vec<String> {
         } else if let Some(mount) = word
             .strip_prefix("-v=")
             .or_else(|| word.strip_prefix("--volume="))
+            // `-v=` with nothing after it is no mount (found by the hostile catalogue).
+            .filter(|m| !m.is_empty())
         {
             out.push(mount.to_string());
         }
@@ -240,7 +265,11 @@ pub fn mounts(text: &str) -> Vec<String> {
 /// `max` lines.
 #[must_use]
 pub fn tail(text: &str, max: usize) -> String {
-    let clean = strip_ansi(text);
+    // Other control characters go too (a `\r` could hide the message behind what follows).
+    let clean: String = strip_ansi(text)
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect();
     let lines: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(max)..].join("\n")
 }
@@ -354,11 +383,19 @@ mod tests {
             ["/var/lib/dokku/data/storage/a:/app/storage", "/b:/c"]
         );
         assert!(mounts("").is_empty());
+        assert!(mounts("-v= --volume=").is_empty());
     }
 
     #[test]
     fn ansi_is_stripped() {
         assert_eq!(strip_ansi("\x1b[1G\x1b[K-----> WARNING"), "-----> WARNING");
         assert_eq!(strip_ansi("\x1b[31mred\x1b[0m"), "red");
+        // Fuzzing: an ESC before a removed sequence must not form a new one.
+        assert_eq!(strip_ansi("\x1b\x1b[[31mx"), "31mx");
+        assert!(!strip_ansi("-\x1b\x1b\x1b\x1b[[[G[[").contains('\x1b'));
+        assert_eq!(
+            strip_ansi("\x1b]0;title\x07ok \x1b]2;t\x1b\\done"),
+            "ok done"
+        );
     }
 }
