@@ -116,6 +116,7 @@ const PLAN_OPTIONS: PlanOptions<'static> = PlanOptions {
     scope: None,
     now: None,
     purge_now: &[],
+    allow_upgrades: false,
 };
 
 /// Loader: files → spec → validate → (when valid) plan against an empty host, apply in memory,

@@ -121,7 +121,10 @@ pub async fn read_limited(
             seconds = READ_TIMEOUT.as_secs(),
             "refused webhook: the body did not arrive in time"
         );
-        return Err(refuse(StatusCode::REQUEST_TIMEOUT, "body not received in time"));
+        return Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "body not received in time",
+        ));
     };
     read.map_err(|_| {
         tracing::warn!(limit = max, "refused webhook: body too large or unreadable");

@@ -2,10 +2,12 @@
 //! whether the hosts moved since the plan was made (Terraform checks only its own state
 //! serial; berth checks the live objects).
 //!
-//! A plan fingerprints what it is about: every object of every host it planned for, or —
-//! for a plan scoped with `--since`/`--tenant` — the objects of the tenants in scope and the
-//! objects whose names those tenants want. An object of another tenant moving does not make
-//! a scoped plan stale. Hosts the plan did not observe are marked [`UNOBSERVED`].
+//! A plan fingerprints what it is about: the objects berth owns on every host it planned for
+//! (for a plan scoped with `--since`/`--tenant`, those of the tenants in scope), the objects
+//! whose names the plan wants, and (unscoped) the ports in use and host-wide settings. An
+//! object of another tenant moving does not make a scoped plan stale; an object of another
+//! environment or nobody's, with a name the plan does not want, never does. Hosts the plan
+//! did not observe are marked [`UNOBSERVED`].
 //!
 //! Architecture invariant: pure. No I/O, no clock, no environment, no randomness.
 
@@ -48,11 +50,10 @@ pub(super) fn fingerprint(
     live: &Live,
     scoped: bool,
 ) -> BTreeMap<String, String> {
-    let wanted = if scoped {
-        desired_names(desired)
-    } else {
-        BTreeSet::new()
-    };
+    // Objects nobody here owns matter only where they hold a name the plan wants (their
+    // ports are fingerprinted below): another environment's objects on a shared engine
+    // moving does not make this plan stale.
+    let wanted = desired_names(desired);
     let mut out = BTreeMap::new();
     for host_ref in desired.hosts.keys() {
         let Some(host) = live.hosts.get(host_ref) else {
@@ -60,8 +61,7 @@ pub(super) fn fingerprint(
             continue;
         };
         for object in host.objects() {
-            let keep = !scoped
-                || object.owner.is_some()
+            let keep = object.owner.is_some()
                 || wanted.contains(&(host_ref.clone(), object.kind, object.name.to_string()));
             if keep {
                 let bytes = serde_json::to_vec(&object.value).unwrap_or_default();

@@ -16,6 +16,7 @@ mod fuzz_corpus;
 mod gitops;
 mod hostile;
 mod invariants;
+mod mindroom;
 mod pass;
 mod plan;
 mod registry;
