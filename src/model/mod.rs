@@ -23,6 +23,19 @@ pub use crate::spec::{
 /// file); no tenant may use this id.
 pub const SHARED_STACK_ID: &str = "shared";
 
+/// Largest env value berth accepts, in bytes (64 KiB). Linux refuses any single argument or
+/// environment string over `MAX_ARG_STRLEN` (32 pages, 128 KiB) with "Argument list too
+/// long"; on Dokku the whole ssh command line arrives as one such string
+/// (`SSH_ORIGINAL_COMMAND`, reference/dokku.md §1.1) with values base64-encoded (4/3
+/// larger), and inside containers every env entry is one. 64 KiB leaves room for both.
+pub const ENV_VALUE_MAX: usize = 64 * 1024;
+
+/// Largest total of one app's env (keys and values), in bytes (1 MiB): Linux's `ARG_MAX`
+/// for all arguments and environment strings of one program is a quarter of the stack
+/// limit, 2 MiB with the default 8 MiB stack, and Dokku and Docker hand the whole env to
+/// the processes they start (builds get it as build arguments).
+pub const ENV_TOTAL_MAX: usize = 1024 * 1024;
+
 /// Everything the repo says, validated.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fleet {

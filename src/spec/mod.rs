@@ -376,7 +376,9 @@ pub struct AppSpec {
     /// from the image's `app.json`; refused there).
     #[serde(default)]
     pub health: Option<HealthSpec>,
-    /// Environment: literals, generated secrets or secret references.
+    /// Environment: literals, generated secrets or secret references. A value is at most
+    /// 64 KiB and one app's whole env at most 1 MiB (Linux's per-argument and per-program
+    /// limits, docs/operations.md).
     #[serde(default)]
     pub env: BTreeMap<String, EnvValueSpec>,
     /// Services of this tenant linked to the app (`DATABASE_URL`, `REDIS_URL`).

@@ -90,6 +90,37 @@ pub(super) fn check_app<T>(
         .as_ref()
         .and_then(|h| check_health(cx, parsed, &strs(&at(&["health"])), h));
     let env = check_env(cx, parsed, scx, &at(&["env"]), &spec.env);
+    let total: usize = spec
+        .env
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + 1
+                + match v {
+                    EnvValueSpec::Literal(text) => text.len(),
+                    EnvValueSpec::Generate(g) => g.generate as usize,
+                    EnvValueSpec::Secret(_) => 0,
+                }
+        })
+        .sum();
+    if total > crate::model::ENV_TOTAL_MAX {
+        cx.error(
+            parsed,
+            "berth::env-too-large",
+            &strs(&at(&["env"])),
+            format!(
+                "app `{name}`'s env totals {total} bytes, over berth's limit of {} (1 MiB)",
+                crate::model::ENV_TOTAL_MAX
+            ),
+            "too large",
+            Some(
+                "Linux limits one program's arguments and environment to 2 MiB (ARG_MAX with \
+                 the default stack), and the app's whole env is handed to the processes \
+                 Dokku and Docker start; move large values to storage"
+                    .into(),
+            ),
+        );
+    }
     for (i, used) in spec.uses.iter().enumerate() {
         if !services.contains_key(used) {
             let known: Vec<&str> = services.keys().map(String::as_str).collect();
@@ -494,6 +525,26 @@ pub(super) fn check_env<T>(
             continue;
         }
         let value = match value {
+            EnvValueSpec::Literal(text) if text.len() > crate::model::ENV_VALUE_MAX => {
+                cx.error(
+                    parsed,
+                    "berth::value-too-large",
+                    &path,
+                    format!(
+                        "the value of `{key}` is {} bytes, over berth's limit of {} (64 KiB)",
+                        text.len(),
+                        crate::model::ENV_VALUE_MAX
+                    ),
+                    "too large",
+                    Some(
+                        "Linux refuses a single argument or env entry over 128 KiB \
+                         (MAX_ARG_STRLEN); keep large data in storage or an image and put \
+                         its path here"
+                            .into(),
+                    ),
+                );
+                continue;
+            }
             EnvValueSpec::Literal(text) => EnvValue::Literal(text.clone()),
             EnvValueSpec::Generate(g) => {
                 if !(8..=256).contains(&g.generate) {

@@ -775,3 +775,44 @@ async fn a_deploy_waits_out_another_deploys_lock() {
         "registry.example.app/app:1.5.0"
     );
 }
+
+/// Issue 13.7: config too large for one ssh command (the host's 128 KiB per-argument limit)
+/// is split over several `config:set --no-restart` calls, then the app restarts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_config_is_split_over_several_commands_and_restarts_once() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("bolt", BOLT);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    let value = |i: usize| format!("{i}{}", "v".repeat(60 * 1024 - 1));
+    let mut env = String::from("    env:\n");
+    for i in 0..3 {
+        env.push_str(&format!("      BLOB_{i}: \"{}\"\n", value(i)));
+    }
+    rig.tenant(
+        "bolt",
+        &BOLT.replace("    uses: [db]\n", &format!("    uses: [db]\n{env}")),
+    );
+    rig.host.clear_log();
+    let plan = converge(&rig, &drivers).await;
+    assert_eq!(kinds(&plan), ["set-config", "restart"]);
+    let commands = rig.host.commands();
+    let count = |word: &str| {
+        commands
+            .iter()
+            .filter(|c| c.iter().any(|w| w == word))
+            .count()
+    };
+    assert!(
+        count("config:set") >= 3,
+        "one command per value at these sizes"
+    );
+    assert_eq!(count("ps:restart"), 1);
+    let state = rig.host.state();
+    for i in 0..3 {
+        assert_eq!(
+            state["apps"]["bolt-web"]["env"][format!("BLOB_{i}")].as_str(),
+            Some(value(i).as_str())
+        );
+    }
+}

@@ -227,3 +227,29 @@ apps:
 // use instead.
 case!(docker_only_keys_on_a_dokku_app, ["tenants/acme.yaml" => "environment: prod\nhost: dokku-1\napps:\n  web:\n    image: app:1\n    command: [bin/web]\n    commands: { web: [bin/web] }\n    health: { path: /health }\n    pull: always\n    port: 8080\n    restart: always\n"], ["berth::not-for-dokku"]);
 case!(docker_only_keys_on_a_dokku_service, ["tenants/acme.yaml" => "environment: prod\nhost: dokku-1\nservices:\n  db:\n    kind: postgres\n    memory: 1G\n    env: { POSTGRES_DB: app }\n    storage: [{ volume: data, path: /var/lib/postgresql/data }]\n"], ["berth::not-for-dokku"]);
+// Issue 13.7: a value over 64 KiB, an app env over 1 MiB (by aliases: a file is at most
+// 1 MiB). Not snapshots: the rendered source lines are the huge values themselves.
+#[test]
+fn env_value_too_large() {
+    let text = format!(
+        "environment: prod\napps:\n  web:\n    image: app:1\n    env:\n      BLOB: \"{}\"\n",
+        "x".repeat(100_000)
+    );
+    let (out, codes) = run(&[("tenants/acme.yaml", text.as_bytes())]);
+    assert_eq!(codes, ["berth::value-too-large"], "{out}");
+    assert!(out.contains("100000 bytes") && out.contains("MAX_ARG_STRLEN"));
+}
+
+#[test]
+fn env_total_too_large() {
+    let mut text = format!(
+        "environment: prod\napps:\n  web:\n    image: app:1\n    env:\n      BLOB_0: &blob \"{}\"\n",
+        "x".repeat(64_000)
+    );
+    for i in 1..17 {
+        text.push_str(&format!("      BLOB_{i}: *blob\n"));
+    }
+    let (out, codes) = run(&[("tenants/acme.yaml", text.as_bytes())]);
+    assert_eq!(codes, ["berth::env-too-large"], "{out:.2000}");
+    assert!(out.contains("ARG_MAX"));
+}

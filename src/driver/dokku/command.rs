@@ -62,6 +62,18 @@ pub enum CommandError {
         /// Change kind.
         kind: &'static str,
     },
+    /// A value (a secret, known only at apply time) too large for one command.
+    #[error(
+        "config key `{key}` of app `{app}` holds {bytes} bytes, too many for one Dokku command; hint: keep values under 64 KiB"
+    )]
+    TooLarge {
+        /// App.
+        app: String,
+        /// Key.
+        key: String,
+        /// Size of the value.
+        bytes: usize,
+    },
     /// A config value was not resolved before building.
     #[error("config key `{key}` of app `{app}` has no resolved value")]
     Unresolved {
@@ -148,7 +160,14 @@ pub fn git_command(words: &[&str]) -> Result<RemoteCommand, CommandError> {
     })
 }
 
-/// `config:set --encoded --no-restart APP K=base64(V) …` with values redacted in `display`.
+/// Most bytes one `config:set` puts on the wire. Dokku receives the whole ssh command as
+/// one environment string (`SSH_ORIGINAL_COMMAND`, reference/dokku.md §1.1), which Linux
+/// caps at `MAX_ARG_STRLEN` (128 KiB) — beyond it the server's `bash -c` fails with
+/// "Argument list too long". 96 KiB leaves room for the forced command's own words.
+pub const CONFIG_COMMAND_BUDGET: usize = 96 * 1024;
+
+/// `config:set --encoded --no-restart APP K=base64(V) …` with values redacted in `display`:
+/// one command, for berth's own small records.
 ///
 /// # Errors
 /// When the app name or a key is unsafe.
@@ -156,6 +175,19 @@ pub fn config_set(
     app: &str,
     values: &BTreeMap<String, String>,
 ) -> Result<RemoteCommand, CommandError> {
+    let pairs: Vec<(String, String)> = values
+        .iter()
+        .map(|(k, v)| (k.clone(), encode_pair(k, v)))
+        .collect();
+    config_set_pairs(app, &pairs)
+}
+
+fn encode_pair(key: &str, value: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
+    format!("{key}={encoded}")
+}
+
+fn config_set_pairs(app: &str, pairs: &[(String, String)]) -> Result<RemoteCommand, CommandError> {
     // `--quiet` stops Dokku echoing the (decoded) values back (reference/dokku.md §3).
     let mut words = vec![
         "--quiet".to_string(),
@@ -165,15 +197,50 @@ pub fn config_set(
         app.to_string(),
     ];
     let mut display = words.join(" ");
-    for (key, value) in values {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
-        words.push(format!("{key}={encoded}"));
+    for (key, pair) in pairs {
+        words.push(pair.clone());
         display.push_str(&format!(" {key}=<redacted>"));
     }
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
     let mut cmd = command(&refs)?;
     cmd.display = display;
     Ok(cmd)
+}
+
+/// [`config_set`] split into as many `config:set --no-restart` commands as keep each under
+/// [`CONFIG_COMMAND_BUDGET`]; the caller restarts once afterwards.
+///
+/// # Errors
+/// When a name is unsafe, or one value alone does not fit in a command.
+pub fn config_set_split(
+    app: &str,
+    values: &BTreeMap<String, String>,
+) -> Result<Vec<RemoteCommand>, CommandError> {
+    let overhead = "--quiet config:set --encoded --no-restart ".len() + app.len();
+    let mut batches: Vec<Vec<(String, String)>> = Vec::new();
+    let mut size = usize::MAX;
+    for (key, value) in values {
+        let pair = encode_pair(key, value);
+        if overhead + 1 + pair.len() > CONFIG_COMMAND_BUDGET {
+            return Err(CommandError::TooLarge {
+                app: app.to_string(),
+                key: key.clone(),
+                bytes: value.len(),
+            });
+        }
+        if size.saturating_add(1 + pair.len()) > CONFIG_COMMAND_BUDGET {
+            batches.push(Vec::new());
+            size = overhead;
+        }
+        size += 1 + pair.len();
+        if let Some(batch) = batches.last_mut() {
+            batch.push((key.clone(), pair));
+        }
+    }
+    batches
+        .iter()
+        .map(|pairs| config_set_pairs(app, pairs))
+        .collect()
 }
 
 /// Registry key for a service's owner in the state app: `SVC_POSTGRES_ACME_DB`.
@@ -232,7 +299,7 @@ pub fn build(
                 })?;
                 values.insert(c.key.clone(), value.clone());
             }
-            Ok(vec![config_set(app, &values)?])
+            config_set_split(app, &values)
         }
         Change::UnsetConfig { app, keys } => {
             let mut words = vec!["config:unset", "--no-restart", app.as_str()];
@@ -418,6 +485,30 @@ mod tests {
         let wire = cmd.wire.join(" ");
         assert!(!wire.contains("hunter2"));
         assert!(wire.contains("SECRET=aHVudGVyMgpsaW5lIHR3bw=="));
+    }
+
+    #[test]
+    fn large_config_is_split_under_the_budget() {
+        let big = "x".repeat(60 * 1024);
+        let values: BTreeMap<String, String> = (0..4)
+            .map(|i| (format!("K{i}"), big.clone()))
+            .chain([("SMALL".to_string(), "1".to_string())])
+            .collect();
+        let cmds = config_set_split("acme-web", &values).unwrap();
+        assert!(cmds.len() >= 4, "{}", cmds.len());
+        for cmd in &cmds {
+            assert!(cmd.wire.join(" ").len() <= CONFIG_COMMAND_BUDGET);
+        }
+        let keys: usize = cmds
+            .iter()
+            .map(|c| c.display.matches("=<redacted>").count())
+            .sum();
+        assert_eq!(keys, 5);
+        let huge = BTreeMap::from([("K".to_string(), "x".repeat(100 * 1024))]);
+        assert!(matches!(
+            config_set_split("acme-web", &huge),
+            Err(CommandError::TooLarge { .. })
+        ));
     }
 
     #[test]
