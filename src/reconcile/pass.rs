@@ -16,9 +16,10 @@
 //!   tenant (the circuit breaker, an empty desired set) stops the whole pass: it is reported,
 //!   never forced.
 //! - **Per-host records.** A host records the commit when every step the plan had for it
-//!   either ran and succeeded or is drift withheld by policy (the host reflects every file
-//!   change up to the commit), and the scope covered every change (a full pass, or one
-//!   `--since` its applied commit).
+//!   either ran and succeeded or was left alone by policy (drift of a `report` tenant, a
+//!   `paused` tenant: un-pausing is a file change, so the tenant is planned whole in the next
+//!   incremental pass), and the scope covered every change (a full pass, or one `--since`
+//!   its applied commit).
 //!
 //! Like every session, a pass is level-triggered: it is never told why it runs.
 
@@ -519,9 +520,10 @@ impl Session {
         for step in &outcome.plan.steps {
             let host = HostRef::new(&step.environment, &step.host);
             let undone = match withheld.get(&step.id) {
-                // Drift left alone by policy: the host still reflects every file change.
-                Some(Withheld::ReportOnly) => false,
-                Some(Withheld::Paused) => step.cause == Cause::Intended,
+                // Left alone by policy (drift of a `report` tenant, a `paused` tenant): the
+                // host reflects every change berth is to apply. Un-pausing is itself a file
+                // change, so the tenant is in the next incremental scope and planned whole.
+                Some(Withheld::ReportOnly | Withheld::Paused) => false,
                 Some(_) => true,
                 None => ran
                     .get(&step.tenant)

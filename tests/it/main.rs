@@ -7,6 +7,7 @@ mod architecture;
 mod bridge;
 mod ci_examples;
 mod cli;
+mod daemon;
 mod docker;
 mod dockerhost;
 mod dokku;

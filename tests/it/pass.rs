@@ -137,7 +137,8 @@ async fn drift_is_healed_only_where_healing_is_on_and_paused_tenants_are_untouch
     let c2 = head(repo.path());
     assert_eq!(world.state().applied[&host()], c2);
 
-    // A file change of a paused tenant is not applied either, so the host keeps its commit.
+    // A file change of a paused tenant is not applied either (the host still records the
+    // commit: the tenant is left alone by policy, and un-pausing is a file change).
     repo.write(
         "tenants/pau.yaml",
         &tenant("reconcile: paused\n").replace("app:1", "app:2"),
@@ -150,14 +151,15 @@ async fn drift_is_healed_only_where_healing_is_on_and_paused_tenants_are_untouch
     let inc = pass(&s, &settings).await;
     assert_eq!(result(&inc, "pau"), TenantPass::Paused);
     assert_eq!(inc.tenants.len(), 1, "only the changed tenant is in scope");
-    assert!(!inc.hosts[&host()].recorded);
-    assert_eq!(world.state().applied[&host()], c2);
+    assert!(inc.hosts[&host()].recorded);
+    assert_eq!(world.state().applied[&host()], head(repo.path()));
     let image = world.state().live.hosts[&host()].docker.containers["pau-web-1"]
         .image
         .clone();
     assert_eq!(image.as_deref(), Some("app:1"), "paused: untouched");
 
-    // Un-pausing is a file change: the next incremental pass (since c2) applies it.
+    // Un-pausing is a file change: the next incremental pass applies the tenant whole, the
+    // image change made while it was paused included.
     repo.write("tenants/pau.yaml", &tenant("").replace("app:1", "app:2"));
     commit(repo.path(), "resume pau");
     let s = session(&repo, &world).await;

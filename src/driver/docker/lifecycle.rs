@@ -451,7 +451,9 @@ impl DockerDriver {
         tokio::time::sleep(self.drain).await;
     }
 
-    /// `CreateContainer`: create, start unless suspended, wait until healthy.
+    /// `CreateContainer`: create, start unless suspended, wait until healthy. A new container
+    /// that never becomes healthy is removed again (volumes stay): left in place it would look
+    /// converged to the next plan, which must try again instead (the daemon, with backoff).
     pub(super) async fn create_container(
         &self,
         tenant: &str,
@@ -462,8 +464,15 @@ impl DockerDriver {
         self.create(tenant, spec, &spec.name, &env).await?;
         if start {
             self.start(tenant, &spec.name).await?;
-            self.wait_healthy(tenant, &spec.name, spec.health.as_ref())
-                .await?;
+            if let Err(e) = self
+                .wait_healthy(tenant, &spec.name, spec.health.as_ref())
+                .await
+            {
+                if matches!(e, DockerError::Unhealthy { .. }) {
+                    let _ = self.remove(tenant, &spec.name).await;
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
