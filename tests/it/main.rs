@@ -10,6 +10,7 @@ mod cli;
 mod docker;
 mod dockerhost;
 mod dokku;
+mod faults;
 mod fuzz_corpus;
 mod gitops;
 mod hostile;
