@@ -677,3 +677,155 @@ fn disk_full_for_the_journal_and_the_bridge() {
     drop(bridge);
     drop(fs);
 }
+
+// ---- a lease holder paused past its time to live ----------------------------------------
+
+/// Commands that change something on the simulated host (reads and lease bookkeeping aside).
+fn mutating(commands: &[Vec<String>]) -> Vec<Vec<String>> {
+    commands
+        .iter()
+        .filter(|c| !c.iter().any(|w| w.starts_with("berth-lease")))
+        .filter(|c| {
+            let word = c
+                .iter()
+                .find(|w| !w.starts_with("--"))
+                .cloned()
+                .unwrap_or_default();
+            !(word == "version"
+                || word.ends_with(":report")
+                || word.ends_with(":list")
+                || word.ends_with(":export")
+                || word.ends_with(":links")
+                || word.ends_with(":exists")
+                || (word == "ps:scale" && c.contains(&"json".to_string())))
+        })
+        .cloned()
+        .collect()
+}
+
+/// An apply stopped with SIGSTOP until its lease expired, while a second apply takes the
+/// lease and converges the host; resumed, the first notices the lease is no longer its own
+/// and starts no new step (the steps it was in the middle of finish their commands: counted
+/// and reported, see docs/reliability.md), and the host stays converged with its services.
+#[test]
+fn a_paused_lease_holder_starts_nothing_when_resumed() {
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let repo = Repo::new();
+    repo.write(
+        "environments/prod.yaml",
+        &format!(
+            "version: 1\ndomain: example.app\nhosts:\n{}policy: {{ max-destroys: 50 }}\n",
+            host.env_host("dokku-1")
+        ),
+    );
+    for t in ["acme", "bolt", "cirrus"] {
+        repo.write(&format!("tenants/{t}.yaml"), DOKKU_TENANT);
+    }
+    host.set_latency(100);
+    let mut child = Command::new(berth_bin())
+        .args([
+            "apply",
+            "--auto-approve",
+            "--attempts",
+            "1",
+            "--lease-ttl",
+            "3",
+            "--format",
+            "json",
+            "--repo",
+        ])
+        .arg(repo.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    // Every event line with the moment it was read.
+    let events: Arc<std::sync::Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let reader = {
+        let events = events.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                events.lock().unwrap().push((Instant::now(), line));
+            }
+        })
+    };
+    let started = Instant::now();
+    while mutating(&host.commands()).len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the apply made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    host.set_latency(0);
+    // Another apply waits for the lease to expire, takes it and converges the host.
+    let second = berth_in(
+        repo.path(),
+        &["apply", "--auto-approve", "--lock-timeout", "60"],
+    );
+    assert!(second.status.success(), "{}", text(&second));
+    let plan = berth_in(repo.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    let before_resume = host.commands().len();
+    let services = host.state()["services"].clone();
+    // Give the stopped process's pipe reader time to drain what was written before the stop.
+    std::thread::sleep(Duration::from_millis(200));
+    let resumed = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let first = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    no_panic(&first, "the resumed apply");
+    let after: Vec<Vec<String>> = host.commands().split_off(before_resume);
+    let late = mutating(&after);
+    let events = events.lock().unwrap();
+    let started_late: Vec<&String> = events
+        .iter()
+        .filter(|(at, line)| *at > resumed && line.contains("\"step-started\""))
+        .map(|(_, line)| line)
+        .collect();
+    eprintln!(
+        "paused lease holder: {} commands after resuming, {} of them mutating (steps in flight), {} steps started; exit {:?}",
+        after.len(),
+        late.len(),
+        started_late.len(),
+        first.status.code()
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(at, l)| *at < resumed && l.contains("\"step-started\"")),
+        "no step-started event before the pause: the check below would be vacuous"
+    );
+    assert!(
+        started_late.is_empty(),
+        "the resumed apply started new steps: {started_late:?}\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(!first.status.success(), "the resumed apply claims success");
+    let plan = berth_in(repo.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    assert_eq!(host.state()["services"], services, "a service was replaced");
+}
