@@ -455,22 +455,21 @@ pub fn yaml_edit(data: &[u8]) {
 }
 
 /// `before` → `after` changed only the value bytes of the key at `path` (or inserted text).
+///
+/// The changed region is found by stripping the common prefix and suffix; when the new text
+/// shares bytes with the old on both sides (`pro ` → `pro`), the two greedy orders give
+/// different regions, and the edit is confined when either is.
 fn assert_only_value_changed(before: &str, after: &str, path: &[&str]) {
-    let prefix = before
-        .bytes()
-        .zip(after.bytes())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let max_suffix = before.len().min(after.len()) - prefix;
-    let suffix = before
-        .bytes()
-        .rev()
-        .zip(after.bytes().rev())
-        .take(max_suffix)
-        .take_while(|(a, b)| a == b)
-        .count();
-    let removed = prefix..before.len() - suffix;
-    if removed.is_empty() {
+    let (b, a) = (before.as_bytes(), after.as_bytes());
+    let common = |x: &mut dyn Iterator<Item = (&u8, &u8)>| x.take_while(|(p, q)| p == q).count();
+    let shortest = b.len().min(a.len());
+    // Prefix first, then the suffix in what is left; and suffix first, then the prefix.
+    let p1 = common(&mut b.iter().zip(a));
+    let s1 = common(&mut b.iter().rev().zip(a.iter().rev()).take(shortest - p1));
+    let s2 = common(&mut b.iter().rev().zip(a.iter().rev()));
+    let p2 = common(&mut b.iter().zip(a).take(shortest - s2));
+    let regions = [p1..b.len() - s1, p2..b.len() - s2];
+    if regions.iter().any(|r| r.is_empty()) {
         return; // a pure insertion: every old byte is still there, in order
     }
     let root = yaml::parse(before).expect("the file parsed before the edit");
@@ -485,10 +484,12 @@ fn assert_only_value_changed(before: &str, after: &str, path: &[&str]) {
     // trailing comment, the next line) may move.
     let end = scalar_text_end(before, value.span.start);
     assert!(
-        removed.start >= value.span.start && removed.end <= end,
-        "edit of {path:?} removed bytes {removed:?} outside its value {:?}: {:?}",
+        regions
+            .iter()
+            .any(|r| r.start >= value.span.start && r.end <= end),
+        "edit of {path:?} removed bytes {regions:?} outside its value {:?}: {:?}",
         value.span.start..end,
-        &before[removed.clone()]
+        &before[regions[0].clone()]
     );
 }
 

@@ -13,6 +13,7 @@ mod dockerhost;
 mod dokku;
 mod examplekit;
 mod examples;
+mod faults;
 mod fuzz_corpus;
 mod gitops;
 mod hostile;

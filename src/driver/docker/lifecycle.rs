@@ -38,6 +38,18 @@ use crate::plan::NewSecret;
 
 /// Suffix of a replacement container while it runs beside the one it replaces.
 pub(super) const NEXT_SUFFIX: &str = "-berth-next";
+
+/// How long a removal someone else started may take before berth gives up on it.
+const REMOVAL_WAIT: Duration = Duration::from_secs(60);
+
+/// The engine's 409 for a container whose removal is already under way.
+fn removal_in_progress(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError { status_code: 409, message }
+            if message.contains("already in progress")
+    )
+}
 /// Label of a secret volume holding its value.
 const SECRET_VALUE_LABEL: &str = "io.berth.secret-value";
 /// A container without a health check counts as started once it has run this long.
@@ -415,10 +427,34 @@ impl DockerDriver {
             )
             .await
         {
+            Err(e) if removal_in_progress(&e) => self.wait_removed(tenant, name).await,
             Err(e) if !not_found(&e) => {
                 Err(self.api(tenant, format!("remove container {name}"))(e))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Another removal of `name` is under way (a replacement clearing a leftover `-berth-next`
+    /// while a step of the same plan removes it; found by the Docker fault tests): wait until
+    /// it is gone, so removing stays idempotent.
+    async fn wait_removed(&self, tenant: &str, name: &str) -> Result<(), DockerError> {
+        let started = Instant::now();
+        loop {
+            self.count();
+            match self.docker.inspect_container(name, None).await {
+                Err(e) if not_found(&e) => return Ok(()),
+                Err(e) => return Err(self.api(tenant, format!("inspect container {name}"))(e)),
+                Ok(_) if started.elapsed() > REMOVAL_WAIT => {
+                    return Err(DockerError::Stuck {
+                        host: self.host.clone(),
+                        tenant: tenant.to_string(),
+                        what: format!("the removal of container {name}"),
+                        seconds: REMOVAL_WAIT.as_secs(),
+                    });
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
         }
     }
 

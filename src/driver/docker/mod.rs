@@ -75,6 +75,18 @@ pub enum DockerError {
         /// Time waited.
         waited: Duration,
     },
+    /// Something the engine was already doing (another removal) did not finish in time.
+    #[error("{what} on `{host}` did not finish within {seconds} s (tenant `{tenant}`)")]
+    Stuck {
+        /// Host.
+        host: HostRef,
+        /// Tenant.
+        tenant: String,
+        /// What was waited for.
+        what: String,
+        /// How long berth waited.
+        seconds: u64,
+    },
     /// A secret reference without a value.
     #[error("cannot resolve env for tenant `{tenant}` on `{host}`")]
     Secret {
