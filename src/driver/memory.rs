@@ -472,6 +472,9 @@ pub fn apply_step(
             a.tls = false;
             a.cert_domains = None;
         }
+        Change::RecordSpec { app, hash, .. } => {
+            app_mut(dokku, app, step.id)?.spec_hash = Some(hash.clone());
+        }
         Change::DestroyApp { app } => {
             dokku
                 .apps

@@ -157,6 +157,10 @@ pub struct LiveDokkuApp {
     /// Let's Encrypt active.
     #[serde(default)]
     pub tls: bool,
+    /// Hash of the spec berth last applied completely (its docker-options label
+    /// `io.berth.spec`; on older apps the `BERTH_SPEC` config key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
     /// Whether its containers run (`ps:report` `running`: `true`; `false` and `mixed` are
     /// not running), `None` when not read.
     #[serde(default, skip_serializing_if = "Option::is_none")]

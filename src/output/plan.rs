@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use crate::model::desired::{BERTH_SPEC_KEY, ConfigValue, ContainerSpec};
+use crate::model::desired::{ConfigValue, ContainerSpec};
 use crate::model::live::service_kind_word;
 use crate::plan::{Cause, Change, ConfigChange, Effect, OldValue, Plan, Step};
 
@@ -304,6 +304,10 @@ fn describe(change: &Change) -> (String, Vec<String>) {
         ),
         Change::EnableTls { app } => (format!("enable tls for app {app}"), vec![]),
         Change::DisableTls { app } => (format!("disable tls for app {app}"), vec![]),
+        Change::RecordSpec { app, .. } => (
+            format!("record berth's spec on app {app}"),
+            vec!["bookkeeping, once the app's other steps succeeded (no restart)".into()],
+        ),
         Change::DestroyApp { app } => (format!("app {app}"), vec![]),
         Change::DestroyService {
             service_kind,
@@ -475,12 +479,8 @@ fn shown(value: &ConfigValue) -> String {
 /// One line per changed key: `KEY: old → new`. Old values are shown only for keys the files
 /// declare literal; secrets read `(sensitive)`.
 fn config_diff(changes: &[ConfigChange]) -> Vec<String> {
-    let visible: Vec<&ConfigChange> = changes.iter().filter(|c| c.key != BERTH_SPEC_KEY).collect();
-    if visible.is_empty() {
-        return vec!["berth's spec marker only (no restart)".to_string()];
-    }
-    visible
-        .into_iter()
+    changes
+        .iter()
         .map(|c| {
             let before = match &c.old {
                 OldValue::Absent => "(none)".to_string(),

@@ -209,6 +209,18 @@ pub enum Change {
         /// App.
         app: String,
     },
+    /// Record that the app now runs exactly spec `hash` (a docker-options label, readable
+    /// for every app in one report): written last, once every other step of the app
+    /// succeeded, so a failed apply is never mistaken for drift later.
+    RecordSpec {
+        /// App.
+        app: String,
+        /// Spec hash.
+        hash: String,
+        /// Hash recorded before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<String>,
+    },
     /// `apps:destroy --force`.
     DestroyApp {
         /// App.
@@ -451,6 +463,7 @@ impl Change {
             | Change::UnlinkService { app, .. }
             | Change::EnableTls { app }
             | Change::DisableTls { app }
+            | Change::RecordSpec { app, .. }
             | Change::DestroyApp { app } => Some(app),
             _ => None,
         }
@@ -541,6 +554,7 @@ impl Change {
             Change::UnlinkService { .. } => "unlink-service",
             Change::EnableTls { .. } => "enable-tls",
             Change::DisableTls { .. } => "disable-tls",
+            Change::RecordSpec { .. } => "record-spec",
             Change::DestroyApp { .. } => "destroy-app",
             Change::DestroyService { .. } => "destroy-service",
             Change::CreateNetwork { .. } => "create-network",

@@ -242,9 +242,12 @@ fn diff_app(
     service_steps: &BTreeMap<String, u32>,
 ) {
     let tenant = app.tenant.as_str();
-    let recorded = live
-        .and_then(|l| l.config.get(BERTH_SPEC_KEY))
-        .map(|v| v.0.as_str());
+    let first_step = cx.builder.steps.len();
+    let recorded = live.and_then(|l| {
+        l.spec_hash
+            .as_deref()
+            .or_else(|| l.config.get(BERTH_SPEC_KEY).map(|v| v.0.as_str()))
+    });
     let in_baseline = cx
         .baseline
         .and_then(|b| b.dokku_apps.get(name))
@@ -314,7 +317,7 @@ fn diff_app(
                     value: matches!(value, ConfigValue::Literal { .. }).then(|| v.0.clone()),
                 },
             };
-            if key != BERTH_SPEC_KEY && key != BERTH_TENANT_KEY {
+            if key != BERTH_TENANT_KEY {
                 needs_restart = true;
             }
             changes.push(ConfigChange {
@@ -324,9 +327,7 @@ fn diff_app(
             });
         }
     }
-    let only_markers = changes
-        .iter()
-        .all(|c| c.key == BERTH_SPEC_KEY || c.key == BERTH_TENANT_KEY);
+    let only_markers = changes.iter().all(|c| c.key == BERTH_TENANT_KEY);
     if !changes.is_empty() {
         // A changed marker alone is bookkeeping of an intended change, never drift.
         let step_cause = if only_markers && created.is_none() {
@@ -348,7 +349,7 @@ fn diff_app(
     let unset: Vec<String> = l
         .config
         .keys()
-        .filter(|k| !app.config.contains_key(*k) && !dokku_managed_key(k))
+        .filter(|k| !app.config.contains_key(*k) && !dokku_managed_key(k) && *k != BERTH_SPEC_KEY)
         .cloned()
         .collect();
     if !unset.is_empty() {
@@ -642,6 +643,30 @@ fn diff_app(
                 app: name.to_string(),
             },
             Vec::new(),
+        );
+    }
+    // The spec hash is recorded last, after every other step of the app: a failed deploy
+    // leaves the old record, so its retry is an intended change, not drift.
+    let recorded_now = live.and_then(|l| l.spec_hash.clone());
+    if recorded_now.as_deref() != Some(app.spec_hash.as_str()) {
+        let after: Vec<u32> = (first_step..cx.builder.steps.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+        // Part of the app's repair or change; alone, it is bookkeeping of an intended one.
+        let record_cause = if after.is_empty() {
+            Cause::Intended
+        } else {
+            cause
+        };
+        cx.step(
+            tenant,
+            record_cause,
+            Change::RecordSpec {
+                app: name.to_string(),
+                hash: app.spec_hash.clone(),
+                before: recorded_now,
+            },
+            after,
         );
     }
 }

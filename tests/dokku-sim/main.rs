@@ -68,7 +68,9 @@ struct App {
     ports: Vec<String>,
     /// `ps:set` properties (ref §5.2): `restart-policy`, …
     ps_props: BTreeMap<String, String>,
-    docker_options: Vec<String>,
+    /// docker-options per phase (`build`, `deploy`, `run`; ref §6.3), service links' `--link`
+    /// entries included.
+    docker_options: BTreeMap<String, Vec<String>>,
     releases: u64,
 }
 
@@ -500,6 +502,7 @@ fn run(root: &Path, state: &mut State, words: Vec<String>) -> Out {
         c if c.starts_with("letsencrypt:") => letsencrypt(state, c, &args, &g),
         "certs:report" => certs_report(state, &args, &g),
         c if c.starts_with("ports:") => ports(state, c, &args, &g),
+        c if c.starts_with("docker-options:") => docker_options(state, c, &args, &g),
         _ => unknown(&command, &args),
     }
 }
@@ -1842,8 +1845,12 @@ fn service(
                         format!("{alias_var}_URL")
                     };
                     app.env.insert(var.clone(), url.clone());
-                    app.docker_options
-                        .push(format!("--link dokku.{kind}.{name}:dokku-{kind}-{name}"));
+                    for phase in ["build", "deploy", "run"] {
+                        app.docker_options
+                            .entry(phase.to_string())
+                            .or_default()
+                            .push(format!("--link dokku.{kind}.{name}:dokku-{kind}-{name}"));
+                    }
                     if !g.quiet {
                         o.out("-----> Setting config vars");
                         o.out(format!("       {var}:  {url}"));
@@ -1884,8 +1891,9 @@ fn service(
                     let Some(app) = state.apps.get_mut(&app_name) else {
                         return o.fail(format!("App {app_name} does not exist"), 20);
                     };
-                    app.docker_options
-                        .retain(|d| !d.contains(&format!("dokku.{kind}.{name}:")));
+                    for options in app.docker_options.values_mut() {
+                        options.retain(|d| !d.contains(&format!("dokku.{kind}.{name}:")));
+                    }
                     let url = dsn(&s);
                     let Some(var) = app
                         .env
@@ -2243,6 +2251,92 @@ fn ports(state: &mut State, command: &str, args: &[String], g: &Globals) -> Out 
     ));
     o.out("-----> Creating http nginx.conf");
     o.out("       Reloading nginx");
+    o.changed = true;
+    o
+}
+
+/// ref §6.3 `docker-options:*` (Go, 0.38.x): options stored per phase and per shell word;
+/// no restart (they apply at the next container creation).
+fn docker_options(state: &mut State, command: &str, args: &[String], g: &Globals) -> Out {
+    let mut o = Out::default();
+    if command == "docker-options:report" {
+        return report(
+            state,
+            args,
+            "docker-options",
+            g.quiet,
+            &|_, app| {
+                let phase = |p: &str| app.docker_options.get(p).cloned().unwrap_or_default();
+                let mut fields = Vec::new();
+                for p in ["build", "deploy", "run"] {
+                    fields.push((format!("--docker-options-{p}"), phase(p).join(" ")));
+                }
+                fields
+            },
+            &legacy_and_stripped("docker-options"),
+        );
+    }
+    // `--process P` precedes the app; everything after the phase is an option, `-`-led
+    // words included.
+    let mut rest: Vec<&String> = args.iter().collect();
+    if rest.first().is_some_and(|a| *a == "--process") {
+        rest.drain(..2.min(rest.len()));
+    }
+    let name = rest.first().map(|s| (*s).clone());
+    let app = match need_app(state, name.as_ref()) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    let name = name.unwrap();
+    let phases: Vec<String> = rest
+        .get(1)
+        .map(|p| p.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    if let Some(bad) = phases
+        .iter()
+        .find(|p| !matches!(p.as_str(), "build" | "deploy" | "run"))
+    {
+        return o.fail(
+            format!("Phase must be one of [build deploy run], got {bad}"),
+            1,
+        );
+    }
+    let options: Vec<String> = rest.iter().skip(2).map(|s| (*s).clone()).collect();
+    match command {
+        "docker-options:add" | "docker-options:remove" => {
+            if phases.is_empty() || options.is_empty() {
+                return o.fail("Please specify docker options to add to the phase", 1);
+            }
+            for phase in &phases {
+                let list = app.docker_options.entry(phase.clone()).or_default();
+                for opt in &options {
+                    if command == "docker-options:add" {
+                        if !list.contains(opt) {
+                            list.push(opt.clone());
+                        }
+                    } else {
+                        list.retain(|x| x != opt);
+                    }
+                }
+            }
+        }
+        "docker-options:clear" => {
+            if phases.is_empty() {
+                app.docker_options.clear();
+                o.out(format!(
+                    "-----> Clearing docker-options for {name} on all phases"
+                ));
+            } else {
+                for phase in &phases {
+                    app.docker_options.remove(phase);
+                    o.out(format!(
+                        "-----> Clearing docker-options for {name} on phase {phase}"
+                    ));
+                }
+            }
+        }
+        _ => return unknown(command, args),
+    }
     o.changed = true;
     o
 }

@@ -526,7 +526,7 @@ async fn old_dokku_is_refused_with_the_version_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scan_costs_fourteen_commands_plus_two_per_app_and_one_per_service() {
+async fn a_scan_costs_fifteen_commands_plus_two_per_app_and_one_per_service() {
     let Some(rig) = Rig::start() else { return };
     rig.tenant("acme", ACME);
     rig.tenant("bolt", BOLT);
@@ -536,7 +536,7 @@ async fn a_scan_costs_fourteen_commands_plus_two_per_app_and_one_per_service() {
     let _ = observe_all(&drivers).await.unwrap();
     // 2 apps + berth-state; 3 services.
     let n = rig.host.commands().len();
-    assert_eq!(n, 6 + 8 + 2 * 2 + 3, "{:?}", rig.host.commands());
+    assert_eq!(n, 6 + 9 + 2 * 2 + 3, "{:?}", rig.host.commands());
 }
 
 /// Issue 13.1: a domain added to a TLS app gets a certificate for the new set of names
@@ -795,7 +795,7 @@ async fn large_config_is_split_over_several_commands_and_restarts_once() {
     );
     rig.host.clear_log();
     let plan = converge(&rig, &drivers).await;
-    assert_eq!(kinds(&plan), ["set-config", "restart"]);
+    assert_eq!(kinds(&plan), ["set-config", "restart", "record-spec"]);
     let commands = rig.host.commands();
     let count = |word: &str| {
         commands
@@ -815,4 +815,41 @@ async fn large_config_is_split_over_several_commands_and_restarts_once() {
             Some(value(i).as_str())
         );
     }
+}
+
+/// Issue 13.8: after a failed deploy the retried deploy is an intended change, not drift:
+/// berth records the spec it applied only once every step of the app succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_deploy_after_a_failed_one_is_not_drift() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("bolt", BOLT);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    let broken = "registry.example.app/app:1.6.0";
+    std::fs::write(rig.host.state_dir().join("fail_images"), broken).unwrap();
+    rig.tenant(
+        "bolt",
+        &BOLT.replace("app:1.4.2", "app:1.6.0").replace(
+            "    uses: [db]\n",
+            "    uses: [db]\n    env: { LOG_LEVEL: debug }\n",
+        ),
+    );
+    let first = plan_now(&rig.fleet(), &drivers, None).await;
+    let report = apply(&first, &drivers).await;
+    assert!(!report.success(), "the pull fails");
+    assert_eq!(
+        rig.host.state()["apps"]["bolt-web"]["env"]["LOG_LEVEL"],
+        "debug"
+    );
+    // No commit was recorded (the apply failed): no baseline, only what the host records.
+    let retry = plan_now(&rig.fleet(), &drivers, None).await;
+    let deploy = retry
+        .steps
+        .iter()
+        .find(|s| s.change.kind_name() == "deploy-image")
+        .expect("the deploy is planned again");
+    assert_eq!(deploy.cause, Cause::Intended);
+    assert!(!berth::output::plan::render_text(&retry, false).contains("[drift]"));
+    std::fs::remove_file(rig.host.state_dir().join("fail_images")).unwrap();
+    converge(&rig, &drivers).await;
 }

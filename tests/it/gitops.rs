@@ -212,7 +212,7 @@ fn status_shows_the_applied_commit_and_how_far_behind_it_is() {
     let out = berth_in(dir, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("1 commits behind HEAD") && text.contains("0 drifted, 2 pending"),
+        text.contains("1 commits behind HEAD") && text.contains("0 drifted, 3 pending"),
         "{text}"
     );
 }

@@ -20,6 +20,12 @@ use crate::plan::Change;
 /// It is never deployed and never listed as a tenant app.
 pub const STATE_APP: &str = "berth-state";
 
+/// The docker-options entry (deploy phase) recording the spec hash berth applied to an app:
+/// `docker-options:report` shows it for every app in one command (reference/dokku.md §6.3),
+/// which is what lets a fast pass skip per-app reads. At the next deploy it also becomes a
+/// container label, harmless and visible in `docker ps`.
+pub const SPEC_OPTION_PREFIX: &str = "--label=io.berth.spec=";
+
 /// One command to run on a Dokku host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteCommand {
@@ -425,6 +431,16 @@ pub fn build(
         }
         Change::EnableTls { app } => one(&["letsencrypt:enable", app]),
         Change::DisableTls { app } => one(&["letsencrypt:disable", app]),
+        Change::RecordSpec { app, hash, before } => {
+            let mut commands = Vec::new();
+            if let Some(before) = before {
+                let old = format!("{SPEC_OPTION_PREFIX}{before}");
+                commands.push(command(&["docker-options:remove", app, "deploy", &old])?);
+            }
+            let new = format!("{SPEC_OPTION_PREFIX}{hash}");
+            commands.push(command(&["docker-options:add", app, "deploy", &new])?);
+            Ok(commands)
+        }
         Change::DestroyApp { app } => one(&["--force", "apps:destroy", app]),
         Change::DestroyService {
             service_kind,

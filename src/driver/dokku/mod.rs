@@ -154,8 +154,9 @@ fn read(words: &[&str]) -> RemoteCommand {
 
 /// The all-app reports of the second wave (reference/dokku.md §14.2), with the plugin name
 /// their legacy JSON keys carry (`app-deploy-source` … §1.6).
-const REPORTS: [(&str, &str); 8] = [
+const REPORTS: [(&str, &str); 9] = [
     ("apps:report", "app"),
+    ("docker-options:report", "docker-options"),
     ("ps:report", "ps"),
     ("ports:report", "ports"),
     ("domains:report", "domains"),
@@ -438,6 +439,8 @@ impl DokkuDriver {
                         .map(|m| parse::mounts(&m))
                         .unwrap_or_default(),
                     tls: field("letsencrypt:report", app, "active").as_deref() == Some("true"),
+                    spec_hash: field("docker-options:report", app, "deploy")
+                        .and_then(|d| parse::spec_label(&d)),
                     running: field("ps:report", app, "running").map(|r| r == "true"),
                     ports: words(field("ports:report", app, "map")),
                     restart_policy: nonempty(field("ps:report", app, "restart-policy")),

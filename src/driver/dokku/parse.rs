@@ -239,6 +239,17 @@ pub fn service_info(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The spec hash in an app's deploy-phase docker-options (`… --label=io.berth.spec=H …`,
+/// space-joined as `docker-options:report` prints them).
+#[must_use]
+pub fn spec_label(options: &str) -> Option<String> {
+    options
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(super::command::SPEC_OPTION_PREFIX))
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
 /// `-v /host:/container -v …` (storage report) → `host:container` mounts.
 #[must_use]
 pub fn mounts(text: &str) -> Vec<String> {

@@ -6,8 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    BERTH_SPEC_KEY, BERTH_TENANT_KEY, ConfigValue, DesiredHost, DokkuApp, DokkuService,
-    dokku_app_name, short_hash,
+    BERTH_TENANT_KEY, ConfigValue, DesiredHost, DokkuApp, DokkuService, dokku_app_name, short_hash,
 };
 use crate::model::live::service_key;
 use crate::model::{Environment, RestartPolicy, Stack};
@@ -69,10 +68,6 @@ pub(super) fn add_dokku_stack(
             spec_hash: String::new(),
         };
         spec.spec_hash = short_hash(&serde_json::to_vec(&spec).unwrap_or_default());
-        spec.config.insert(
-            BERTH_SPEC_KEY.into(),
-            ConfigValue::literal(spec.spec_hash.clone()),
-        );
         dh.dokku_apps.insert(name, spec);
     }
 }

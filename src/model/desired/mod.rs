@@ -34,7 +34,8 @@ pub const LABEL_PREFIX: &str = "io.berth.";
 pub const HEALTH_LABEL: &str = "io.berth.health";
 /// Dokku config key naming the owning tenant (the ownership marker).
 pub const BERTH_TENANT_KEY: &str = "BERTH_TENANT";
-/// Dokku config key holding the hash of the app spec berth last applied.
+/// Dokku config key that held the hash of the app spec berth last applied, before the hash
+/// moved to a docker-options label (read on older apps, never written).
 pub const BERTH_SPEC_KEY: &str = "BERTH_SPEC";
 
 /// A config (env) value as the plan carries it. Only `Literal` holds text, and literals come
@@ -208,7 +209,7 @@ pub struct DokkuApp {
     pub tenant: String,
     /// App name in the tenant file.
     pub app: String,
-    /// Config berth owns (tenant env plus `BERTH_TENANT`, `BERTH_SPEC`).
+    /// Config berth owns (tenant env plus its markers).
     pub config: BTreeMap<String, ConfigValue>,
     /// Vhosts; empty means Dokku's default vhost is fine.
     pub domains: Vec<String>,
@@ -233,7 +234,7 @@ pub struct DokkuApp {
     /// `ps:set restart-policy` value; `None` = Dokku's default (`on-failure:10`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<String>,
-    /// Hash of this spec, recorded on the app as `BERTH_SPEC`.
+    /// Hash of this spec, recorded on the app (a docker-options label) once it is applied.
     pub spec_hash: String,
 }
 
