@@ -18,6 +18,9 @@ command -v ps >/dev/null 2>&1 || need_apt+=(procps)
 # `registry` server) with htpasswd auth (htpasswd is in apache2-utils).
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
+# The daemon's status page is checked in a real browser: headless Chromium (--dump-dom and a
+# screenshot kept under target/artifacts/).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # The Stripe bridge tests run localstripe (PyPI) on loopback; pip installs it below.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
