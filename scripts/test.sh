@@ -20,6 +20,9 @@ command -v ps >/dev/null 2>&1 || need_apt+=(procps)
 command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
 # The routing tests run a real Caddy (Debian's `caddy`), configured through its admin API.
 command -v caddy >/dev/null 2>&1 || need_apt+=(caddy)
+# The daemon's status page is checked in a real browser: headless Chromium (--dump-dom and a
+# screenshot kept under target/artifacts/).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # The Stripe bridge tests run localstripe (PyPI) on loopback; pip installs it below.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)

@@ -486,7 +486,7 @@ const DOKKU_TENANT: &str = "environment: prod
 apps:
   web:
     image: registry.example.app/app:1.4.2
-    env: { LOG_LEVEL: LEVEL }
+    env: { LOG_LEVEL: THE_LEVEL }
 ";
 
 fn dokku_env(host: &DokkuHost, heal: bool) -> String {
@@ -498,6 +498,12 @@ fn dokku_env(host: &DokkuHost, heal: bool) -> String {
 
 fn config_get(host: &DokkuHost, app: &str, key: &str) -> String {
     let out = host.ssh(&format!("config:get {app} {key}"));
+    assert!(
+        out.status.success(),
+        "config:get {app} {key}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -508,7 +514,10 @@ fn pushes_are_applied_on_dokku_and_a_hand_config_set_is_healed_only_with_self_he
     };
     let remote = Remote::new();
     remote.write("environments/prod.yaml", &dokku_env(&host, true));
-    remote.write("tenants/acme.yaml", &DOKKU_TENANT.replace("LEVEL", "info"));
+    remote.write(
+        "tenants/acme.yaml",
+        &DOKKU_TENANT.replace("THE_LEVEL", "info"),
+    );
     remote.push("acme");
     let d = Daemon::start(
         &[
@@ -528,7 +537,10 @@ fn pushes_are_applied_on_dokku_and_a_hand_config_set_is_healed_only_with_self_he
             .any(|c| c.contains(&"apps:create".to_string()) && c.contains(&"acme-web".to_string()))
     );
     // A push is picked up by the poll and recorded on the host.
-    remote.write("tenants/acme.yaml", &DOKKU_TENANT.replace("LEVEL", "warn"));
+    remote.write(
+        "tenants/acme.yaml",
+        &DOKKU_TENANT.replace("THE_LEVEL", "warn"),
+    );
     let pushed = remote.push("acme logs less");
     d.wait_for("the push applied", |s| {
         s["hosts"]["prod/dokku-1"]["applied"]["id"] == pushed.as_str()
@@ -550,7 +562,7 @@ fn pushes_are_applied_on_dokku_and_a_hand_config_set_is_healed_only_with_self_he
         "tenants/acme.yaml",
         &format!(
             "{}reconcile: report\n",
-            DOKKU_TENANT.replace("LEVEL", "warn")
+            DOKKU_TENANT.replace("THE_LEVEL", "warn")
         ),
     );
     let pushed = remote.push("acme: report only");
@@ -580,7 +592,7 @@ fn dokku_work_tree(host: &DokkuHost, tenants: &[&str], level: &str) -> crate::su
     for t in tenants {
         repo.write(
             &format!("tenants/{t}.yaml"),
-            &DOKKU_TENANT.replace("LEVEL", level),
+            &DOKKU_TENANT.replace("THE_LEVEL", level),
         );
     }
     repo
@@ -646,7 +658,7 @@ fn a_daemon_and_an_apply_never_interleave_on_a_host() {
     let Some(host) = DokkuHost::start() else {
         return;
     };
-    let tenants = ["acme", "bolt", "crux"];
+    let tenants = ["acme", "bolt", "crux", "dune"];
     // CI applies `info` from a work tree; the daemon follows a remote that says `warn`.
     let ci = dokku_work_tree(&host, &tenants, "info");
     let remote = Remote::new();
@@ -654,13 +666,13 @@ fn a_daemon_and_an_apply_never_interleave_on_a_host() {
     for t in tenants {
         remote.write(
             &format!("tenants/{t}.yaml"),
-            &DOKKU_TENANT.replace("LEVEL", "warn"),
+            &DOKKU_TENANT.replace("THE_LEVEL", "warn"),
         );
     }
     remote.push("warn everywhere");
-    host.set_latency(120);
+    host.set_latency(250);
     let apply = Command::new(berth_bin())
-        .args(["apply", "--auto-approve", "--repo"])
+        .args(["apply", "--auto-approve", "--per-host", "1", "--repo"])
         .arg(ci.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
