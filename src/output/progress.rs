@@ -198,7 +198,9 @@ pub fn summary_text(outcome: &ApplyOutcome) -> String {
     lines.push(format!(
         "apply: {} of {steps} steps done, {failed} tenants failed, {skipped} skipped{}",
         outcome.succeeded(),
-        if outcome.cancelled {
+        if outcome.lease_expired {
+            " (stopped: the lease could not be renewed before it expired)"
+        } else if outcome.cancelled {
             " (stopped by a signal)"
         } else {
             ""

@@ -347,6 +347,9 @@ pub struct ApplyOutcome {
     pub tenants: BTreeMap<String, TenantOutcome>,
     /// Stopped early by a signal (or a lost lease).
     pub cancelled: bool,
+    /// Stopped early because the leases could not be renewed before they expired (not a
+    /// signal): `cancelled` is set too.
+    pub lease_expired: bool,
     /// Hosts whose applied commit was recorded.
     pub recorded: Vec<HostRef>,
     /// Plans made again after steps failed on held host ports, with what they did.
@@ -731,7 +734,9 @@ impl Session {
                 let now = crate::clock::now_unix();
                 let mut record = record.clone();
                 record.started = now;
-                record.expires = now + ttl.as_secs();
+                // Whole seconds: one more, so the lease lives at least `ttl` whatever the
+                // fraction of the current second (the local deadline stays at `now + ttl`).
+                record.expires = now + ttl.as_secs() + 1;
                 match lease::acquire(driver, &record, now).await {
                     Ok(()) => {
                         hooks.notice(&Notice::LeaseTaken { host });
@@ -851,6 +856,7 @@ impl Session {
                 report: Report::default(),
                 tenants,
                 cancelled: false,
+                lease_expired: false,
                 recorded: Vec::new(),
                 replans: Vec::new(),
             }
@@ -937,6 +943,7 @@ impl Session {
             report,
             tenants,
             cancelled: stop.is_stopped(),
+            lease_expired: stop.is_stopped() && !stop.requested(),
             recorded,
             replans,
         })
@@ -1073,7 +1080,9 @@ impl Session {
         stop: &StopSignal,
         hooks: &dyn Hooks,
     ) {
-        let every = Duration::from_secs((ttl.as_secs() / 3).max(1));
+        // A third of the time to live (at least 100 ms): two renewals can fail or run late
+        // before the deadline passes.
+        let every = (ttl / 3).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(every).await;
             let now = crate::clock::now_unix();
@@ -1086,7 +1095,7 @@ impl Session {
                     Ok(true) => {
                         let mut renewed = record.clone();
                         renewed.started = now;
-                        renewed.expires = now + ttl.as_secs();
+                        renewed.expires = now + ttl.as_secs() + 1;
                         if lease::renew(driver, &renewed).await.is_err() {
                             all_ours = false;
                         }

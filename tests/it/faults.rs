@@ -80,7 +80,7 @@ fn sshd_killed_mid_apply_then_rerun_converges() {
             "--attempts",
             "1",
             "--lease-ttl",
-            "1",
+            "3",
             "--repo",
         ])
         .arg(repo.path())

@@ -10,8 +10,9 @@
 //!   Docker's check, polled; without a check a container must keep running for a grace period.
 //! - Start-first replacement: the new container is created under `<name>-berth-next` with the
 //!   same network alias and labels and started beside the old one; only when it is healthy is
-//!   the old one switched out (disconnected from the network, so DNS and label-reading proxies
-//!   stop sending it requests), drained, stopped and removed, and the new one renamed. A new
+//!   the old one switched out (Caddy's routes moved to the new one, or else disconnected from
+//!   the network, so DNS and label-reading proxies stop sending it requests), drained,
+//!   stopped and removed, and the new one renamed. A new
 //!   container that never gets healthy is removed; the old one never stopped serving.
 //! - Stop-first replacement (a published host port cannot be held twice): the old container
 //!   stops, the new one starts; if it never gets healthy it is removed and the old one is
@@ -470,8 +471,13 @@ impl DockerDriver {
     }
 
     /// Take a container off its network: DNS (the alias) and proxies that read the network
-    /// stop sending it new requests.
-    async fn switch_out(&self, tenant: &str, name: &str, network: &str) {
+    /// stop sending it new requests. When Caddy's routes were already moved away from it
+    /// (`routed`), it drains first: a request Caddy forwarded just before the move still
+    /// gets its answer (leaving the network cuts open connections).
+    async fn switch_out(&self, tenant: &str, name: &str, network: &str, routed: bool) {
+        if routed {
+            tokio::time::sleep(self.drain).await;
+        }
         self.count();
         let _ = self
             .docker
@@ -484,7 +490,9 @@ impl DockerDriver {
             )
             .await;
         let _ = tenant;
-        tokio::time::sleep(self.drain).await;
+        if !routed {
+            tokio::time::sleep(self.drain).await;
+        }
     }
 
     /// `CreateContainer`: create, start unless suspended, wait until healthy. A new container
@@ -541,7 +549,9 @@ impl DockerDriver {
                 self.remove(tenant, &next).await?;
                 return Err(e);
             }
-            self.switch_out(tenant, &spec.name, &spec.network).await;
+            let routed = self.caddy.is_some();
+            self.switch_out(tenant, &spec.name, &spec.network, routed)
+                .await;
         }
         self.stop(tenant, &spec.name).await?;
         self.remove(tenant, &spec.name).await?;
