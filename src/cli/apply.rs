@@ -131,6 +131,7 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> anyhow::Result<u8> {
             scope,
             offline: false,
             deep: args.deep,
+            fast: false,
             allow_destroys: args.overrides.allow_destroys,
             allow_empty: args.overrides.allow_empty,
             allow_upgrades: args.overrides.allow_service_upgrades,

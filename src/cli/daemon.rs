@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// Seconds between full, deep passes (the drift scan).
     #[arg(long, default_value_t = 600.0)]
     pub drift_scan: f64,
+    /// Seconds between full passes in between drift scans: every tenant, with Dokku apps
+    /// confirmed by berth's spec labels in a fixed number of commands per host.
+    #[arg(long, default_value_t = 60.0)]
+    pub full_pass: f64,
     /// Milliseconds of quiet after a file event before a local repo is read.
     #[arg(long, default_value_t = 500)]
     pub debounce_ms: u64,
@@ -208,6 +212,7 @@ pub fn run(args: &DaemonArgs, printer: &Printer) -> anyhow::Result<u8> {
         poll: seconds(args.poll, "--poll")?,
         poll_jitter: args.poll_jitter.clamp(0.0, 0.9),
         drift_scan: seconds(args.drift_scan, "--drift-scan")?,
+        full_pass: seconds(args.full_pass, "--full-pass")?,
         debounce: Duration::from_millis(args.debounce_ms),
         backoff: Backoff {
             base: seconds(args.backoff, "--backoff")?,

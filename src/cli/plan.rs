@@ -58,6 +58,7 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<u8> {
         scope,
         offline: args.offline,
         deep: args.deep,
+        fast: false,
         allow_destroys: args.overrides.allow_destroys,
         allow_empty: args.overrides.allow_empty,
         allow_upgrades: args.overrides.allow_service_upgrades,

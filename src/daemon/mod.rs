@@ -83,6 +83,9 @@ pub struct Config {
     pub poll_jitter: f64,
     /// How often a full, deep pass (the drift scan) runs.
     pub drift_scan: Duration,
+    /// How often a full pass runs between drift scans: every tenant, observed fast (Dokku
+    /// apps confirmed by their spec labels) when every host records the followed commit.
+    pub full_pass: Duration,
     /// Quiet time after the last file event before a local path is read.
     pub debounce: Duration,
     /// Backoff of failing tenants and of daemon-wide errors.
@@ -439,6 +442,8 @@ struct Reconciler {
     /// No pass before this (daemon-wide backoff).
     quiet_until: Option<Instant>,
     last_full: Option<Instant>,
+    /// The last full pass (fast or deep).
+    last_check: Option<Instant>,
     /// Invalid files at this commit: wait for another one.
     invalid_at: Option<String>,
 }
@@ -457,6 +462,7 @@ impl Reconciler {
             errors: 0,
             quiet_until: None,
             last_full: None,
+            last_check: None,
             invalid_at: None,
         }
     }
@@ -489,6 +495,9 @@ impl Reconciler {
             let mut deadlines: Vec<(Instant, &'static str)> = vec![(next_poll, "poll")];
             if let Some(full) = self.last_full {
                 deadlines.push((full + self.config.drift_scan, "drift-scan"));
+            }
+            if let Some(check) = self.last_check {
+                deadlines.push((check + self.config.full_pass, "full-pass"));
             }
             if let Some(due) = self.retries.next_due(now) {
                 deadlines.push((due, "retry"));
@@ -612,12 +621,17 @@ impl Reconciler {
             }
         });
         let now = Instant::now();
-        let full = self
+        let deep = self
             .last_full
             .is_none_or(|at| now >= at + self.config.drift_scan)
             || trigger == "drift-scan";
+        let check = !deep
+            && (self
+                .last_check
+                .is_none_or(|at| now >= at + self.config.full_pass)
+                || trigger == "full-pass");
         let due = self.retries.due(now);
-        let scope = if full {
+        let scope = if deep || check {
             None
         } else {
             match crate::reconcile::since_applied(&head.source, loaded, &applied, &due) {
@@ -628,7 +642,11 @@ impl Reconciler {
                 }
             }
         };
-        let full = full || scope.is_none();
+        let deep = deep || (scope.is_none() && !check);
+        let full = deep || check;
+        // Fast only when the files are what every host records as applied: then an app whose
+        // spec label holds the wanted hash is what berth applied, and services are as well.
+        let fast = check && applied.values().all(|a| a.is_some() && *a == commit);
         if let Some(s) = &scope {
             let nothing_changed = s.tenants.is_empty() && s.environments.is_empty();
             let all_recorded = applied.values().all(|a| a.is_some() && *a == commit);
@@ -642,7 +660,8 @@ impl Reconciler {
         let settings = PassSettings {
             plan: PlanSettings {
                 scope,
-                deep: full,
+                deep,
+                fast,
                 ..PlanSettings::default()
             },
             hold,
@@ -664,11 +683,19 @@ impl Reconciler {
         let seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(outcome) => {
-                if full {
+                if deep {
                     self.last_full = Some(now);
                 }
-                let label =
-                    self.record_outcome(&outcome, trigger, full, seconds, commit.as_deref());
+                if full {
+                    self.last_check = Some(now);
+                }
+                let label = self.record_outcome(
+                    &outcome,
+                    trigger,
+                    (full, deep),
+                    seconds,
+                    commit.as_deref(),
+                );
                 self.shared.metrics().pass(trigger, label, seconds);
                 self.clear_error();
                 // The applied commits may have moved.
@@ -762,7 +789,7 @@ impl Reconciler {
         &mut self,
         outcome: &PassOutcome,
         trigger: &str,
-        full: bool,
+        (full, deep): (bool, bool),
         seconds: f64,
         commit: Option<&str>,
     ) -> &'static str {
@@ -948,7 +975,7 @@ impl Reconciler {
             at: now_text,
             trigger: trigger.to_string(),
             kind: if full { "full" } else { "incremental" }.to_string(),
-            deep: full,
+            deep,
             result: label.to_string(),
             seconds,
             tenants: outcome.tenants.len(),

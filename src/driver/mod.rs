@@ -443,6 +443,16 @@ impl Drivers {
             }
         }
     }
+
+    /// Fast observation on every Dokku host (a daemon's periodic full pass): apps whose spec
+    /// label holds the hash in `expected` are not read one by one. `None`: read everything.
+    pub fn set_fast(&self, expected: Option<&crate::model::desired::Expected>) {
+        for driver in self.hosts.values() {
+            if let AnyDriver::Dokku(d) = driver {
+                d.set_fast(expected.cloned());
+            }
+        }
+    }
 }
 
 /// A host that could not be reached or read.

@@ -176,6 +176,11 @@ pub struct LiveDokkuApp {
     /// certificate is installed or it was not read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_domains: Option<Vec<String>>,
+    /// Confirmed by a fast observation: its spec label holds the hash of the spec berth
+    /// wants, so its config and formation were not read (`config` and `processes` are
+    /// empty and mean nothing). Only a daemon's fast pass makes these.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shallow: bool,
 }
 
 /// A Dokku Postgres/Redis service as observed.

@@ -294,9 +294,10 @@ fn diff_app(
     let mut prepared: Vec<u32> = base.clone();
     let mut needs_restart = false;
 
-    // Config: one batch, no restart.
+    // Config: one batch, no restart. A shallow app (confirmed by its spec label in a fast
+    // observation) was not read: its config is what berth applied.
     let mut changes = Vec::new();
-    for (key, value) in &app.config {
+    for (key, value) in app.config.iter().filter(|_| !l.shallow) {
         let old = l.config.get(key);
         let differs = match (value, old) {
             (ConfigValue::Literal { value }, Some(old)) => &old.0 != value,
@@ -349,6 +350,7 @@ fn diff_app(
     let unset: Vec<String> = l
         .config
         .keys()
+        .filter(|_| !l.shallow)
         .filter(|k| !app.config.contains_key(*k) && !dokku_managed_key(k) && *k != BERTH_SPEC_KEY)
         .cloned()
         .collect();
@@ -577,7 +579,8 @@ fn diff_app(
 
     // Stopped by hand (`ps:stop`, reference/dokku.md §5.2: `running` false, `restore`
     // false) while its formation says it runs: start it, after any deploy or restart.
-    let should_run = app.processes.values().any(|n| *n > 0) && l.processes.values().any(|n| *n > 0);
+    let should_run = app.processes.values().any(|n| *n > 0)
+        && (l.shallow || l.processes.values().any(|n| *n > 0));
     if l.image.is_some() && l.running == Some(false) && should_run {
         let id = cx.step(
             tenant,
@@ -591,13 +594,14 @@ fn diff_app(
     }
 
     // Formation: process types missing from the live report count as zero.
-    let formation_ok = app
-        .processes
-        .iter()
-        .all(|(p, n)| l.processes.get(p).copied().unwrap_or(0) == *n)
-        && l.processes
+    let formation_ok = l.shallow
+        || app
+            .processes
             .iter()
-            .all(|(p, n)| *n == 0 || app.processes.contains_key(p));
+            .all(|(p, n)| l.processes.get(p).copied().unwrap_or(0) == *n)
+            && l.processes
+                .iter()
+                .all(|(p, n)| *n == 0 || app.processes.contains_key(p));
     if !formation_ok {
         let mut processes = app.processes.clone();
         for p in l.processes.keys() {

@@ -392,6 +392,10 @@ pub struct PlanSettings {
     /// (Docker: inspect every managed container). A daemon passes it per pass: deep on its
     /// periodic drift scan, fast otherwise.
     pub deep: bool,
+    /// A fast observation (Dokku): apps whose spec label holds the hash of the spec berth
+    /// wants are confirmed from the all-app reports, without their config and formation
+    /// (docs/daemon.md). For a daemon's periodic full pass; never with `deep`.
+    pub fast: bool,
     /// Override the circuit breaker.
     pub allow_destroys: bool,
     /// Allow an empty desired set.
@@ -685,6 +689,9 @@ impl Session {
 
     async fn observe_for(&self, settings: &PlanSettings) -> Result<Live, SessionError> {
         self.drivers.set_deep(settings.deep);
+        let expected =
+            (settings.fast && !settings.deep).then(|| crate::model::desired::expected(&self.fleet));
+        self.drivers.set_fast(expected.as_ref());
         let live = if settings.offline {
             Live::default()
         } else {
@@ -818,6 +825,8 @@ impl Session {
         let (plan, live) = match &settings.saved {
             Some(saved) => {
                 self.drivers.set_deep(settings.plan.deep);
+                // A saved plan is checked against a full read.
+                self.drivers.set_fast(None);
                 let live = self.observe(saved.scope.as_ref()).await?;
                 let moved = stale_objects(saved, &live);
                 if !moved.is_empty() {

@@ -539,6 +539,82 @@ async fn a_scan_costs_fifteen_commands_plus_two_per_app_and_one_per_service() {
     assert_eq!(n, 6 + 9 + 2 * 2 + 3, "{:?}", rig.host.commands());
 }
 
+/// Issue 17.3 (P1b): a fast observation confirms apps whose spec label holds the wanted
+/// hash from the all-app reports alone — 15 commands whatever the tenant count — and still
+/// sees what those reports show (a stopped app), reads an app whose spec changed, and does
+/// not see a hand `config:set` (the deep scan's job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_scan_confirms_apps_by_their_spec_label_in_fixed_commands() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("acme", ACME);
+    for id in ["bolt", "crane", "delta", "ember"] {
+        rig.tenant(id, BOLT);
+    }
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    let fast = |fleet: &Fleet| drivers.set_fast(Some(&desired::expected(fleet)));
+
+    fast(&rig.fleet());
+    rig.host.clear_log();
+    let live = observe_all(&drivers).await.unwrap();
+    let commands = rig.host.commands();
+    assert_eq!(commands.len(), 6 + 9, "{commands:?}");
+    let host = &live.hosts[&HostRef::new("prod", "dokku-1")].dokku;
+    assert!(host.apps["acme-web"].shallow);
+    assert_eq!(
+        host.services["postgres:acme-db"].links,
+        ["acme-web"],
+        "links come from the apps' --link options"
+    );
+    let plan = plan_now(&rig.fleet(), &drivers, None).await;
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+
+    // What the all-app reports show is seen: a stopped app.
+    assert!(rig.host.ssh("ps:stop bolt-web").status.success());
+    let drift = plan_now(&rig.fleet(), &drivers, Some(&rig.baseline())).await;
+    assert_eq!(kinds(&drift), ["start-app"], "{:?}", drift.steps);
+    assert!(apply(&drift, &drivers).await.success());
+
+    // A hand `config:set` is not (no all-app report has config); a full read sees it.
+    assert!(
+        rig.host
+            .ssh("config:set --no-restart acme-web LOG_LEVEL=debug")
+            .status
+            .success()
+    );
+    let unseen = plan_now(&rig.fleet(), &drivers, None).await;
+    assert!(unseen.steps.is_empty(), "{:?}", unseen.steps);
+    drivers.set_fast(None);
+    let seen = plan_now(&rig.fleet(), &drivers, None).await;
+    assert_eq!(
+        kinds(&seen),
+        ["set-config", "restart"],
+        "{:?}",
+        seen.steps
+    );
+    assert!(apply(&seen, &drivers).await.success());
+
+    // A changed file changes the app's spec hash: that app and its tenant's services are
+    // read, and the change is planned and applied as usual.
+    rig.tenant("crane", &BOLT.replace("tier: starter", "tier: pro"));
+    let fleet = rig.fleet();
+    fast(&fleet);
+    rig.host.clear_log();
+    let changed = plan_now(&fleet, &drivers, None).await;
+    let commands = rig.host.commands();
+    assert_eq!(commands.len(), 6 + 9 + 2 + 1, "{commands:?}");
+    assert!(
+        commands.iter().any(|c| c
+            .join(" ")
+            .contains("config:export --format json crane-web")),
+        "{commands:?}"
+    );
+    assert!(kinds(&changed).contains(&"scale"), "{:?}", changed.steps);
+    assert!(apply(&changed, &drivers).await.success());
+    let again = plan_now(&fleet, &drivers, None).await;
+    assert!(again.steps.is_empty(), "{:?}", again.steps);
+}
+
 /// Issue 13.1: a domain added to a TLS app gets a certificate for the new set of names
 /// (reference/dokku.md §4, §13), and a certificate that no longer covers the app's names is
 /// drift.

@@ -27,7 +27,7 @@ use futures_util::future::join_all;
 use self::command::{RemoteCommand, STATE_APP, Tolerate};
 use self::transport::{Output, Transport, TransportError};
 use super::secrets::{MissingSecret, SecretProvider, generate};
-use crate::model::desired::{BERTH_TENANT_KEY, ConfigValue};
+use crate::model::desired::{BERTH_TENANT_KEY, ConfigValue, Expected};
 use crate::model::live::{
     HostRef, LiveDokku, LiveDokkuApp, LiveDokkuService, LiveHost, LiveValue, service_key,
 };
@@ -141,6 +141,72 @@ pub struct DokkuDriver {
     secrets: SecretProvider,
     /// Mutations of one app are serialised (Dokku rewrites config files without locking).
     app_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set for a fast observation: what berth wants of each app.
+    fast: Mutex<Option<Arc<Expected>>>,
+}
+
+/// The apps whose spec label holds the hash berth wants, with their tenant.
+fn confirm_apps(
+    expected: &Expected,
+    reports: &Reports,
+    all_apps: &[String],
+) -> BTreeMap<String, String> {
+    let mut confirmed = BTreeMap::new();
+    for (index, app) in all_apps.iter().enumerate() {
+        let label = reports
+            .field("docker-options:report", index, "deploy")
+            .and_then(|d| parse::spec_label(&d));
+        if let (Some((tenant, hash)), Some(label)) = (expected.apps.get(app), label)
+            && *hash == label
+        {
+            confirmed.insert(app.clone(), tenant.clone());
+        }
+    }
+    confirmed
+}
+
+/// The services a fast observation need not read: owned (berth's records) by a tenant whose
+/// wanted apps were all confirmed; their links are the apps whose docker-options carry the
+/// service's `--link` (reference/dokku.md §6.3: added by `<kind>:link`).
+fn confirm_services(
+    expected: &Expected,
+    confirmed: &BTreeMap<String, String>,
+    reports: &Reports,
+    all_apps: &[String],
+    services: &[(ServiceKind, String)],
+    registry: &BTreeMap<String, String>,
+) -> BTreeMap<String, Vec<String>> {
+    let tenant_confirmed = |tenant: &str| {
+        expected
+            .apps
+            .iter()
+            .filter(|(_, (t, _))| t == tenant)
+            .all(|(app, _)| confirmed.contains_key(app))
+    };
+    let mut linked: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (index, app) in all_apps.iter().enumerate() {
+        let Some(deploy) = reports.field("docker-options:report", index, "deploy") else {
+            continue;
+        };
+        for target in parse::link_options(&deploy) {
+            linked.entry(target).or_default().push(app.clone());
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (kind, name) in services {
+        let Some(owner) = registry.get(&command::registry_key(*kind, name)) else {
+            continue;
+        };
+        if tenant_confirmed(owner) {
+            let word = crate::model::live::service_kind_word(*kind);
+            let links = linked
+                .get(&format!("dokku.{word}.{name}"))
+                .cloned()
+                .unwrap_or_default();
+            out.insert(service_key(*kind, name), links);
+        }
+    }
+    out
 }
 
 fn read(words: &[&str]) -> RemoteCommand {
@@ -220,6 +286,7 @@ impl DokkuDriver {
             transport,
             secrets,
             app_locks: Mutex::new(BTreeMap::new()),
+            fast: Mutex::new(None),
         })
     }
 
@@ -233,6 +300,59 @@ impl DokkuDriver {
     #[must_use]
     pub fn host(&self) -> &HostRef {
         self.transport.host()
+    }
+
+    /// Make the next observations fast ones, confirming apps against `expected` (`None`:
+    /// read every app, the default).
+    pub fn set_fast(&self, expected: Option<Expected>) {
+        *self
+            .fast
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = expected.map(Arc::new);
+    }
+
+    fn fast_expectation(&self) -> Option<Arc<Expected>> {
+        self.fast
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Run reads in parallel on the connection; every output, or the first failure.
+    async fn run_all(&self, commands: &[RemoteCommand]) -> Result<Vec<Output>, DokkuError> {
+        join_all(commands.iter().map(|c| self.run_read(c)))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Parse the all-app reports and check that their lines line up with the app list.
+    fn parse_reports(
+        &self,
+        commands: &[RemoteCommand],
+        outputs: Vec<Output>,
+        all_apps: &[String],
+    ) -> Result<Reports, DokkuError> {
+        let mut reports = Reports::default();
+        if commands.is_empty() {
+            return Ok(reports);
+        }
+        for (i, ((name, _), out)) in REPORTS.iter().zip(outputs).enumerate() {
+            let lines = if out.code == Some(0) {
+                parse::json_report_lines(&out.stdout)
+                    .map_err(|e| self.parse_error(&commands[i], e))?
+            } else {
+                // A plugin that is not installed (letsencrypt) reports nothing.
+                Vec::new()
+            };
+            reports.by.insert(*name, lines);
+        }
+        if !reports.aligned(all_apps) {
+            return Err(DokkuError::ScanRace {
+                host: self.host().clone(),
+            });
+        }
+        Ok(reports)
     }
 
     async fn run_read(&self, command: &RemoteCommand) -> Result<Output, DokkuError> {
@@ -338,52 +458,67 @@ impl DokkuDriver {
             .iter()
             .filter(|a| *a != STATE_APP && !a.starts_with("berth-lease-"))
             .collect();
-        let mut second = Vec::new();
-        if !all_apps.is_empty() {
-            for (report, _) in REPORTS {
-                second.push(read(&[report, "--format", "json"]));
-            }
-        }
-        let read_apps: Vec<&String> = apps.iter().copied().filter(|a| wanted(a)).collect();
-        for app in &read_apps {
-            second.push(read(&["config:export", "--format", "json", app]));
-            second.push(read(&["ps:scale", app, "--format", "json"]));
-        }
+        let report_cmds: Vec<RemoteCommand> = if all_apps.is_empty() {
+            Vec::new()
+        } else {
+            REPORTS
+                .iter()
+                .map(|(report, _)| read(&[report, "--format", "json"]))
+                .collect()
+        };
+        let mut read_apps: Vec<&String> = apps.iter().copied().filter(|a| wanted(a)).collect();
         service_names.retain(|(_, name)| wanted(name));
-        // `<kind>:info` gives links, DSN and version in one read (reference/dokku.md §12).
-        for (kind, name) in &service_names {
-            let word = format!("{}:info", crate::model::live::service_kind_word(*kind));
-            second.push(read(&[&word, name]));
+        // A fast observation reads the all-app reports first: apps whose spec label holds the
+        // hash berth wants, and the services of tenants whose apps all do, are not read one
+        // by one (module docs).
+        let fast = self.fast_expectation();
+        let mut reports = Reports::default();
+        let mut confirmed: BTreeMap<String, String> = BTreeMap::new();
+        let mut confirmed_services: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Some(expected) = &fast {
+            let outputs = self.run_all(&report_cmds).await?;
+            reports = self.parse_reports(&report_cmds, outputs, &all_apps)?;
+            confirmed = confirm_apps(expected, &reports, &all_apps);
+            confirmed_services = confirm_services(
+                expected,
+                &confirmed,
+                &reports,
+                &all_apps,
+                &service_names,
+                &registry,
+            );
+            read_apps.retain(|a| !confirmed.contains_key(*a));
         }
-        let outputs = join_all(second.iter().map(|c| self.run_read(c))).await;
-        let mut outputs = outputs
-            .into_iter()
-            .collect::<Result<Vec<Output>, _>>()?
-            .into_iter();
+        let mut details = Vec::new();
+        for app in &read_apps {
+            details.push(read(&["config:export", "--format", "json", app]));
+            details.push(read(&["ps:scale", app, "--format", "json"]));
+        }
+        // `<kind>:info` gives links, DSN and version in one read (reference/dokku.md §12).
+        let info_services: Vec<(ServiceKind, String)> = service_names
+            .iter()
+            .filter(|(kind, name)| !confirmed_services.contains_key(&service_key(*kind, name)))
+            .cloned()
+            .collect();
+        for (kind, name) in &info_services {
+            let word = format!("{}:info", crate::model::live::service_kind_word(*kind));
+            details.push(read(&[&word, name]));
+        }
+        let mut outputs = if fast.is_some() {
+            self.run_all(&details).await?.into_iter()
+        } else {
+            // One wave: the reports and every per-app read in parallel.
+            let all: Vec<RemoteCommand> = report_cmds.iter().chain(&details).cloned().collect();
+            let mut outputs = self.run_all(&all).await?;
+            let rest = outputs.split_off(report_cmds.len());
+            reports = self.parse_reports(&report_cmds, outputs, &all_apps)?;
+            rest.into_iter()
+        };
         let mut take = || {
             outputs
                 .next()
                 .unwrap_or_else(|| unreachable!("one output per command"))
         };
-        let mut reports = Reports::default();
-        if !all_apps.is_empty() {
-            for (i, (name, _)) in REPORTS.iter().enumerate() {
-                let out = take();
-                let lines = if out.code == Some(0) {
-                    parse::json_report_lines(&out.stdout)
-                        .map_err(|e| self.parse_error(&second[i], e))?
-                } else {
-                    // A plugin that is not installed (letsencrypt) reports nothing.
-                    Vec::new()
-                };
-                reports.by.insert(*name, lines);
-            }
-            if !reports.aligned(&all_apps) {
-                return Err(DokkuError::ScanRace {
-                    host: self.host().clone(),
-                });
-            }
-        }
         let position = |name: &str| all_apps.iter().position(|a| a == name);
         let field = |report: &str, app: &str, key: &str| -> Option<String> {
             reports.field(report, position(app)?, key)
@@ -393,7 +528,10 @@ impl DokkuDriver {
             global_domains,
             ..LiveDokku::default()
         };
-        for app in apps.iter().filter(|a| !wanted(a)) {
+        for app in apps
+            .iter()
+            .filter(|a| !wanted(a) && !confirmed.contains_key(**a))
+        {
             // Not read: present (names and ports matter), owned by nobody as far as this plan goes.
             live.apps.insert(
                 (*app).clone(),
@@ -401,6 +539,43 @@ impl DokkuDriver {
                     image: field("apps:report", app, "deploy-source-metadata")
                         .filter(|s| !s.is_empty()),
                     ..LiveDokkuApp::default()
+                },
+            );
+        }
+        let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let words = |v: Option<String>| -> Vec<String> {
+            v.map(|v| v.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        // What the all-app reports say of an app; config and formation come from its own reads.
+        let reported = |app: &str| {
+            let cert_domains = (field("certs:report", app, "enabled").as_deref() == Some("true"))
+                .then(|| words(field("certs:report", app, "hostnames")));
+            LiveDokkuApp {
+                domains: words(field("domains:report", app, "app-vhosts")),
+                image: nonempty(field("apps:report", app, "deploy-source-metadata")),
+                memory: nonempty(field("resource:report", app, "_default_.limit.memory")),
+                cpus: nonempty(field("resource:report", app, "_default_.limit.cpu")),
+                storage: field("storage:report", app, "deploy-mounts")
+                    .map(|m| parse::mounts(&m))
+                    .unwrap_or_default(),
+                tls: field("letsencrypt:report", app, "active").as_deref() == Some("true"),
+                spec_hash: field("docker-options:report", app, "deploy")
+                    .and_then(|d| parse::spec_label(&d)),
+                running: field("ps:report", app, "running").map(|r| r == "true"),
+                ports: words(field("ports:report", app, "map")),
+                restart_policy: nonempty(field("ps:report", app, "restart-policy")),
+                cert_domains,
+                ..LiveDokkuApp::default()
+            }
+        };
+        for (app, tenant) in &confirmed {
+            live.apps.insert(
+                app.clone(),
+                LiveDokkuApp {
+                    owner: Some(tenant.clone()),
+                    shallow: true,
+                    ..reported(app)
                 },
             );
         }
@@ -418,37 +593,34 @@ impl DokkuDriver {
             };
             let processes = parse::scale(&scale_out.stdout)
                 .map_err(|e| self.parse_error(&read(&["ps:scale", app]), e))?;
-            let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
-            let words = |v: Option<String>| -> Vec<String> {
-                v.map(|v| v.split_whitespace().map(str::to_string).collect())
-                    .unwrap_or_default()
-            };
-            let cert_domains = (field("certs:report", app, "enabled").as_deref() == Some("true"))
-                .then(|| words(field("certs:report", app, "hostnames")));
             live.apps.insert(
                 (*app).clone(),
                 LiveDokkuApp {
                     owner: config.get(BERTH_TENANT_KEY).cloned(),
                     config: config.into_iter().map(|(k, v)| (k, LiveValue(v))).collect(),
-                    domains: words(field("domains:report", app, "app-vhosts")),
                     processes,
-                    image: nonempty(field("apps:report", app, "deploy-source-metadata")),
-                    memory: nonempty(field("resource:report", app, "_default_.limit.memory")),
-                    cpus: nonempty(field("resource:report", app, "_default_.limit.cpu")),
-                    storage: field("storage:report", app, "deploy-mounts")
-                        .map(|m| parse::mounts(&m))
-                        .unwrap_or_default(),
-                    tls: field("letsencrypt:report", app, "active").as_deref() == Some("true"),
-                    spec_hash: field("docker-options:report", app, "deploy")
-                        .and_then(|d| parse::spec_label(&d)),
-                    running: field("ps:report", app, "running").map(|r| r == "true"),
-                    ports: words(field("ports:report", app, "map")),
-                    restart_policy: nonempty(field("ps:report", app, "restart-policy")),
-                    cert_domains,
+                    ..reported(app)
                 },
             );
         }
-        for (kind, name) in service_names {
+        for (kind, name) in &service_names {
+            let key = service_key(*kind, name);
+            let owner = registry.get(&command::registry_key(*kind, name)).cloned();
+            if let Some(links) = confirmed_services.remove(&key) {
+                // Links from the linked apps' `--link` options; the version is not read.
+                live.services.insert(
+                    key,
+                    LiveDokkuService {
+                        kind: *kind,
+                        name: name.clone(),
+                        owner,
+                        links,
+                        broken_links: Vec::new(),
+                        image: None,
+                    },
+                );
+                continue;
+            }
             let info_out = take();
             let info = parse::service_info(&info_out.stdout);
             let links: Vec<String> = info
@@ -470,16 +642,17 @@ impl DokkuDriver {
                     let Some(app) = live.apps.get(*a) else {
                         return false;
                     };
-                    wanted(a) && dsn.is_some_and(|d| !app.config.values().any(|v| v.0 == *d))
+                    wanted(a)
+                        && !app.shallow
+                        && dsn.is_some_and(|d| !app.config.values().any(|v| v.0 == *d))
                 })
                 .cloned()
                 .collect();
-            let owner = registry.get(&command::registry_key(kind, &name)).cloned();
             live.services.insert(
-                service_key(kind, &name),
+                key,
                 LiveDokkuService {
-                    kind,
-                    name,
+                    kind: *kind,
+                    name: name.clone(),
                     owner,
                     links,
                     broken_links,

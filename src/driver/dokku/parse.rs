@@ -250,6 +250,27 @@ pub fn spec_label(options: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The service containers an app's docker-options link to: `--link dokku.postgres.db:alias`
+/// → `dokku.postgres.db` (reference/dokku.md §6.3, the entries `<kind>:link` adds).
+#[must_use]
+pub fn link_options(options: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut words = options.split_whitespace();
+    while let Some(word) = words.next() {
+        let target = if word == "--link" {
+            words.next()
+        } else {
+            word.strip_prefix("--link=")
+        };
+        if let Some(container) = target.and_then(|t| t.split(':').next())
+            && !container.is_empty()
+        {
+            out.push(container.to_string());
+        }
+    }
+    out
+}
+
 /// `-v /host:/container -v …` (storage report) → `host:container` mounts.
 #[must_use]
 pub fn mounts(text: &str) -> Vec<String> {

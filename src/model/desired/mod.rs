@@ -145,6 +145,31 @@ pub struct Desired {
     pub files: BTreeMap<String, String>,
 }
 
+/// What a fast observation of a Dokku host confirms apps against: per desired app, its
+/// tenant and the hash of its spec (the value berth's `record-spec` step writes as a
+/// docker-options label).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// App name → (tenant, spec hash).
+    pub apps: BTreeMap<String, (String, String)>,
+}
+
+/// The spec hashes of every Dokku app the fleet wants. An app's spec does not depend on the
+/// host it lands on, so placing against empty hosts gives the same hashes.
+#[must_use]
+pub fn expected(fleet: &Fleet) -> Expected {
+    let placements = place(fleet, &crate::model::live::Live::default());
+    let desired = compile(fleet, &placements);
+    let mut out = Expected::default();
+    for host in desired.hosts.values() {
+        for (name, app) in &host.dokku_apps {
+            out.apps
+                .insert(name.clone(), (app.tenant.clone(), app.spec_hash.clone()));
+        }
+    }
+    out
+}
+
 /// What one host should run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredHost {
