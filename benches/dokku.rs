@@ -1,6 +1,8 @@
 //! Benchmark: no-op plan of 1,000 tenants on one simulated Dokku host with 20 ms injected per
-//! command, against reading the same state the per-resource way (app by app, report by
-//! report, as ansible-dokku and the Terraform providers do) in the same run.
+//! command — the full read (`berth plan`, the daemon's drift scan) and the fast one (the
+//! daemon's full pass, apps confirmed by their spec labels) — against reading the same state
+//! the per-resource way (app by app, report by report, as ansible-dokku and the Terraform
+//! providers do) in the same run.
 //!
 //! `cargo bench --bench dokku` prints the figures recorded in docs/benchmarks.md (takes a few
 //! minutes: the baseline is slow, which is the point). `BENCH_TENANTS=N` changes the size.
@@ -142,6 +144,20 @@ async fn main() {
     let berth_commands = host.commands().len();
     let waves = 2;
 
+    // The daemon's fast full pass (issue 17.3): apps confirmed by their spec labels.
+    drivers.set_fast(Some(&berth::model::desired::expected(&fleet)));
+    host.clear_log();
+    let started = Instant::now();
+    let live = observe_all(&drivers)
+        .await
+        .map_err(|e| e.source.chain())
+        .unwrap();
+    let fast_plan = plan(&fleet, &live, &options);
+    let fast_total = started.elapsed().as_secs_f64();
+    assert!(fast_plan.steps.is_empty(), "no-op fast plan expected");
+    let fast_commands = host.commands().len();
+    drivers.set_fast(None);
+
     // Baseline: the same state read per resource, one command after another.
     let AnyDriver::Dokku(driver) = &drivers.hosts[&host_ref] else {
         unreachable!()
@@ -181,6 +197,9 @@ async fn main() {
     println!(
         "            budget 16 + 2 per app + 1 per service = {}",
         16 + 2 * (n + 1) + n
+    );
+    println!(
+        "  fast:     {fast_commands:>6} commands (spec labels, the daemon's full pass), observe + plan {fast_total:>7.2} s"
     );
     println!(
         "  baseline: {baseline_commands:>6} commands, sequential per resource, {baseline:>7.2} s"

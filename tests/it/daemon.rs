@@ -586,6 +586,82 @@ fn pushes_are_applied_on_dokku_and_a_hand_config_set_is_healed_only_with_self_he
     assert_eq!(d.terminate(), Some(0), "{}", d.log());
 }
 
+/// Issue 17.3: between drift scans, full passes observe Dokku fast — apps are confirmed by
+/// their spec labels (no per-app reads), an app stopped by hand is still seen and healed, a
+/// hand `config:set` waits for the deep drift scan.
+#[test]
+fn full_passes_on_dokku_confirm_apps_by_label_and_heal_what_the_reports_show() {
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let remote = Remote::new();
+    remote.write("environments/prod.yaml", &dokku_env(&host, true));
+    for id in ["acme", "bolt", "crane"] {
+        remote.write(
+            &format!("tenants/{id}.yaml"),
+            &DOKKU_TENANT.replace("THE_LEVEL", "info"),
+        );
+    }
+    remote.push("three tenants");
+    let d = Daemon::start(
+        &[
+            "--remote",
+            &remote.bare(),
+            "--poll",
+            "3600",
+            "--full-pass",
+            "0.5",
+            "--drift-scan",
+            "3600",
+        ],
+        &[],
+    );
+    let status = d.wait_for("all synced and recorded", |s| {
+        ["acme", "bolt", "crane"]
+            .iter()
+            .all(|t| state_of(s, t) == "synced")
+            && s["hosts"]["prod/dokku-1"]["applied"]["id"].is_string()
+    });
+    let passes = status["daemon"]["passes"].as_u64().unwrap();
+    d.wait_for("a full pass after the records", |s| {
+        s["daemon"]["passes"].as_u64() >= Some(passes + 1)
+    });
+    host.clear_log();
+    let status = d.wait_for("three more passes", |s| {
+        s["daemon"]["passes"].as_u64() >= Some(passes + 4)
+    });
+    let last = &status["daemon"]["last-pass"];
+    assert_eq!(last["kind"], "full", "{last}");
+    assert_eq!(last["deep"], false, "{last}");
+    let commands = host.commands();
+    let per_app = commands
+        .iter()
+        .filter(|c| c.iter().any(|w| w == "config:export") && c.iter().any(|w| w.ends_with("-web")))
+        .count();
+    assert_eq!(per_app, 0, "fast passes read no app's config: {commands:?}");
+    assert!(!commands.is_empty(), "the passes read the host");
+
+    // What the all-app reports show is healed by the next full pass.
+    assert!(host.ssh("ps:stop bolt-web").status.success());
+    wait_until("the stopped app started again", || {
+        host.state()["apps"]["bolt-web"]["running"] == true
+    });
+    // A hand config:set is not seen by fast passes.
+    assert!(
+        host.ssh("config:set --no-restart crane-web LOG_LEVEL=debug")
+            .status
+            .success()
+    );
+    let status = d.status();
+    let passes = status["daemon"]["passes"].as_u64().unwrap();
+    d.wait_for("three more passes", |s| {
+        s["daemon"]["passes"].as_u64() >= Some(passes + 3)
+    });
+    assert_eq!(config_get(&host, "crane-web", "LOG_LEVEL"), "debug");
+    let mut d = d;
+    assert_eq!(d.terminate(), Some(0), "{}", d.log());
+}
+
 fn dokku_work_tree(host: &DokkuHost, tenants: &[&str], level: &str) -> crate::support::Repo {
     let repo = crate::support::Repo::new();
     repo.write("environments/prod.yaml", &dokku_env(host, true));

@@ -586,12 +586,7 @@ async fn a_fast_scan_confirms_apps_by_their_spec_label_in_fixed_commands() {
     assert!(unseen.steps.is_empty(), "{:?}", unseen.steps);
     drivers.set_fast(None);
     let seen = plan_now(&rig.fleet(), &drivers, None).await;
-    assert_eq!(
-        kinds(&seen),
-        ["set-config", "restart"],
-        "{:?}",
-        seen.steps
-    );
+    assert_eq!(kinds(&seen), ["set-config", "restart"], "{:?}", seen.steps);
     assert!(apply(&seen, &drivers).await.success());
 
     // A changed file changes the app's spec hash: that app and its tenant's services are
