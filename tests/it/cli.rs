@@ -210,3 +210,42 @@ fn show_refuses_other_versions() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("plan format 99"));
 }
+
+/// Issue 12.8: the small things users hit — `--version` names the commit, Terraform's
+/// single-dash flags are accepted, markdown is refused where it means nothing.
+#[test]
+fn version_names_the_commit_single_dash_flags_work_and_markdown_is_refused_outside_plans() {
+    let out = berth(&["--version"]);
+    assert!(out.status.success());
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.starts_with("berth ") && version.contains("(commit "),
+        "{version}"
+    );
+    assert!(!version.contains("(commit )"), "{version}");
+
+    let root = crate_root();
+    let repo = root.to_str().unwrap();
+    let plan = berth(&["plan", "--offline", "-detailed-exitcode", "--repo", repo]);
+    // The samples plan changes against empty hosts: 2 with the detailed exit code.
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "{}{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
+
+    for command in [
+        &["validate", "--repo", repo][..],
+        &["status", "--repo", repo][..],
+    ] {
+        let mut args = command.to_vec();
+        args.extend(["--format", "markdown"]);
+        let out = berth(&args);
+        assert_ne!(out.status.code(), Some(0), "{args:?} accepted markdown");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no markdown output"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed text anyway");
+    }
+}
