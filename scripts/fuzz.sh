@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
-# Runs each target (default: all four: loader dokku_parse webhook yaml_edit) for SECONDS
+# Runs each target (default: all five: loader dokku_parse webhook yaml_edit push_webhook) for SECONDS
 # (default 60) over its committed seed corpus (fuzz/corpus/<target>/), one after the other,
 # then prints execs, paths, coverage and crashes per target and exits 1 if any target
 # crashed. Crashing inputs are left under $FUZZ_OUT/<target>/default/crashes/; copy one into
@@ -19,7 +19,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(loader dokku_parse webhook yaml_edit)
+  targets=(loader dokku_parse webhook yaml_edit push_webhook)
 fi
 
 cargo_() {

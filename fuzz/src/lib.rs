@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dokku_parse", dokku_parse),
     ("webhook", webhook),
     ("yaml_edit", yaml_edit),
+    ("push_webhook", push_webhook),
 ];
 
 /// The Dokku fleet example's environment: tenant-only inputs are read beside it.
@@ -537,5 +538,60 @@ fn scalar_text_end(text: &str, start: usize) -> usize {
                 .unwrap_or(line_end);
             start + text[start..comment].trim_end().len()
         }
+    }
+}
+
+/// `berth daemon`'s git push webhooks (`/hooks/git`). The first byte picks the header (GitHub's
+/// `X-Hub-Signature-256`, Gitea's `X-Gitea-Signature`, GitLab's `X-Gitlab-Token`), the rest of
+/// the first line is its value, the remaining bytes the body.
+///
+/// Invariants: no panic; a fuzzed header verifies only when it is the genuine signature (or
+/// token) of the body; genuine headers of every forge always verify, and never under another
+/// secret; a refusal never quotes the header.
+pub fn push_webhook(data: &[u8]) {
+    use berth::daemon::webhook::{Forge, WebhookSecrets, gitea_signature, github_signature, verify};
+    const KEY: &[u8] = b"push-hook-secret";
+    let (selector, rest) = data.split_first().map_or((0, &[][..]), |(s, r)| (*s, r));
+    let split = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+    let value = String::from_utf8_lossy(&rest[..split]).into_owned();
+    let body = rest.get(split + 1..).unwrap_or_default();
+    let names = ["x-hub-signature-256", "x-gitea-signature", "x-gitlab-token"];
+    let name = names[usize::from(selector % 3)];
+    let secrets = |key: &[u8]| WebhookSecrets {
+        github: vec![key.to_vec()],
+        gitlab: vec![key.to_vec()],
+        gitea: vec![key.to_vec()],
+    };
+    let ours = secrets(KEY);
+    match verify(|h| (h == name).then(|| value.clone()), body, &ours) {
+        Ok(Forge::GitHub) => assert_eq!(
+            value.trim().to_ascii_lowercase(),
+            github_signature(KEY, body),
+            "a forged GitHub signature verified"
+        ),
+        Ok(Forge::Gitea) => assert_eq!(
+            value.trim().to_ascii_lowercase(),
+            gitea_signature(KEY, body),
+            "a forged Gitea signature verified"
+        ),
+        Ok(Forge::GitLab) => assert_eq!(value.as_bytes(), KEY, "a wrong GitLab token verified"),
+        Err(refused) => {
+            let message = refused.to_string();
+            assert!(
+                value.len() < 16 || !message.contains(value.as_str()),
+                "a refusal quotes the header: {message}"
+            );
+        }
+    }
+    let genuine = [
+        (names[0], github_signature(KEY, body), Forge::GitHub),
+        (names[1], gitea_signature(KEY, body), Forge::Gitea),
+        (names[2], String::from_utf8_lossy(KEY).into_owned(), Forge::GitLab),
+    ];
+    let other = secrets(b"another-secret");
+    for (header, value, forge) in genuine {
+        let lookup = |h: &str| (h == header).then(|| value.clone());
+        assert_eq!(verify(lookup, body, &ours), Ok(forge), "a genuine {header} was refused");
+        assert!(verify(lookup, body, &other).is_err(), "{header} verified under another secret");
     }
 }

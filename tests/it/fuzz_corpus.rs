@@ -79,6 +79,11 @@ fn webhook_corpus() {
 }
 
 #[test]
+fn push_webhook_corpus() {
+    replay("push_webhook");
+}
+
+#[test]
 fn yaml_edit_corpus() {
     replay("yaml_edit");
 }

@@ -4,7 +4,7 @@
 //! bare remote. Each round edits one tenant, pushes, sends the signed GitHub push webhook and
 //! polls `/api/status` until the host records the new commit as applied. Prints p50/p99/max.
 //!
-//! `cargo bench --bench daemon` runs 1,000 tenants and 20 commits (`BENCH_TENANTS`,
+//! `cargo bench --bench latency` runs 1,000 tenants and 20 commits (`BENCH_TENANTS`,
 //! `BENCH_COMMITS` change them). Under `cargo test` it runs 5 tenants and 2 commits.
 #![allow(
     clippy::print_stdout,
