@@ -68,7 +68,7 @@ fn main() {
         ("berth validate", vec!["validate", "--repo", repo]),
         (
             "berth plan --offline",
-            vec!["plan", "--offline", "--repo", repo, "--format", "json"],
+            vec!["plan", "--offline", "--repo", repo],
         ),
     ] {
         let runs = 5;
