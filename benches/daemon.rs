@@ -36,7 +36,12 @@ fn env_or(name: &str, default: u64) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child") {
-        child(Path::new(&args[2]), Path::new(&args[3]), args[4] == "soak", &args[5]);
+        child(
+            Path::new(&args[2]),
+            Path::new(&args[3]),
+            args[4] == "soak",
+            &args[5],
+        );
         return;
     }
     let full = args.iter().any(|a| a == "--bench");
@@ -54,7 +59,9 @@ fn memory(tenants: usize, passes: u64) {
     acme::write(&dir.path().join("repo"), tenants);
     let (mut child, addr) = start(dir.path(), false);
     let pid = child.id();
-    println!("daemon memory: {tenants} tenants (examples/dokku-fleet acme copies), in-memory hosts");
+    println!(
+        "daemon memory: {tenants} tenants (examples/dokku-fleet acme copies), in-memory hosts"
+    );
     let started = Instant::now();
     let mut seen = 0;
     while seen < passes {
@@ -109,7 +116,11 @@ fn soak(tenants: usize, secs: u64) {
             next_bump = now + Duration::from_secs(7);
         }
         if now >= next_break {
-            std::fs::write(repo.join("tenants/broken.yaml"), "environment: [production\n").unwrap();
+            std::fs::write(
+                repo.join("tenants/broken.yaml"),
+                "environment: [production\n",
+            )
+            .unwrap();
             broken_until = Some(now + Duration::from_secs(3));
             next_break = now + Duration::from_secs(20);
         }
@@ -135,7 +146,10 @@ fn soak(tenants: usize, secs: u64) {
     let metrics = get(addr, "/metrics");
     let _ = child.kill();
     let _ = child.wait();
-    println!("  {:>7} {:>10} {:>5} {:>7}", "t (s)", "RSS (MiB)", "fds", "passes");
+    println!(
+        "  {:>7} {:>10} {:>5} {:>7}",
+        "t (s)", "RSS (MiB)", "fds", "passes"
+    );
     for (t, rss, fd, p) in &samples {
         println!("  {t:>7.0} {:>10.1} {fd:>5} {p:>7}", *rss as f64 / 1024.0);
     }
@@ -184,7 +198,8 @@ fn seed(dir: &Path) -> PathBuf {
     };
     let plan = berth::plan::plan(&fleet.unwrap(), &Live::default(), &options);
     let mut live = Live::default();
-    let secrets = std::collections::BTreeMap::from([("openai".to_string(), "sk-bench".to_string())]);
+    let secrets =
+        std::collections::BTreeMap::from([("openai".to_string(), "sk-bench".to_string())]);
     berth::driver::memory::apply(&plan, &mut live, &secrets).unwrap();
     let path = dir.join("live.json");
     // Hosts are keyed by a struct, which JSON cannot key by: a list of pairs.
