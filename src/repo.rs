@@ -57,7 +57,7 @@ pub fn load_dir(root: &Path) -> Result<SourceSet, RepoError> {
             path: root.to_path_buf(),
         });
     }
-    let mut found = Vec::new();
+    let mut listed = Vec::new();
     for dir in ["environments", "tenants"] {
         let path = root.join(dir);
         if path
@@ -78,19 +78,64 @@ pub fn load_dir(root: &Path) -> Result<SourceSet, RepoError> {
             let name = entry.file_name().to_string_lossy().into_owned();
             // `file_type` does not follow symlinks: a link is `Other`, never read.
             let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-            let entry = if is_file {
-                read_capped(&entry.path())
-            } else {
-                FoundEntry::Other
-            };
-            found.push(Found {
-                dir: dir.to_string(),
-                name,
-                entry,
-            });
+            listed.push((dir, name, is_file.then(|| entry.path())));
         }
     }
+    // Reading 10,000 small files is mostly system calls: spread over the cores.
+    let found = parallel_map(listed.len(), &|i| {
+        let (dir, name, path) = &listed[i];
+        Found {
+            dir: (*dir).to_string(),
+            name: name.clone(),
+            entry: path.as_deref().map_or(FoundEntry::Other, read_capped),
+        }
+    });
     Ok(build_source_set(found, Some(embedded_local())))
+}
+
+/// Items handed to each thread at a time by [`parallel_map`].
+const BATCH: usize = 64;
+/// Most threads [`parallel_map`] starts.
+const MAX_THREADS: usize = 16;
+
+/// `work(i)` for every `i` in `0..n` on the available cores (scoped threads taking batches
+/// of indexes), returned in order of `i` whatever thread ran it. Small inputs stay on the
+/// calling thread. Used for reading files here and, by `reconcile`, for checking them.
+pub fn parallel_map<R: Send>(n: usize, work: &(dyn Fn(usize) -> R + Sync)) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_THREADS)
+        .min(n.div_ceil(BATCH));
+    if threads <= 1 {
+        return (0..n).map(work).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut parts: Vec<(usize, Vec<R>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let start = next.fetch_add(BATCH, std::sync::atomic::Ordering::Relaxed);
+                        if start >= n {
+                            break mine;
+                        }
+                        let end = (start + BATCH).min(n);
+                        mine.push((start, (start..end).map(work).collect::<Vec<R>>()));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    parts.sort_by_key(|(start, _)| *start);
+    parts.into_iter().flat_map(|(_, part)| part).collect()
 }
 
 /// The embedded default environment as a source file.

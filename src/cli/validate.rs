@@ -19,7 +19,7 @@ pub struct ValidateArgs {
 pub fn run(args: &ValidateArgs, printer: &Printer) -> anyhow::Result<u8> {
     super::refuse_markdown(args.format, "validate")?;
     let sources = crate::repo::load_dir(&args.repo)?;
-    let (fleet, diags) = crate::validate::validate(&sources);
+    let (fleet, diags) = crate::reconcile::validate(&sources);
     match printer.format {
         Format::Json => {
             let doc = diagnostics::render_json(&sources, &diags);

@@ -280,10 +280,11 @@ pub struct Tenant {
 pub struct Stack {
     /// Pinned host (shared stacks always have one).
     pub host: Option<String>,
-    /// Apps by name.
-    pub apps: BTreeMap<String, App>,
-    /// Services by name.
-    pub services: BTreeMap<String, Service>,
+    /// Apps by name. Boxed: a `BTreeMap` node holds room for eleven values, and most
+    /// tenants have one or two apps, so unboxed every tenant carried ~4 KiB of empty slots.
+    pub apps: BTreeMap<String, Box<App>>,
+    /// Services by name (boxed for the same reason).
+    pub services: BTreeMap<String, Box<Service>>,
 }
 
 /// An app with every default filled in.

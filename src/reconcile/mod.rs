@@ -214,7 +214,7 @@ pub fn load(source: &Source) -> Result<Loaded, SessionError> {
                 .and_then(|g| g.resolve("HEAD").ok()),
         ),
     };
-    let (fleet, diagnostics) = crate::validate::validate(&sources);
+    let (fleet, diagnostics) = validate(&sources);
     match fleet {
         Some(fleet) => Ok(Loaded {
             sources,
@@ -228,6 +228,26 @@ pub fn load(source: &Source) -> Result<Loaded, SessionError> {
             diagnostics,
         }),
     }
+}
+
+/// Tenant files checked on every core (`repo::parallel_map`); the result is the one
+/// [`crate::validate::validate`] gives, in the same order.
+pub struct Threads;
+
+impl crate::validate::Spread for Threads {
+    fn map(
+        &self,
+        n: usize,
+        work: &(dyn Fn(usize) -> crate::validate::Checked + Sync),
+    ) -> Vec<crate::validate::Checked> {
+        crate::repo::parallel_map(n, work)
+    }
+}
+
+/// [`crate::validate::validate`] with the tenant files checked on every core.
+#[must_use]
+pub fn validate(sources: &SourceSet) -> (Option<Fleet>, Vec<Diagnostic>) {
+    crate::validate::validate_with(sources, &Threads)
 }
 
 /// Resolve `--since` / `--tenant` into the set of tenants a plan is about (`None` = all).
@@ -499,7 +519,7 @@ pub struct Session {
     /// (the baseline that tells drift from intended change where no marker can).
     pub history: Option<PathBuf>,
     /// Fleets read at applied commits, by commit.
-    baselines: std::sync::Mutex<BTreeMap<String, Option<Fleet>>>,
+    baselines: std::sync::Mutex<BTreeMap<String, Option<std::sync::Arc<Fleet>>>>,
 }
 
 impl Session {
@@ -630,30 +650,39 @@ impl Session {
     /// berth last made it. `None` without history or applied commits.
     fn baseline(&self, live: &Live) -> Option<crate::model::desired::Desired> {
         let repo = self.history.as_ref()?;
+        // Hosts at the same commit share one read, one validation and one compile.
+        let mut by_commit: BTreeMap<&str, Vec<&HostRef>> = BTreeMap::new();
+        for (host, observed) in &live.hosts {
+            if let Some(commit) = &observed.applied_commit {
+                by_commit.entry(commit).or_default().push(host);
+            }
+        }
+        if by_commit.is_empty() {
+            return None;
+        }
         let git = GitRepo::open(repo).ok()?;
         let mut baseline = crate::model::desired::Desired::default();
-        for (host, observed) in &live.hosts {
-            let Some(commit) = &observed.applied_commit else {
-                continue;
-            };
+        for (commit, hosts) in by_commit {
             let fleet = {
                 let mut cache = self
                     .baselines
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 cache
-                    .entry(commit.clone())
+                    .entry(commit.to_string())
                     .or_insert_with(|| {
                         let sources = git.sources_at(commit).ok()?;
-                        crate::validate::validate(&sources).0
+                        validate(&sources).0.map(std::sync::Arc::new)
                     })
                     .clone()
             };
             let Some(fleet) = fleet else { continue };
             let placements = crate::model::desired::place(&fleet, live);
             let mut desired = crate::model::desired::compile(&fleet, &placements);
-            if let Some(at_commit) = desired.hosts.remove(host) {
-                baseline.hosts.insert(host.clone(), at_commit);
+            for host in hosts {
+                if let Some(at_commit) = desired.hosts.remove(host) {
+                    baseline.hosts.insert(host.clone(), at_commit);
+                }
             }
         }
         (!baseline.hosts.is_empty()).then_some(baseline)

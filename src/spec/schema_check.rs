@@ -32,16 +32,15 @@ pub struct Problem {
     pub related: Option<(Span, String)>,
 }
 
-/// Check `node` against `schema` (a root schema with `$defs`).
+/// Check `node` against `schema` (compiled from a root schema with `$defs`).
 ///
 /// Returns the JSON value to deserialize and every problem found; the value is only
 /// meaningful when the problem list is empty.
 #[must_use]
-pub fn check(node: &Node, schema: &Json) -> (Json, Vec<Problem>) {
-    let checker = Checker { root: schema };
+pub fn check(node: &Node, schema: &Compiled) -> (Json, Vec<Problem>) {
     let mut problems = Vec::new();
     let head = first_line(node.span);
-    let value = checker.walk(node, schema, head, &mut problems);
+    let value = schema.walk(node, schema.root, head, &mut problems);
     (value, problems)
 }
 
@@ -137,11 +136,81 @@ fn parse_float(text: &str) -> Option<f64> {
     if ok { text.parse::<f64>().ok() } else { None }
 }
 
-struct Checker<'a> {
-    root: &'a Json,
+/// A schema made ready for walking many files: every subschema resolved (`$ref` followed)
+/// and its keywords read once, so checking a node does no lookups in JSON maps. Built once
+/// per `validate` and shared by every file (and thread).
+pub struct Compiled {
+    subs: Vec<Sub>,
+    root: usize,
 }
 
-impl<'a> Checker<'a> {
+/// One resolved subschema.
+#[derive(Default)]
+struct Sub {
+    /// `anyOf` / `oneOf` branches.
+    any_of: Option<Vec<usize>>,
+    /// The kinds it accepts (the union of the branches' for `anyOf`).
+    accepted: Vec<Kind>,
+    /// The literal schema `true` (a property so typed is taken as plain JSON).
+    anything: bool,
+    /// `properties`, sorted by name.
+    properties: Option<Vec<(String, usize)>>,
+    /// The names of `properties`, in the same order (for did-you-mean hints).
+    property_names: Vec<String>,
+    /// `additionalProperties`.
+    additional: Additional,
+    /// `required` keys and the hint for each (the property's description).
+    required: Vec<(String, Option<String>)>,
+    /// `items` (the schema `true` when absent).
+    items: usize,
+    /// `enum` strings, or the `const` string.
+    allowed: Option<Vec<String>>,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+}
+
+#[derive(Default, Clone, Copy)]
+enum Additional {
+    /// Absent or `true`: unknown keys are kept as plain JSON.
+    #[default]
+    Plain,
+    /// `false`: unknown keys are problems.
+    Forbidden,
+    /// A schema for every other key.
+    Schema(usize),
+}
+
+/// Index of the literal `true` schema in every [`Compiled`].
+const ANYTHING: usize = 0;
+
+impl Compiled {
+    /// Compile a root schema (with `$defs`).
+    #[must_use]
+    pub fn new(schema: Json) -> Self {
+        let mut builder = Build {
+            root: &schema,
+            subs: vec![Sub {
+                anything: true,
+                ..Sub::default()
+            }],
+            seen: std::collections::HashMap::new(),
+        };
+        let root = builder.compile(&schema);
+        Compiled {
+            subs: builder.subs,
+            root,
+        }
+    }
+}
+
+struct Build<'a> {
+    root: &'a Json,
+    subs: Vec<Sub>,
+    /// Resolved subschemas already compiled, by address (schemas may refer to themselves).
+    seen: std::collections::HashMap<*const Json, usize>,
+}
+
+impl<'a> Build<'a> {
     fn resolve(&self, schema: &'a Json) -> &'a Json {
         let mut schema = schema;
         // References are a short chain at most; the bound guards against a cycle.
@@ -160,50 +229,112 @@ impl<'a> Checker<'a> {
         schema
     }
 
-    /// The kinds a schema accepts, for "expected …" messages and branch choice.
-    fn accepted(&self, schema: &'a Json) -> Vec<Kind> {
+    fn compile(&mut self, schema: &'a Json) -> usize {
+        if schema == &Json::Bool(true) {
+            return ANYTHING;
+        }
         let schema = self.resolve(schema);
+        let key: *const Json = schema;
+        if let Some(&index) = self.seen.get(&key) {
+            return index;
+        }
+        let index = self.subs.len();
+        self.subs.push(Sub::default());
+        self.seen.insert(key, index);
+        let mut sub = Sub {
+            items: ANYTHING,
+            ..Sub::default()
+        };
         if let Some(branches) = any_of(schema) {
-            let mut kinds = Vec::new();
-            for branch in branches {
-                for kind in self.accepted(branch) {
-                    if !kinds.contains(&kind) {
-                        kinds.push(kind);
+            let compiled: Vec<usize> = branches.iter().map(|b| self.compile(b)).collect();
+            for &branch in &compiled {
+                for kind in self.accepted_of(branch) {
+                    if !sub.accepted.contains(&kind) {
+                        sub.accepted.push(kind);
                     }
                 }
             }
-            return kinds;
+            sub.any_of = Some(compiled);
+            self.subs[index] = sub;
+            return index;
         }
-        let mut kinds = Vec::new();
         match schema.get("type") {
-            Some(Json::String(t)) => kinds.extend(kind_from_name(t)),
-            Some(Json::Array(types)) => {
-                kinds.extend(
-                    types
-                        .iter()
-                        .filter_map(Json::as_str)
-                        .flat_map(kind_from_name),
-                );
-            }
+            Some(Json::String(t)) => sub.accepted.extend(kind_from_name(t)),
+            Some(Json::Array(types)) => sub.accepted.extend(
+                types
+                    .iter()
+                    .filter_map(Json::as_str)
+                    .flat_map(kind_from_name),
+            ),
             _ => {}
         }
-        if kinds.is_empty() {
+        if sub.accepted.is_empty() {
             if schema.get("enum").is_some() || schema.get("const").is_some() {
-                kinds.push(Kind::String);
+                sub.accepted.push(Kind::String);
             } else if schema.get("properties").is_some() {
-                kinds.push(Kind::Object);
+                sub.accepted.push(Kind::Object);
             }
         }
-        kinds
+        let properties = schema.get("properties").and_then(Json::as_object);
+        if let Some(properties) = properties {
+            let mut compiled = Vec::new();
+            for (name, property) in properties {
+                compiled.push((name.clone(), self.compile(property)));
+                sub.property_names.push(name.clone());
+            }
+            compiled.sort_by(|a, b| a.0.cmp(&b.0));
+            sub.properties = Some(compiled);
+        }
+        sub.additional = match schema.get("additionalProperties") {
+            Some(Json::Bool(false)) => Additional::Forbidden,
+            Some(other) if other.is_object() => Additional::Schema(self.compile(other)),
+            _ => Additional::Plain,
+        };
+        if let Some(required) = schema.get("required").and_then(Json::as_array) {
+            for name in required.iter().filter_map(Json::as_str) {
+                let hint = properties
+                    .and_then(|p| p.get(name))
+                    .and_then(|p| self.resolve(p).get("description").or(p.get("description")))
+                    .and_then(Json::as_str)
+                    .map(|d| format!("`{name}`: {}", d.trim_end_matches('.')));
+                sub.required.push((name.to_string(), hint));
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            sub.items = self.compile(items);
+        }
+        if let Some(values) = schema.get("enum").and_then(Json::as_array) {
+            sub.allowed = Some(
+                values
+                    .iter()
+                    .filter_map(Json::as_str)
+                    .map(str::to_string)
+                    .collect(),
+            );
+        } else if let Some(value) = schema.get("const").and_then(Json::as_str) {
+            sub.allowed = Some(vec![value.to_string()]);
+        }
+        sub.minimum = schema.get("minimum").and_then(Json::as_f64);
+        sub.maximum = schema.get("maximum").and_then(Json::as_f64);
+        self.subs[index] = sub;
+        index
     }
 
-    fn walk(&self, node: &Node, schema: &'a Json, key_span: Span, out: &mut Vec<Problem>) -> Json {
-        let schema = self.resolve(schema);
-        if let Some(branches) = any_of(schema) {
+    /// The kinds a compiled subschema accepts; a subschema still being compiled (a cycle
+    /// through `anyOf`) accepts none yet.
+    fn accepted_of(&self, index: usize) -> Vec<Kind> {
+        self.subs[index].accepted.clone()
+    }
+}
+
+impl Compiled {
+    fn walk(&self, node: &Node, at: usize, key_span: Span, out: &mut Vec<Problem>) -> Json {
+        let schema = &self.subs[at];
+        if let Some(branches) = &schema.any_of {
             return self.walk_any_of(node, schema, branches, key_span, out);
         }
         let kind = kind_of(node);
-        let accepted = self.accepted(schema);
+        let accepted = &schema.accepted;
         let is_accepted = |k: Kind| {
             accepted.is_empty()
                 || accepted.contains(&k)
@@ -214,23 +345,20 @@ impl<'a> Checker<'a> {
             && !is_accepted(kind)
             && matches!(kind, Kind::Integer | Kind::Number | Kind::Bool);
         if !is_accepted(kind) && !as_string {
-            out.push(self.type_problem(node, kind, &accepted, key_span));
+            out.push(type_problem(node, kind, accepted, key_span));
             return Json::Null;
         }
         match (&node.value, kind) {
             (Value::Map(entries), _) => self.walk_object(node, entries, schema, key_span, out),
-            (Value::Seq(items), _) => {
-                let item_schema = schema.get("items").unwrap_or(&Json::Bool(true));
-                Json::Array(
-                    items
-                        .iter()
-                        .map(|item| self.walk(item, item_schema, item.span, out))
-                        .collect(),
-                )
-            }
+            (Value::Seq(items), _) => Json::Array(
+                items
+                    .iter()
+                    .map(|item| self.walk(item, schema.items, item.span, out))
+                    .collect(),
+            ),
             (Value::Empty, _) => Json::Null,
             (Value::Scalar { text, .. }, _) if as_string || kind == Kind::String => {
-                self.check_enum(node, text, schema, out);
+                check_enum(node, text, schema, out);
                 Json::String(text.clone())
             }
             (Value::Scalar { .. }, Kind::Null) => Json::Null,
@@ -239,12 +367,12 @@ impl<'a> Checker<'a> {
             }
             (Value::Scalar { text, .. }, Kind::Integer) => {
                 let value = parse_int(text).unwrap_or_default();
-                self.check_range(node, value as f64, schema, out);
+                check_range(node, value as f64, schema, out);
                 Json::from(value)
             }
             (Value::Scalar { text, .. }, _) => {
                 let value = parse_float(text).unwrap_or_default();
-                self.check_range(node, value, schema, out);
+                check_range(node, value, schema, out);
                 serde_json::Number::from_f64(value).map_or(Json::Null, Json::Number)
             }
         }
@@ -253,16 +381,16 @@ impl<'a> Checker<'a> {
     fn walk_any_of(
         &self,
         node: &Node,
-        schema: &'a Json,
-        branches: &'a [Json],
+        schema: &Sub,
+        branches: &[usize],
         key_span: Span,
         out: &mut Vec<Problem>,
     ) -> Json {
         let kind = kind_of(node);
         let mut best: Option<(Json, Vec<Problem>)> = None;
         let mut fits = 0;
-        for branch in branches {
-            let accepted = self.accepted(branch);
+        for &branch in branches {
+            let accepted = &self.subs[branch].accepted;
             let fits_kind = accepted.contains(&kind)
                 || (kind == Kind::Integer && accepted.contains(&Kind::Number))
                 || (accepted.contains(&Kind::String)
@@ -289,8 +417,7 @@ impl<'a> Checker<'a> {
                 value
             }
             _ => {
-                let accepted = self.accepted(schema);
-                out.push(self.type_problem(node, kind, &accepted, key_span));
+                out.push(type_problem(node, kind, &schema.accepted, key_span));
                 Json::Null
             }
         }
@@ -300,12 +427,17 @@ impl<'a> Checker<'a> {
         &self,
         node: &Node,
         entries: &[(Node, Node)],
-        schema: &'a Json,
+        schema: &Sub,
         key_span: Span,
         out: &mut Vec<Problem>,
     ) -> Json {
-        let properties = schema.get("properties").and_then(Json::as_object);
-        let additional = schema.get("additionalProperties");
+        let property = |name: &str| {
+            let properties = schema.properties.as_ref()?;
+            properties
+                .binary_search_by(|(n, _)| n.as_str().cmp(name))
+                .ok()
+                .map(|i| properties[i].1)
+        };
         let mut object = Map::new();
         let mut seen: Vec<(&str, Span)> = Vec::new();
         for (key, value) in entries {
@@ -321,25 +453,24 @@ impl<'a> Checker<'a> {
                 continue;
             }
             seen.push((name, key.span));
-            let property = properties.and_then(|p| p.get(name)).or_else(|| {
-                // serde aliases are not in the schema; `api-version` is the one berth has.
+            // serde aliases are not in the schema; `api-version` is the one berth has.
+            let found = property(name).or_else(|| {
                 (name == "api-version")
-                    .then(|| properties.and_then(|p| p.get("version")))
+                    .then(|| property("version"))
                     .flatten()
             });
-            let value_schema = match (property, additional) {
-                (Some(schema), _) => schema,
-                (None, Some(Json::Bool(false))) => {
-                    let known: Vec<&str> = properties
-                        .map(|p| p.keys().map(String::as_str).collect())
-                        .unwrap_or_default();
+            let value_schema = match (found, schema.additional) {
+                (Some(at), _) => at,
+                (None, Additional::Forbidden) => {
+                    let known: Vec<&str> =
+                        schema.property_names.iter().map(String::as_str).collect();
                     out.push(unknown_key(key.span, name, &known));
                     continue;
                 }
-                (None, Some(schema)) if schema.is_object() => schema,
-                (None, _) => &Json::Bool(true),
+                (None, Additional::Schema(at)) => at,
+                (None, Additional::Plain) => ANYTHING,
             };
-            let json = if value_schema == &Json::Bool(true) {
+            let json = if self.subs[value_schema].anything {
                 to_plain_json(value)
             } else {
                 self.walk(value, value_schema, key.span, out)
@@ -351,112 +482,98 @@ impl<'a> Checker<'a> {
             };
             object.insert(stored_name.to_string(), json);
         }
-        if let Some(required) = schema.get("required").and_then(Json::as_array) {
-            for name in required.iter().filter_map(Json::as_str) {
-                if !object.contains_key(name) && !seen.iter().any(|(n, _)| *n == name) {
-                    let span = if key_span == first_line(node.span) {
-                        first_line(node.span)
-                    } else {
-                        key_span
-                    };
-                    out.push(Problem {
-                        span,
-                        message: format!("missing required key `{name}`"),
-                        label: format!("`{name}` is required here"),
-                        hint: schema
-                            .get("properties")
-                            .and_then(|p| p.get(name))
-                            .and_then(|p| {
-                                self.resolve(p).get("description").or(p.get("description"))
-                            })
-                            .and_then(Json::as_str)
-                            .map(|d| format!("`{name}`: {}", d.trim_end_matches('.'))),
-                        related: None,
-                    });
-                }
+        for (name, hint) in &schema.required {
+            if !object.contains_key(name) && !seen.iter().any(|(n, _)| n == name) {
+                let span = if key_span == first_line(node.span) {
+                    first_line(node.span)
+                } else {
+                    key_span
+                };
+                out.push(Problem {
+                    span,
+                    message: format!("missing required key `{name}`"),
+                    label: format!("`{name}` is required here"),
+                    hint: hint.clone(),
+                    related: None,
+                });
             }
         }
         Json::Object(object)
     }
+}
 
-    fn check_enum(&self, node: &Node, text: &str, schema: &Json, out: &mut Vec<Problem>) {
-        let mut allowed: Vec<&str> = Vec::new();
-        if let Some(values) = schema.get("enum").and_then(Json::as_array) {
-            allowed.extend(values.iter().filter_map(Json::as_str));
-        } else if let Some(value) = schema.get("const").and_then(Json::as_str) {
-            allowed.push(value);
-        } else {
-            return;
-        }
-        if allowed.contains(&text) {
-            return;
-        }
-        let hint = match did_you_mean(text, &allowed) {
-            Some(best) => format!("did you mean `{best}`?"),
-            None => format!("expected one of {}", ticked(&allowed)),
+fn check_enum(node: &Node, text: &str, schema: &Sub, out: &mut Vec<Problem>) {
+    let Some(allowed) = &schema.allowed else {
+        return;
+    };
+    if allowed.iter().any(|a| a == text) {
+        return;
+    }
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    let hint = match did_you_mean(text, &allowed) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None => format!("expected one of {}", ticked(&allowed)),
+    };
+    out.push(Problem {
+        span: node.span,
+        message: format!("unknown value `{text}`"),
+        label: "not one of the allowed values".into(),
+        hint: Some(hint),
+        related: None,
+    });
+}
+
+fn check_range(node: &Node, value: f64, schema: &Sub, out: &mut Vec<Problem>) {
+    let (min, max) = (schema.minimum, schema.maximum);
+    let too_small = min.is_some_and(|m| value < m);
+    let too_large = max.is_some_and(|m| value > m);
+    if too_small || too_large {
+        let range = match (min, max) {
+            (Some(a), Some(b)) => format!("between {a} and {b}"),
+            (Some(a), None) => format!("at least {a}"),
+            (None, Some(b)) => format!("at most {b}"),
+            (None, None) => String::new(),
         };
         out.push(Problem {
             span: node.span,
-            message: format!("unknown value `{text}`"),
-            label: "not one of the allowed values".into(),
-            hint: Some(hint),
+            message: format!("number out of range: must be {range}"),
+            label: "out of range".into(),
+            hint: None,
             related: None,
         });
     }
+}
 
-    fn check_range(&self, node: &Node, value: f64, schema: &Json, out: &mut Vec<Problem>) {
-        let min = schema.get("minimum").and_then(Json::as_f64);
-        let max = schema.get("maximum").and_then(Json::as_f64);
-        let too_small = min.is_some_and(|m| value < m);
-        let too_large = max.is_some_and(|m| value > m);
-        if too_small || too_large {
-            let range = match (min, max) {
-                (Some(a), Some(b)) => format!("between {a} and {b}"),
-                (Some(a), None) => format!("at least {a}"),
-                (None, Some(b)) => format!("at most {b}"),
-                (None, None) => String::new(),
-            };
-            out.push(Problem {
-                span: node.span,
-                message: format!("number out of range: must be {range}"),
-                label: "out of range".into(),
-                hint: None,
-                related: None,
-            });
+fn type_problem(node: &Node, found: Kind, accepted: &[Kind], key_span: Span) -> Problem {
+    let expected: Vec<&str> = accepted.iter().map(|k| k.describe()).collect();
+    let expected = match expected.as_slice() {
+        [] => "something else".to_string(),
+        [one] => (*one).to_string(),
+        many => {
+            let (last, rest) = many.split_last().unwrap_or((&"", &[]));
+            format!("{} or {last}", rest.join(", "))
         }
-    }
-
-    fn type_problem(&self, node: &Node, found: Kind, accepted: &[Kind], key_span: Span) -> Problem {
-        let expected: Vec<&str> = accepted.iter().map(|k| k.describe()).collect();
-        let expected = match expected.as_slice() {
-            [] => "something else".to_string(),
-            [one] => (*one).to_string(),
-            many => {
-                let (last, rest) = many.split_last().unwrap_or((&"", &[]));
-                format!("{} or {last}", rest.join(", "))
-            }
-        };
-        let span = if matches!(node.value, Value::Empty) && key_span != node.span {
-            key_span
-        } else {
-            node.span
-        };
-        let hint = match (found, node.as_str()) {
-            (Kind::String, Some("yes" | "no" | "on" | "off")) if accepted.contains(&Kind::Bool) => {
-                Some("YAML 1.2 booleans are `true` and `false`".to_string())
-            }
-            (Kind::String, Some(_)) if accepted.contains(&Kind::Integer) => {
-                Some("write the number without quotes".to_string())
-            }
-            _ => None,
-        };
-        Problem {
-            span,
-            message: format!("expected {expected}, found {}", found.describe()),
-            label: format!("this is {}", found.describe()),
-            hint,
-            related: None,
+    };
+    let span = if matches!(node.value, Value::Empty) && key_span != node.span {
+        key_span
+    } else {
+        node.span
+    };
+    let hint = match (found, node.as_str()) {
+        (Kind::String, Some("yes" | "no" | "on" | "off")) if accepted.contains(&Kind::Bool) => {
+            Some("YAML 1.2 booleans are `true` and `false`".to_string())
         }
+        (Kind::String, Some(_)) if accepted.contains(&Kind::Integer) => {
+            Some("write the number without quotes".to_string())
+        }
+        _ => None,
+    };
+    Problem {
+        span,
+        message: format!("expected {expected}, found {}", found.describe()),
+        label: format!("this is {}", found.describe()),
+        hint,
+        related: None,
     }
 }
 
@@ -538,7 +655,7 @@ mod tests {
 
     fn problems(text: &str) -> Vec<Problem> {
         let node = yaml::parse(text).unwrap();
-        check(&node, &tenant_schema()).1
+        check(&node, &Compiled::new(tenant_schema())).1
     }
 
     #[test]
@@ -560,7 +677,7 @@ mod tests {
     fn numbers_become_strings_where_strings_are_expected() {
         let node =
             yaml::parse("environment: prod\napps: {web: {image: x, env: {PORT: 8080}}}\n").unwrap();
-        let (json, p) = check(&node, &tenant_schema());
+        let (json, p) = check(&node, &Compiled::new(tenant_schema()));
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(json["apps"]["web"]["env"]["PORT"], "8080");
     }

@@ -69,28 +69,57 @@ pub fn summary(sources: &SourceSet, diagnostics: &[Diagnostic]) -> String {
     }
 }
 
-/// Validate every file of a repo.
+/// Validate every file of a repo, one file after the other.
 #[must_use]
 pub fn validate(sources: &SourceSet) -> (Option<Fleet>, Vec<Diagnostic>) {
-    let tenant_schema = spec::tenant_schema();
-    let environment_schema = spec::environment_schema();
+    validate_with(sources, &InOrder)
+}
+
+/// What one tenant file came to: its diagnostics and, when it is valid on its own, its
+/// tenant. Made by the per-file work [`validate_with`] hands to a [`Spread`]; its tree and
+/// spec are dropped as soon as the file is checked, so only the tenant outlives the call.
+pub struct Checked {
+    diags: Vec<Diagnostic>,
+    tenant: Option<Tenant>,
+}
+
+/// How the per-file work of [`validate_with`] is run. Tenant files are independent once the
+/// environments are read, so a shell may run them on several threads (`reconcile::Threads`);
+/// the core itself never starts one. Results come back in file order whatever ran them, so
+/// diagnostics stay deterministic.
+pub trait Spread {
+    /// `work(i)` for every `i` in `0..n`, returned in order of `i`.
+    fn map(&self, n: usize, work: &(dyn Fn(usize) -> Checked + Sync)) -> Vec<Checked>;
+}
+
+/// One file after the other, on the calling thread.
+pub struct InOrder;
+
+impl Spread for InOrder {
+    fn map(&self, n: usize, work: &(dyn Fn(usize) -> Checked + Sync)) -> Vec<Checked> {
+        (0..n).map(work).collect()
+    }
+}
+
+/// Validate every file of a repo, the tenant files run by `spread`.
+///
+/// Environment files are read and checked first (a handful); then each tenant file is read,
+/// checked against them and dropped down to its [`Tenant`] (independent work, run by
+/// `spread`); the rules across files run last, on the tenants. Their diagnostics point into
+/// files whose trees are gone, so a location there is found by parsing that one file again —
+/// only when a diagnostic needs it.
+#[must_use]
+pub fn validate_with(sources: &SourceSet, spread: &dyn Spread) -> (Option<Fleet>, Vec<Diagnostic>) {
+    let environment_schema = schema_check::Compiled::new(spec::environment_schema());
     let mut cx = Cx::default();
     let mut environments = Vec::new();
-    let mut tenants = Vec::new();
-    for file in &sources.files {
-        match file.kind {
-            FileKind::Environment => {
-                if let Some((root, spec)) =
-                    read::<EnvironmentSpec>(&mut cx, file, &environment_schema)
-                {
-                    environments.push(Parsed { file, root, spec });
-                }
-            }
-            FileKind::Tenant => {
-                if let Some((root, spec)) = read::<TenantSpec>(&mut cx, file, &tenant_schema) {
-                    tenants.push(Parsed { file, root, spec });
-                }
-            }
+    let (env_files_in, tenant_files_in): (Vec<&SourceFile>, Vec<&SourceFile>) = sources
+        .files
+        .iter()
+        .partition(|f| f.kind == FileKind::Environment);
+    for file in env_files_in {
+        if let Some((root, spec)) = read::<EnvironmentSpec>(&mut cx, file, &environment_schema) {
+            environments.push(Parsed { file, root, spec });
         }
     }
 
@@ -103,25 +132,42 @@ pub fn validate(sources: &SourceSet) -> (Option<Fleet>, Vec<Diagnostic>) {
             fleet.environments.insert(name, env);
         }
     }
-    let mut tenant_files: BTreeMap<String, &Parsed<TenantSpec>> = BTreeMap::new();
-    for parsed in &tenants {
-        if let Some(tenant) = check_tenant(&mut cx, parsed, &fleet.environments) {
-            if let Some(previous) = tenant_files.get(&tenant.id) {
-                let diag = Diagnostic::error(
-                    "berth::duplicate-tenant",
-                    format!("tenant id `{}` is used by two files", tenant.id),
-                    cx.loc(parsed, &["id"], "second use"),
-                )
-                .with_related(cx.loc(previous, &["id"], "first use"))
-                .with_hint("tenant ids must be unique; rename one file and its `id`");
-                cx.push(diag);
-                continue;
-            }
-            tenant_files.insert(tenant.id.clone(), parsed);
-            fleet.tenants.insert(tenant.id.clone(), tenant);
+
+    let tenant_schema = schema_check::Compiled::new(spec::tenant_schema());
+    let known = &fleet.environments;
+    let checked = spread.map(tenant_files_in.len(), &|i| {
+        let file = tenant_files_in[i];
+        let mut cx = Cx::default();
+        let tenant = read::<TenantSpec>(&mut cx, file, &tenant_schema)
+            .and_then(|(root, spec)| check_tenant(&mut cx, &Parsed { file, root, spec }, known));
+        Checked {
+            diags: cx.diags,
+            tenant,
         }
+    });
+
+    let trees = Trees::default();
+    let mut tenant_files: BTreeMap<String, &SourceFile> = BTreeMap::new();
+    for (file, checked) in tenant_files_in.iter().zip(checked) {
+        cx.diags.extend(checked.diags);
+        let Some(tenant) = checked.tenant else {
+            continue;
+        };
+        if let Some(previous) = tenant_files.get(&tenant.id) {
+            let diag = Diagnostic::error(
+                "berth::duplicate-tenant",
+                format!("tenant id `{}` is used by two files", tenant.id),
+                trees.loc(file, &["id"], false, "second use"),
+            )
+            .with_related(trees.loc(previous, &["id"], false, "first use"))
+            .with_hint("tenant ids must be unique; rename one file and its `id`");
+            cx.push(diag);
+            continue;
+        }
+        tenant_files.insert(tenant.id.clone(), file);
+        fleet.tenants.insert(tenant.id.clone(), tenant);
     }
-    check_cross_file(&mut cx, &fleet, &env_files, &tenant_files);
+    check_cross_file(&mut cx, &fleet, &env_files, &tenant_files, &trees);
 
     let has_error = cx.diags.iter().any(|d| d.severity == Severity::Error);
     cx.diags.sort_by(|a, b| {
@@ -132,6 +178,46 @@ pub fn validate(sources: &SourceSet) -> (Option<Fleet>, Vec<Diagnostic>) {
         ))
     });
     (if has_error { None } else { Some(fleet) }, cx.diags)
+}
+
+/// Trees of files already checked, parsed again when a diagnostic across files points into
+/// one (the per-file pass dropped them). Parsing is deterministic, so the spans are the ones
+/// the first parse had.
+#[derive(Default)]
+pub(super) struct Trees<'s> {
+    parsed: std::cell::RefCell<BTreeMap<&'s str, std::rc::Rc<Node>>>,
+}
+
+impl<'s> Trees<'s> {
+    fn root(&self, file: &'s SourceFile) -> std::rc::Rc<Node> {
+        self.parsed
+            .borrow_mut()
+            .entry(file.path.as_str())
+            .or_insert_with(|| {
+                std::rc::Rc::new(yaml::parse(file.text()).unwrap_or(Node {
+                    span: Span::default(),
+                    value: yaml::Value::Empty,
+                    size: 1,
+                }))
+            })
+            .clone()
+    }
+
+    /// Whether `path` is written in the file.
+    pub(super) fn has(&self, file: &'s SourceFile, path: &[&str]) -> bool {
+        self.root(file).at(path).is_some()
+    }
+
+    /// The location of `path` in `file` (see [`location`]).
+    pub(super) fn loc(
+        &self,
+        file: &'s SourceFile,
+        path: &[&str],
+        key: bool,
+        label: &str,
+    ) -> Location {
+        location(file, &self.root(file), path, key, label)
+    }
 }
 
 pub(super) struct Parsed<'s, T> {

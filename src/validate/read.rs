@@ -10,7 +10,7 @@ use super::*;
 pub(super) fn read<T: serde::de::DeserializeOwned>(
     cx: &mut Cx,
     file: &SourceFile,
-    schema: &serde_json::Value,
+    schema: &schema_check::Compiled,
 ) -> Option<(Node, T)> {
     let text = match &file.text {
         Ok(text) => text,

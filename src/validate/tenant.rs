@@ -190,7 +190,7 @@ pub(super) fn check_stack<T>(
             );
         }
         if let Some(service) = check_service(cx, parsed, scx, name, service) {
-            out.services.insert(name.clone(), service);
+            out.services.insert(name.clone(), Box::new(service));
         }
     }
     for (name, app) in apps {
@@ -200,7 +200,7 @@ pub(super) fn check_stack<T>(
             continue;
         }
         if let Some(app) = check_app(cx, parsed, scx, name, app, services) {
-            out.apps.insert(name.clone(), app);
+            out.apps.insert(name.clone(), Box::new(app));
         }
     }
     let failed = cx.diags[before..]
