@@ -250,6 +250,7 @@ fn child(repo: &Path, state: &Path, soak: bool, live: &str) {
         poll: Duration::from_millis(500),
         poll_jitter: 0.1,
         drift_scan: Duration::from_secs(1),
+        full_pass: Duration::from_secs(1),
         debounce: Duration::from_millis(200),
         backoff: Backoff {
             base: Duration::from_secs(1),

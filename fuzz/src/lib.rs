@@ -549,7 +549,9 @@ fn scalar_text_end(text: &str, start: usize) -> usize {
 /// token) of the body; genuine headers of every forge always verify, and never under another
 /// secret; a refusal never quotes the header.
 pub fn push_webhook(data: &[u8]) {
-    use berth::daemon::webhook::{Forge, WebhookSecrets, gitea_signature, github_signature, verify};
+    use berth::daemon::webhook::{
+        Forge, WebhookSecrets, gitea_signature, github_signature, verify,
+    };
     const KEY: &[u8] = b"push-hook-secret";
     let (selector, rest) = data.split_first().map_or((0, &[][..]), |(s, r)| (*s, r));
     let split = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
@@ -586,12 +588,23 @@ pub fn push_webhook(data: &[u8]) {
     let genuine = [
         (names[0], github_signature(KEY, body), Forge::GitHub),
         (names[1], gitea_signature(KEY, body), Forge::Gitea),
-        (names[2], String::from_utf8_lossy(KEY).into_owned(), Forge::GitLab),
+        (
+            names[2],
+            String::from_utf8_lossy(KEY).into_owned(),
+            Forge::GitLab,
+        ),
     ];
     let other = secrets(b"another-secret");
     for (header, value, forge) in genuine {
         let lookup = |h: &str| (h == header).then(|| value.clone());
-        assert_eq!(verify(lookup, body, &ours), Ok(forge), "a genuine {header} was refused");
-        assert!(verify(lookup, body, &other).is_err(), "{header} verified under another secret");
+        assert_eq!(
+            verify(lookup, body, &ours),
+            Ok(forge),
+            "a genuine {header} was refused"
+        );
+        assert!(
+            verify(lookup, body, &other).is_err(),
+            "{header} verified under another secret"
+        );
     }
 }
