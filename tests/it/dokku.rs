@@ -853,3 +853,71 @@ async fn a_retried_deploy_after_a_failed_one_is_not_drift() {
     std::fs::remove_file(rig.host.state_dir().join("fail_images")).unwrap();
     converge(&rig, &drivers).await;
 }
+
+/// Issue 13.9: berth's own apps (the record app, leases) lose the default vhost Dokku gives
+/// every new app (reference/dokku.md §2 `apps:create`, §4 `domains:disable`), both when
+/// berth creates them and when an older berth left one with its vhost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berths_own_apps_carry_no_default_vhost() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("bolt", BOLT);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    let no_vhost = |app: &str| {
+        let state = rig.host.state();
+        let a = &state["apps"][app];
+        assert!(a.is_object(), "{app} exists");
+        a["vhosts"].as_array().unwrap().is_empty() && a["env"]["NO_VHOST"] == "1"
+    };
+    assert!(
+        no_vhost("berth-state"),
+        "{}",
+        rig.host.state()["apps"]["berth-state"]
+    );
+    // Tenant apps keep Dokku's default vhost: only berth's own apps lose it.
+    assert_eq!(
+        rig.host.state()["apps"]["bolt-web"]["vhosts"][0],
+        "bolt.example.app"
+    );
+    let driver = drivers.hosts.values().next().unwrap();
+    let record = berth::driver::LeaseRecord {
+        holder: "test".into(),
+        purpose: "apply".into(),
+        started: 1,
+        expires: u64::MAX / 2,
+        token: "t".into(),
+    };
+    assert!(matches!(
+        driver.lease_claim(&record).await.unwrap(),
+        berth::driver::Claim::Taken
+    ));
+    assert!(no_vhost("berth-lease-prod"));
+    driver.lease_clear().await.unwrap();
+    // A record app an older berth created, with its vhost: the scan sees it in the
+    // all-app `domains:report` and the next record write disables it.
+    let mut state = rig.host.state();
+    state["apps"]["berth-state"]["vhosts"] = serde_json::json!(["berth-state.dokku.test"]);
+    state["apps"]["berth-state"]["env"]["NO_VHOST"] = "0".into();
+    rig.host.write_state(&state);
+    rig.host.clear_log();
+    let _ = observe_all(&drivers).await.unwrap();
+    driver.record_applied("0123abcd").await.unwrap();
+    assert!(no_vhost("berth-state"));
+    let disables = rig
+        .host
+        .commands()
+        .into_iter()
+        .filter(|c| c.first().is_some_and(|w| w == "domains:disable"))
+        .count();
+    assert_eq!(disables, 1);
+    // Once disabled, a record write sends no more `domains:disable`.
+    rig.host.clear_log();
+    let _ = observe_all(&drivers).await.unwrap();
+    driver.record_applied("0123abce").await.unwrap();
+    assert!(
+        !rig.host
+            .commands()
+            .iter()
+            .any(|c| c.first().is_some_and(|w| w == "domains:disable"))
+    );
+}

@@ -359,8 +359,8 @@ pub fn build(
         } => {
             // Record ownership first: a crash between the two leaves an intent that the next
             // scan ignores (no such service), never a service berth would refuse to manage.
-            let mut create_state = command(&["apps:create", STATE_APP])?;
-            create_state.tolerate = Tolerate::AlreadyExists;
+            // The record app itself is the driver's to create (`ensure_state_app`: created
+            // with its default vhost disabled).
             let record = config_set(
                 STATE_APP,
                 &BTreeMap::from([(registry_key(*service_kind, service), tenant.to_string())]),
@@ -372,7 +372,7 @@ pub fn build(
             if let Some(tag) = &tag {
                 words.extend(["-I", tag.as_str()]);
             }
-            Ok(vec![create_state, record, command(&words)?])
+            Ok(vec![record, command(&words)?])
         }
         Change::UpgradeService {
             service_kind,
@@ -549,7 +549,6 @@ mod tests {
         assert_eq!(
             words,
             [
-                "apps:create berth-state",
                 "--quiet config:set --encoded --no-restart berth-state SVC_POSTGRES_ACME_DB=<redacted>",
                 "postgres:create acme-db -i postgres -I 16"
             ]

@@ -141,6 +141,8 @@ pub struct DokkuDriver {
     secrets: SecretProvider,
     /// Mutations of one app are serialised (Dokku rewrites config files without locking).
     app_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// berth's own apps (record app, leases) the last scan saw with a vhost enabled.
+    vhosted: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn read(words: &[&str]) -> RemoteCommand {
@@ -220,6 +222,7 @@ impl DokkuDriver {
             transport,
             secrets,
             app_locks: Mutex::new(BTreeMap::new()),
+            vhosted: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 
@@ -388,6 +391,14 @@ impl DokkuDriver {
         let field = |report: &str, app: &str, key: &str| -> Option<String> {
             reports.field(report, position(app)?, key)
         };
+        // berth's own apps still carrying Dokku's default vhost (made by an older berth):
+        // the next record write disables it (records.rs).
+        *self.vhosted() = all_apps
+            .iter()
+            .filter(|a| !apps.contains(a))
+            .filter(|a| field("domains:report", a, "app-enabled").as_deref() == Some("true"))
+            .cloned()
+            .collect();
         let mut live = LiveDokku {
             version: Some(format!("{}.{}.{}", version.0, version.1, version.2)),
             global_domains,
@@ -496,6 +507,21 @@ impl DokkuDriver {
         })
     }
 
+    fn vhosted(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.vhosted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the last scan saw berth's own app `app` with its vhost enabled.
+    fn vhost_seen(&self, app: &str) -> bool {
+        self.vhosted().contains(app)
+    }
+
+    fn forget_vhost(&self, app: &str) {
+        self.vhosted().remove(app);
+    }
+
     fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self
             .app_locks
@@ -544,6 +570,10 @@ impl DokkuDriver {
                 };
                 values.insert(c.key.clone(), value);
             }
+        }
+        if matches!(step.change, Change::CreateService { .. }) {
+            // The owner goes into the record app, which must exist first.
+            self.ensure_state_app().await?;
         }
         let commands = command::build(&step.change, &step.tenant, &values).map_err(|source| {
             DokkuError::Build {
