@@ -921,3 +921,100 @@ async fn berths_own_apps_carry_no_default_vhost() {
             .any(|c| c.first().is_some_and(|w| w == "domains:disable"))
     );
 }
+
+/// A host carrying `n` tenants (an app linked to a Postgres each), applied by berth itself,
+/// behind an sshd with `MaxSessions max_sessions`.
+async fn loaded(max_sessions: u32, n: usize) -> Option<(Rig, Drivers)> {
+    let host = DokkuHost::start_with_max_sessions(max_sessions)?;
+    let repo = Repo::new();
+    repo.write("environments/prod.yaml", &env_file(&host));
+    let rig = Rig { host, repo };
+    for i in 0..n {
+        rig.tenant(
+            &format!("t{i:04}"),
+            "environment: prod\ntier: starter\napps:\n  web:\n    image: registry.example.app/app:1.4.2\n    env: { LOG_LEVEL: info }\n    uses: [db]\nservices:\n  db: { kind: postgres }\n",
+        );
+    }
+    let drivers = rig.drivers().await;
+    let fleet = rig.fleet();
+    let first = plan_now(&fleet, &drivers, None).await;
+    let options = ExecOptions {
+        per_host: 8,
+        attempts: 1,
+        ..ExecOptions::default()
+    };
+    let report = execute(
+        &first,
+        &drivers,
+        &options,
+        &Silent,
+        &|| false,
+        &BTreeSet::new(),
+    )
+    .await;
+    assert!(report.success(), "seeding: {:?}", report.outcomes);
+    Some((rig, drivers))
+}
+
+/// Run `runs` no-op plans, each a full scan; every one must succeed and be empty.
+async fn noop_plans(
+    rig: &Rig,
+    drivers: &Drivers,
+    runs: usize,
+) -> berth::driver::dokku::transport::TransportStats {
+    let fleet = rig.fleet();
+    for run in 0..runs {
+        let live = observe_all(drivers)
+            .await
+            .unwrap_or_else(|e| panic!("run {run}: {}: {}", e.host, e.source.chain()));
+        let p = plan(
+            &fleet,
+            &live,
+            &PlanOptions {
+                allow_destroys: false,
+                allow_empty: false,
+                allow_upgrades: false,
+                baseline: None,
+                scope: None,
+                now: None,
+                purge_now: &[],
+            },
+        );
+        assert!(
+            p.steps.is_empty(),
+            "run {run}:\n{}",
+            berth::output::plan::render_text(&p, false)
+        );
+    }
+    let Some(AnyDriver::Dokku(d)) = drivers.hosts.values().next() else {
+        unreachable!()
+    };
+    d.transport_stats()
+}
+
+/// Issue 13.11: sshd refuses sessions beyond `MaxSessions` per connection and counts a
+/// session until *it* closed the channel, which lags the client. With `MaxSessions 2` every
+/// wave is refused at first: refused channels are sent again with backoff and each
+/// connection lowers its own limit, so seeding and scans succeed, only slower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_and_applies_succeed_against_max_sessions_2() {
+    let Some((rig, drivers)) = loaded(2, 30).await else {
+        return;
+    };
+    let stats = noop_plans(&rig, &drivers, 3).await;
+    assert!(stats.refusals > 0, "the server refused nothing: {stats:?}");
+    assert!(stats.lowest_limit <= 2, "{stats:?}");
+    eprintln!("MaxSessions 2, 30 tenants: {stats:?}");
+}
+
+/// Issue 13.11: no-op plans of a fleet large enough to keep every channel of every
+/// connection busy succeed every time against sshd's default `MaxSessions` (10). The
+/// 1,000-tenant, 10-run figure is `benches/dokku.rs` (docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_noop_plans_of_a_large_fleet_always_succeed() {
+    let Some((rig, drivers)) = loaded(10, 150).await else {
+        return;
+    };
+    let stats = noop_plans(&rig, &drivers, 5).await;
+    eprintln!("MaxSessions 10, 150 tenants, 5 runs: {stats:?}");
+}

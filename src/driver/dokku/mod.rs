@@ -646,6 +646,12 @@ impl DokkuDriver {
         self.run_read(command).await
     }
 
+    /// Commands sent and session refusals retried on this host's connections so far.
+    #[must_use]
+    pub fn transport_stats(&self) -> transport::TransportStats {
+        self.transport.stats()
+    }
+
     /// Close the connection.
     pub async fn close(self) {
         self.transport.close().await;
