@@ -288,6 +288,9 @@ impl DokkuDriver {
             read(&["--quiet", "postgres:list"]),
             read(&["--quiet", "redis:list"]),
             read(&["config:export", "--format", "json", STATE_APP]),
+            // First, not with the other reports: the environment labels decide which apps
+            // get per-app reads in the next wave.
+            read(&["docker-options:report", "--format", "json"]),
         ];
         let results = join_all(first.iter().map(|c| self.run_read(c))).await;
         let mut results = results.into_iter();
@@ -336,6 +339,30 @@ impl DokkuDriver {
             BTreeMap::new()
         };
 
+        let options_out = next()?;
+        let options_lines = if options_out.code == Some(0) && !all_apps.is_empty() {
+            parse::json_report_lines(&options_out.stdout)
+                .map_err(|e| self.parse_error(&first[6], e))?
+        } else {
+            Vec::new()
+        };
+        if !options_lines.is_empty() && options_lines.len() != all_apps.len() {
+            return Err(DokkuError::ScanRace {
+                host: self.host().clone(),
+            });
+        }
+        let ours = self.host().environment.as_str();
+        // The environment each app is marked with (docker-options label, by position).
+        let app_environment: BTreeMap<&String, String> = all_apps
+            .iter()
+            .zip(&options_lines)
+            .filter_map(|(app, line)| {
+                let deploy = parse::lookup(line, "docker-options", "deploy")?;
+                Some((app, parse::environment_label(deploy)?))
+            })
+            .collect();
+        let theirs = |app: &String| app_environment.get(app).is_some_and(|e| e != ours);
+
         // berth's own apps (records, leases) are not tenant apps.
         let apps: Vec<&String> = all_apps
             .iter()
@@ -344,10 +371,17 @@ impl DokkuDriver {
         let mut second = Vec::new();
         if !all_apps.is_empty() {
             for (report, _) in REPORTS {
-                second.push(read(&[report, "--format", "json"]));
+                if report != "docker-options:report" {
+                    second.push(read(&[report, "--format", "json"]));
+                }
             }
         }
-        let read_apps: Vec<&String> = apps.iter().copied().filter(|a| wanted(a)).collect();
+        // Another environment's apps are names taken, nothing more: no per-app reads.
+        let read_apps: Vec<&String> = apps
+            .iter()
+            .copied()
+            .filter(|a| wanted(a) && !theirs(a))
+            .collect();
         for app in &read_apps {
             second.push(read(&["config:export", "--format", "json", app]));
             second.push(read(&["ps:scale", app, "--format", "json"]));
@@ -370,7 +404,11 @@ impl DokkuDriver {
         };
         let mut reports = Reports::default();
         if !all_apps.is_empty() {
-            for (i, (name, _)) in REPORTS.iter().enumerate() {
+            reports.by.insert("docker-options:report", options_lines);
+            let second_reports = REPORTS
+                .iter()
+                .filter(|(name, _)| *name != "docker-options:report");
+            for (i, (name, _)) in second_reports.enumerate() {
                 let out = take();
                 let lines = if out.code == Some(0) {
                     parse::json_report_lines(&out.stdout)
@@ -399,18 +437,41 @@ impl DokkuDriver {
             .filter(|a| field("domains:report", a, "app-enabled").as_deref() == Some("true"))
             .cloned()
             .collect();
+        // Other environments on this host: their markers, records and leases.
+        let mut shared_with: std::collections::BTreeSet<String> = app_environment
+            .values()
+            .filter(|e| *e != ours)
+            .cloned()
+            .collect();
+        shared_with.extend(
+            all_apps
+                .iter()
+                .filter_map(|a| a.strip_prefix("berth-lease-"))
+                .filter(|e| *e != ours)
+                .map(str::to_string),
+        );
+        let applied_ours = records::applied_key(ours);
+        shared_with.extend(
+            registry
+                .keys()
+                .filter(|k| k.starts_with("APPLIED_") && **k != applied_ours)
+                .filter_map(|k| k.strip_prefix("APPLIED_"))
+                .map(|e| e.to_lowercase().replace('_', "-")),
+        );
         let mut live = LiveDokku {
             version: Some(format!("{}.{}.{}", version.0, version.1, version.2)),
             global_domains,
             ..LiveDokku::default()
         };
-        for app in apps.iter().filter(|a| !wanted(a)) {
-            // Not read: present (names and ports matter), owned by nobody as far as this plan goes.
+        for app in apps.iter().filter(|a| !read_apps.contains(a)) {
+            // Not read (out of scope, or another environment's): present (names and ports
+            // matter), owned by nobody as far as this plan goes.
             live.apps.insert(
                 (*app).clone(),
                 LiveDokkuApp {
                     image: field("apps:report", app, "deploy-source-metadata")
                         .filter(|s| !s.is_empty()),
+                    environment: app_environment.get(*app).cloned(),
                     ..LiveDokkuApp::default()
                 },
             );
@@ -440,6 +501,7 @@ impl DokkuDriver {
                 (*app).clone(),
                 LiveDokkuApp {
                     owner: config.get(BERTH_TENANT_KEY).cloned(),
+                    environment: app_environment.get(*app).cloned(),
                     config: config.into_iter().map(|(k, v)| (k, LiveValue(v))).collect(),
                     domains: words(field("domains:report", app, "app-vhosts")),
                     processes,
@@ -485,19 +547,30 @@ impl DokkuDriver {
                 })
                 .cloned()
                 .collect();
-            let owner = registry.get(&command::registry_key(kind, &name)).cloned();
+            let record = registry.get(&command::registry_key(kind, &name));
+            let (environment, tenant) = record.map_or((None, None), |r| {
+                let (environment, tenant) = command::parse_service_owner(r);
+                (environment.map(str::to_string), Some(tenant.to_string()))
+            });
+            // Another environment's service: a name taken, not a service of ours.
+            let owner = tenant.filter(|_| environment.as_deref().is_none_or(|e| e == ours));
+            if let Some(other) = environment.as_ref().filter(|e| *e != ours) {
+                shared_with.insert(other.clone());
+            }
             live.services.insert(
                 service_key(kind, &name),
                 LiveDokkuService {
                     kind,
                     name,
                     owner,
+                    environment,
                     links,
                     broken_links,
                     image: info.get("version").filter(|v| !v.is_empty()).cloned(),
                 },
             );
         }
+        live.shared_with = shared_with;
         let applied_key = records::applied_key(&self.host().environment);
         Ok(LiveHost {
             dokku: live,
@@ -571,16 +644,23 @@ impl DokkuDriver {
                 values.insert(c.key.clone(), value);
             }
         }
-        if matches!(step.change, Change::CreateService { .. }) {
+        if matches!(
+            step.change,
+            Change::CreateService { .. } | Change::MarkService { .. }
+        ) {
             // The owner goes into the record app, which must exist first.
             self.ensure_state_app().await?;
         }
-        let commands = command::build(&step.change, &step.tenant, &values).map_err(|source| {
-            DokkuError::Build {
-                host: host.clone(),
-                tenant: step.tenant.clone(),
-                source,
-            }
+        let commands = command::build(
+            &step.change,
+            &step.tenant,
+            &self.host().environment,
+            &values,
+        )
+        .map_err(|source| DokkuError::Build {
+            host: host.clone(),
+            tenant: step.tenant.clone(),
+            source,
         })?;
         let app = step.change.app().map(str::to_string);
         let lock = app.as_deref().map(|a| self.app_lock(a));
