@@ -309,6 +309,7 @@ pub fn apply_step(
                 LiveDokkuApp {
                     processes: BTreeMap::from([("web".to_string(), 1)]),
                     domains,
+                    environment: Some(step.environment.clone()),
                     ..LiveDokkuApp::default()
                 },
             );
@@ -402,6 +403,7 @@ pub fn apply_step(
                     kind: *service_kind,
                     name: service.clone(),
                     owner: Some(step.tenant.clone()),
+                    environment: Some(step.environment.clone()),
                     links: Vec::new(),
                     broken_links: Vec::new(),
                     image: Some(image.clone()),
@@ -471,6 +473,20 @@ pub fn apply_step(
             let a = app_mut(dokku, app, step.id)?;
             a.tls = false;
             a.cert_domains = None;
+        }
+        Change::LabelApp { app } => {
+            app_mut(dokku, app, step.id)?.environment = Some(step.environment.clone());
+        }
+        Change::MarkService {
+            service_kind,
+            service,
+        } => {
+            let key = service_key(*service_kind, service);
+            let s = dokku
+                .services
+                .get_mut(&key)
+                .ok_or_else(|| missing(format!("service {key}")))?;
+            s.environment = Some(step.environment.clone());
         }
         Change::RecordSpec { app, hash, .. } => {
             app_mut(dokku, app, step.id)?.spec_hash = Some(hash.clone());

@@ -98,6 +98,11 @@ pub struct LiveDokku {
     /// Postgres/Redis services by (kind, name).
     #[serde(default)]
     pub services: BTreeMap<String, LiveDokkuService>,
+    /// Other environments that use this host (their apps' and services' markers, their
+    /// records and leases). While there are any, an object without an environment marker
+    /// (made by a berth before markers) is never destroyed: it may be theirs.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub shared_with: std::collections::BTreeSet<String>,
 }
 
 /// Key of a Dokku service in [`LiveDokku::services`]: `postgres:acme-db`.
@@ -130,9 +135,15 @@ pub fn link_env_key(kind: ServiceKind) -> Option<&'static str> {
 /// A Dokku app as observed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LiveDokkuApp {
-    /// Tenant named by the app's `BERTH_TENANT` config key; `None` = not berth's.
+    /// Tenant named by the app's `BERTH_TENANT` config key; `None` = not berth's, or
+    /// another environment's.
     #[serde(default)]
     pub owner: Option<String>,
+    /// The environment the app is marked with (its docker-options label
+    /// `io.berth.environment`); `None` = unmarked (not berth's, or made by a berth before
+    /// markers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     /// App config (env), Dokku-managed keys included.
     #[serde(default)]
     pub config: BTreeMap<String, LiveValue>,
@@ -190,9 +201,13 @@ pub struct LiveDokkuService {
     pub kind: ServiceKind,
     /// Service name.
     pub name: String,
-    /// Tenant it belongs to when berth manages it.
+    /// Tenant it belongs to when berth manages it for this environment.
     #[serde(default)]
     pub owner: Option<String>,
+    /// The environment its ownership record names; `None` = unmarked (a record written by
+    /// a berth before markers, or no record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     /// Apps linked to it.
     #[serde(default)]
     pub links: Vec<String>,

@@ -308,6 +308,20 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             format!("record berth's spec on app {app}"),
             vec!["bookkeeping, once the app's other steps succeeded (no restart)".into()],
         ),
+        Change::LabelApp { app } => (
+            format!("mark app {app} as this environment's"),
+            vec!["bookkeeping: made before berth recorded environments (no restart)".into()],
+        ),
+        Change::MarkService {
+            service_kind,
+            service,
+        } => (
+            format!(
+                "mark {} {service} as this environment's",
+                service_kind_word(*service_kind)
+            ),
+            vec!["bookkeeping: its record predates environment markers".into()],
+        ),
         Change::DestroyApp { app } => (format!("app {app}"), vec![]),
         Change::DestroyService {
             service_kind,

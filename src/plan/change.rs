@@ -221,6 +221,20 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         before: Option<String>,
     },
+    /// Mark an app made by a berth before environment markers as this environment's
+    /// (docker-options label `io.berth.environment`; bookkeeping, no restart).
+    LabelApp {
+        /// App.
+        app: String,
+    },
+    /// Mark a service whose ownership record predates environment markers as this
+    /// environment's (its record in `berth-state` gains the environment).
+    MarkService {
+        /// Kind.
+        service_kind: ServiceKind,
+        /// Service.
+        service: String,
+    },
     /// `apps:destroy --force`.
     DestroyApp {
         /// App.
@@ -464,6 +478,7 @@ impl Change {
             | Change::EnableTls { app }
             | Change::DisableTls { app }
             | Change::RecordSpec { app, .. }
+            | Change::LabelApp { app }
             | Change::DestroyApp { app } => Some(app),
             _ => None,
         }
@@ -485,6 +500,10 @@ impl Change {
                 ..
             }
             | Change::DestroyService {
+                service_kind,
+                service,
+            }
+            | Change::MarkService {
                 service_kind,
                 service,
             } => (ObjectKind::Service, service_key(*service_kind, service)),
@@ -555,6 +574,8 @@ impl Change {
             Change::EnableTls { .. } => "enable-tls",
             Change::DisableTls { .. } => "disable-tls",
             Change::RecordSpec { .. } => "record-spec",
+            Change::LabelApp { .. } => "label-app",
+            Change::MarkService { .. } => "mark-service",
             Change::DestroyApp { .. } => "destroy-app",
             Change::DestroyService { .. } => "destroy-service",
             Change::CreateNetwork { .. } => "create-network",

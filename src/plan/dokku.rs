@@ -22,6 +22,20 @@ pub fn dokku_managed_key(key: &str) -> bool {
         || key.starts_with("DOKKU_")
 }
 
+/// Whether a live object's environment marker says another environment owns it.
+fn theirs(cx: &HostCx<'_>, environment: Option<&str>) -> bool {
+    environment.is_some_and(|e| e != cx.host.environment)
+}
+
+/// Whether berth may remove (or warn about) an object nothing desires: it is marked as this
+/// environment's, or it predates markers and no other environment uses the host.
+fn removable(cx: &HostCx<'_>, environment: Option<&str>) -> bool {
+    match environment {
+        Some(e) => e == cx.host.environment,
+        None => cx.live.dokku.shared_with.is_empty(),
+    }
+}
+
 pub(super) fn diff(cx: &mut HostCx<'_>) {
     let live = &cx.live.dokku;
     let desired = cx.desired;
@@ -47,17 +61,29 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                 service_steps.insert(key.clone(), id);
             }
             Some(l) if l.owner.as_deref() != Some(service.tenant.as_str()) => {
+                let whose = owner_words(cx, l.owner.as_deref(), l.environment.as_deref());
                 cx.refuse(
                     &service.tenant,
                     RefusalRule::NameConflict,
                     format!(
-                        "service `{key}` on host `{}` exists but {}; berth will not take it over",
+                        "service `{key}` on host `{}` exists but {whose}; berth will not take it over",
                         cx.host,
-                        owner_words(l.owner.as_deref())
                     ),
                 );
             }
             Some(l) => {
+                // Recorded before environment markers: mark it now (bookkeeping).
+                if l.environment.is_none() {
+                    cx.step(
+                        &service.tenant,
+                        Cause::Intended,
+                        Change::MarkService {
+                            service_kind: service.kind,
+                            service: service.name.clone(),
+                        },
+                        Vec::new(),
+                    );
+                }
                 if let Some(before) = l.image.as_deref()
                     && !same_image(&service.image, before)
                 {
@@ -69,7 +95,9 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
     let mut destroyed_apps: Vec<(String, u32)> = Vec::new();
     for (name, app) in &desired.dokku_apps {
         match live.apps.get(name) {
-            Some(l) if l.owner.is_none() && adoptable(l) => {
+            Some(l)
+                if l.owner.is_none() && !theirs(cx, l.environment.as_deref()) && adoptable(l) =>
+            {
                 // `apps:create` succeeded but berth stopped before writing its marker: the
                 // app is empty and was never deployed, so finishing the job is safe.
                 cx.warn(
@@ -80,14 +108,17 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
                 );
                 diff_app(cx, name, app, Some(l), &service_steps);
             }
-            Some(l) if l.owner.as_deref() != Some(app.tenant.as_str()) => {
+            Some(l)
+                if l.owner.as_deref() != Some(app.tenant.as_str())
+                    || theirs(cx, l.environment.as_deref()) =>
+            {
+                let whose = owner_words(cx, l.owner.as_deref(), l.environment.as_deref());
                 cx.refuse(
                     &app.tenant,
                     RefusalRule::NameConflict,
                     format!(
-                        "Dokku app `{name}` on host `{}` exists but {}; berth will not take it over",
+                        "Dokku app `{name}` on host `{}` exists but {whose}; berth will not take it over",
                         cx.host,
-                        owner_words(l.owner.as_deref())
                     ),
                 );
             }
@@ -98,6 +129,17 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
     for (name, l) in &live.apps {
         let Some(owner) = &l.owner else { continue };
         if desired.dokku_apps.contains_key(name) {
+            continue;
+        }
+        if !removable(cx, l.environment.as_deref()) {
+            cx.warn(
+                Some(owner),
+                format!(
+                    "app `{name}` (tenant `{owner}`) carries no environment marker and environment(s) `{}` also use host `{}`: berth leaves it alone; apply from the environment it belongs to, or remove it by hand",
+                    shared_words(cx),
+                    cx.host
+                ),
+            );
             continue;
         }
         let id = cx.step(
@@ -111,7 +153,7 @@ pub(super) fn diff(cx: &mut HostCx<'_>) {
     // Services berth manages that nothing desires: data, so only purge removes them.
     for (key, l) in &live.services {
         let Some(owner) = &l.owner else { continue };
-        if desired.dokku_services.contains_key(key) {
+        if desired.dokku_services.contains_key(key) || !removable(cx, l.environment.as_deref()) {
             continue;
         }
         if cx.tenant_state(owner) == Some(TenantState::Purge) {
@@ -218,11 +260,25 @@ fn adoptable(app: &LiveDokkuApp) -> bool {
     app.image.is_none() && app.config.keys().all(|k| dokku_managed_key(k))
 }
 
-fn owner_words(owner: Option<&str>) -> String {
-    match owner {
-        None => "berth does not manage it".to_string(),
-        Some(other) => format!("belongs to tenant `{other}`"),
+fn owner_words(cx: &HostCx<'_>, owner: Option<&str>, environment: Option<&str>) -> String {
+    match (owner, environment) {
+        (_, Some(e)) if e != cx.host.environment => format!(
+            "belongs to environment `{e}`; hint: environments sharing a Dokku host need distinct names (`naming.dokku-app`, tenant ids)"
+        ),
+        (None, _) => "berth does not manage it".to_string(),
+        (Some(other), _) => format!("belongs to tenant `{other}`"),
     }
+}
+
+fn shared_words(cx: &HostCx<'_>) -> String {
+    let names: Vec<&str> = cx
+        .live
+        .dokku
+        .shared_with
+        .iter()
+        .map(String::as_str)
+        .collect();
+    names.join("`, `")
 }
 
 fn cause_missing(in_baseline: bool) -> Cause {
@@ -285,6 +341,17 @@ fn diff_app(
             (&empty, Some(id))
         }
     };
+    // Made before environment markers (or adopted after a crash): mark it (bookkeeping).
+    if live.is_some_and(|l| l.environment.is_none()) {
+        cx.step(
+            tenant,
+            Cause::Intended,
+            Change::LabelApp {
+                app: name.to_string(),
+            },
+            Vec::new(),
+        );
+    }
     let base: Vec<u32> = created.into_iter().collect();
     let cause = if created.is_some() {
         cause_missing(in_baseline)

@@ -68,7 +68,10 @@ pub struct EnvironmentSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct HostSpec {
-    /// A Dokku server reached over SSH.
+    /// A Dokku server reached over SSH. Several environments may share one server: berth
+    /// marks its apps (docker-options label `io.berth.environment`) and services (their
+    /// record in `berth-state`) with their environment and leaves every other environment's
+    /// alone (docs/operations.md).
     #[serde(default)]
     pub dokku: Option<DokkuHostSpec>,
     /// A Docker Engine.
@@ -162,7 +165,9 @@ pub struct TierSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NamingSpec {
-    /// Dokku app name template; default `{tenant}-{app}`.
+    /// Dokku app name template; default `{tenant}-{app}`. Environments sharing a Dokku
+    /// server need distinct app names (a name another environment holds is refused);
+    /// services are named `<tenant>-<service>`, so their tenant ids must differ too.
     #[serde(default)]
     pub dokku_app: Option<String>,
 }

@@ -1140,6 +1140,54 @@ fn domains(state: &mut State, command: &str, args: &[String], g: &Globals) -> Ou
             o.changed = true;
             o
         }
+        // ref §4 `domains:disable` / `domains:enable`: the VHOST file and `NO_VHOST` (the
+        // app vhost is enabled unless `NO_VHOST=1`); `--all` acts on every app.
+        "domains:disable" | "domains:enable" => {
+            let Some(target) = args.first().cloned() else {
+                return o.fail("Please specify an app to run the command on", 1);
+            };
+            let names: Vec<String> = if target == "--all" {
+                state.apps.keys().cloned().collect()
+            } else if state.apps.contains_key(&target) {
+                vec![target]
+            } else {
+                return o.fail(format!("App {target} does not exist"), 20);
+            };
+            for name in names {
+                let defaults = default_vhosts(state, &name);
+                let app = state.apps.get_mut(&name).unwrap();
+                let enabled = app.env.get("NO_VHOST").map(String::as_str) != Some("1");
+                if command == "domains:disable" {
+                    if !enabled {
+                        o.out(format!(
+                            "-----> Domains (VHOST) support is already disabled for app ({name})"
+                        ));
+                        continue;
+                    }
+                    if !app.vhosts.is_empty() {
+                        o.out("-----> App virtual host support disabled");
+                    }
+                    app.vhosts.clear();
+                    app.env.insert("NO_VHOST".into(), "1".into());
+                } else {
+                    if enabled {
+                        o.out(format!(
+                            "-----> Domains (VHOST) support is already enabled for app ({name})"
+                        ));
+                        continue;
+                    }
+                    app.vhosts = defaults;
+                    app.env.insert("NO_VHOST".into(), "0".into());
+                }
+                o.out(format!(
+                    "-----> Configuring {name}...(using built-in template)"
+                ));
+                o.out("-----> Creating http nginx.conf");
+                o.out("       Reloading nginx");
+                o.changed = true;
+            }
+            o
+        }
         "domains:set" | "domains:add" | "domains:remove" | "domains:clear" => {
             let name = args.first().cloned();
             let app = match need_app(state, name.as_ref()) {

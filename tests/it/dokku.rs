@@ -924,3 +924,342 @@ async fn a_retried_deploy_after_a_failed_one_is_not_drift() {
     std::fs::remove_file(rig.host.state_dir().join("fail_images")).unwrap();
     converge(&rig, &drivers).await;
 }
+
+/// Issue 13.9: berth's own apps (the record app, leases) lose the default vhost Dokku gives
+/// every new app (reference/dokku.md §2 `apps:create`, §4 `domains:disable`), both when
+/// berth creates them and when an older berth left one with its vhost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berths_own_apps_carry_no_default_vhost() {
+    let Some(rig) = Rig::start() else { return };
+    rig.tenant("bolt", BOLT);
+    let drivers = rig.drivers().await;
+    converge(&rig, &drivers).await;
+    let no_vhost = |app: &str| {
+        let state = rig.host.state();
+        let a = &state["apps"][app];
+        assert!(a.is_object(), "{app} exists");
+        a["vhosts"].as_array().unwrap().is_empty() && a["env"]["NO_VHOST"] == "1"
+    };
+    assert!(
+        no_vhost("berth-state"),
+        "{}",
+        rig.host.state()["apps"]["berth-state"]
+    );
+    // Tenant apps keep Dokku's default vhost: only berth's own apps lose it.
+    assert_eq!(
+        rig.host.state()["apps"]["bolt-web"]["vhosts"][0],
+        "bolt.example.app"
+    );
+    let driver = drivers.hosts.values().next().unwrap();
+    let record = berth::driver::LeaseRecord {
+        holder: "test".into(),
+        purpose: "apply".into(),
+        started: 1,
+        expires: u64::MAX / 2,
+        token: "t".into(),
+    };
+    assert!(matches!(
+        driver.lease_claim(&record).await.unwrap(),
+        berth::driver::Claim::Taken
+    ));
+    assert!(no_vhost("berth-lease-prod"));
+    driver.lease_clear().await.unwrap();
+    // A record app an older berth created, with its vhost: the scan sees it in the
+    // all-app `domains:report` and the next record write disables it.
+    let mut state = rig.host.state();
+    state["apps"]["berth-state"]["vhosts"] = serde_json::json!(["berth-state.dokku.test"]);
+    state["apps"]["berth-state"]["env"]["NO_VHOST"] = "0".into();
+    rig.host.write_state(&state);
+    rig.host.clear_log();
+    let _ = observe_all(&drivers).await.unwrap();
+    driver.record_applied("0123abcd").await.unwrap();
+    assert!(no_vhost("berth-state"));
+    let disables = rig
+        .host
+        .commands()
+        .into_iter()
+        .filter(|c| c.first().is_some_and(|w| w == "domains:disable"))
+        .count();
+    assert_eq!(disables, 1);
+    // Once disabled, a record write sends no more `domains:disable`.
+    rig.host.clear_log();
+    let _ = observe_all(&drivers).await.unwrap();
+    driver.record_applied("0123abce").await.unwrap();
+    assert!(
+        !rig.host
+            .commands()
+            .iter()
+            .any(|c| c.first().is_some_and(|w| w == "domains:disable"))
+    );
+}
+
+/// A host carrying `n` tenants (an app linked to a Postgres each), applied by berth itself,
+/// behind an sshd with `MaxSessions max_sessions`.
+async fn loaded(max_sessions: u32, n: usize) -> Option<(Rig, Drivers)> {
+    let host = DokkuHost::start_with_max_sessions(max_sessions)?;
+    let repo = Repo::new();
+    repo.write("environments/prod.yaml", &env_file(&host));
+    let rig = Rig { host, repo };
+    for i in 0..n {
+        rig.tenant(
+            &format!("t{i:04}"),
+            "environment: prod\ntier: starter\napps:\n  web:\n    image: registry.example.app/app:1.4.2\n    env: { LOG_LEVEL: info }\n    uses: [db]\nservices:\n  db: { kind: postgres }\n",
+        );
+    }
+    let drivers = rig.drivers().await;
+    let fleet = rig.fleet();
+    let first = plan_now(&fleet, &drivers, None).await;
+    let options = ExecOptions {
+        per_host: 8,
+        attempts: 1,
+        ..ExecOptions::default()
+    };
+    let report = execute(
+        &first,
+        &drivers,
+        &options,
+        &Silent,
+        &|| false,
+        &BTreeSet::new(),
+    )
+    .await;
+    assert!(report.success(), "seeding: {:?}", report.outcomes);
+    Some((rig, drivers))
+}
+
+/// Run `runs` no-op plans, each a full scan; every one must succeed and be empty.
+async fn noop_plans(
+    rig: &Rig,
+    drivers: &Drivers,
+    runs: usize,
+) -> berth::driver::dokku::transport::TransportStats {
+    let fleet = rig.fleet();
+    for run in 0..runs {
+        let live = observe_all(drivers)
+            .await
+            .unwrap_or_else(|e| panic!("run {run}: {}: {}", e.host, e.source.chain()));
+        let p = plan(
+            &fleet,
+            &live,
+            &PlanOptions {
+                allow_destroys: false,
+                allow_empty: false,
+                allow_upgrades: false,
+                baseline: None,
+                scope: None,
+                now: None,
+                purge_now: &[],
+            },
+        );
+        assert!(
+            p.steps.is_empty(),
+            "run {run}:\n{}",
+            berth::output::plan::render_text(&p, false)
+        );
+    }
+    let Some(AnyDriver::Dokku(d)) = drivers.hosts.values().next() else {
+        unreachable!()
+    };
+    d.transport_stats()
+}
+
+/// Issue 13.11: sshd refuses sessions beyond `MaxSessions` per connection and counts a
+/// session until *it* closed the channel, which lags the client. With `MaxSessions 2` every
+/// wave is refused at first: refused channels are sent again with backoff and each
+/// connection lowers its own limit, so seeding and scans succeed, only slower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_and_applies_succeed_against_max_sessions_2() {
+    let Some((rig, drivers)) = loaded(2, 30).await else {
+        return;
+    };
+    let stats = noop_plans(&rig, &drivers, 3).await;
+    assert!(stats.refusals > 0, "the server refused nothing: {stats:?}");
+    assert!(stats.lowest_limit <= 2, "{stats:?}");
+    eprintln!("MaxSessions 2, 30 tenants: {stats:?}");
+}
+
+/// Issue 13.11: no-op plans of a fleet large enough to keep every channel of every
+/// connection busy succeed every time against sshd's default `MaxSessions` (10). The
+/// 1,000-tenant, 10-run figure is `benches/dokku.rs` (docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_noop_plans_of_a_large_fleet_always_succeed() {
+    let Some((rig, drivers)) = loaded(10, 150).await else {
+        return;
+    };
+    let stats = noop_plans(&rig, &drivers, 5).await;
+    eprintln!("MaxSessions 10, 150 tenants, 5 runs: {stats:?}");
+}
+
+/// The fleet of `repo` and a driver for environment `env`'s host `dokku-1`.
+async fn environment(repo: &Repo, env: &str) -> (Fleet, Drivers) {
+    let sources = berth::repo::load_dir(repo.path()).unwrap();
+    let (fleet, diags) = berth::validate::validate(&sources);
+    let fleet = fleet.unwrap_or_else(|| panic!("{diags:?}"));
+    let HostTarget::Dokku(target) = &fleet.environments[env].hosts["dokku-1"].target else {
+        panic!("dokku host")
+    };
+    let host = HostRef::new(env, "dokku-1");
+    let driver = DokkuDriver::connect(&host, target, SecretProvider::None)
+        .await
+        .expect("connect");
+    let drivers = Drivers {
+        hosts: BTreeMap::from([(host, AnyDriver::Dokku(driver))]),
+    };
+    (fleet, drivers)
+}
+
+fn small_tenant(env: &str) -> String {
+    format!(
+        "environment: {env}\ntier: starter\napps:\n  web:\n    image: registry.example.app/app:1.4.2\n    uses: [db]\nservices:\n  db: {{ kind: postgres }}\n"
+    )
+}
+
+/// Issue 13.10: two environments (two repos) on one Dokku server. Apps carry their
+/// environment as a docker-options label and services in their ownership record, so each
+/// environment applies, plans empty, and removing a tenant in one leaves the other's alone;
+/// a name the other environment holds is refused naming it; apps and services made before
+/// markers are marked by their own environment and left alone by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_environments_share_a_dokku_host() {
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let prod = Repo::new();
+    prod.write("environments/prod.yaml", &env_file(&host));
+    prod.write("tenants/acme.yaml", &small_tenant("prod"));
+    prod.write("tenants/bolt.yaml", &small_tenant("prod"));
+    let staging = Repo::new();
+    staging.write("environments/staging.yaml", &env_file(&host));
+    staging.write("tenants/cara.yaml", &small_tenant("staging"));
+    staging.write("tenants/dune.yaml", &small_tenant("staging"));
+    let (prod_fleet, prod_drivers) = environment(&prod, "prod").await;
+    let (staging_fleet, staging_drivers) = environment(&staging, "staging").await;
+    let (prod_drivers, staging_drivers) = (&prod_drivers, &staging_drivers);
+    async fn converge_env(fleet: &Fleet, drivers: &Drivers) -> Plan {
+        let first = plan_now(fleet, drivers, None).await;
+        assert!(first.refusals.is_empty(), "{:?}", first.refusals);
+        let report = apply(&first, drivers).await;
+        assert!(report.success(), "{:?}", report.outcomes);
+        first
+    }
+    converge_env(&prod_fleet, prod_drivers).await;
+    let staging_first = converge_env(&staging_fleet, staging_drivers).await;
+    // Staging's first plan only made staging's tenants: prod's apps were neither foreign
+    // name conflicts nor staging's to destroy.
+    assert!(
+        staging_first
+            .steps
+            .iter()
+            .all(|s| s.tenant == "cara" || s.tenant == "dune"),
+        "{}",
+        berth::output::plan::render_text(&staging_first, false)
+    );
+    assert!(
+        staging_first.warnings.is_empty(),
+        "{:?}",
+        staging_first.warnings
+    );
+    // No steps; `quiet`: no warnings either (prod keeps warning about bolt's database once
+    // bolt is gone; staging never warns about prod's objects).
+    let empty = |p: &Plan, quiet: bool| {
+        assert!(
+            p.steps.is_empty() && (!quiet || p.warnings.is_empty()),
+            "{}",
+            berth::output::plan::render_text(p, false)
+        );
+    };
+    empty(&plan_now(&prod_fleet, prod_drivers, None).await, true);
+    empty(&plan_now(&staging_fleet, staging_drivers, None).await, true);
+    let state = host.state();
+    assert_eq!(
+        state["apps"]["cara-web"]["docker_options"]["deploy"][0],
+        "--label=io.berth.environment=staging"
+    );
+    assert_eq!(
+        state["apps"]["berth-state"]["env"]["SVC_POSTGRES_ACME_DB"],
+        "prod/acme"
+    );
+
+    // A scan reads another environment's apps from the all-app reports only.
+    host.clear_log();
+    let _ = observe_all(staging_drivers).await.unwrap();
+    let per_app: Vec<_> = host
+        .commands()
+        .into_iter()
+        .filter(|c| c.iter().any(|w| w == "acme-web" || w == "bolt-web"))
+        .collect();
+    assert!(per_app.is_empty(), "{per_app:?}");
+
+    // Removing a tenant in prod touches prod's tenant only.
+    std::fs::remove_file(prod.path().join("tenants/bolt.yaml")).unwrap();
+    let (prod_fleet, _) = environment(&prod, "prod").await;
+    let removal = plan_now(&prod_fleet, prod_drivers, None).await;
+    assert_eq!(kinds(&removal), ["destroy-app"], "{removal:?}");
+    assert!(apply(&removal, prod_drivers).await.success());
+    empty(&plan_now(&staging_fleet, staging_drivers, None).await, true);
+    let state = host.state();
+    for app in ["cara-web", "dune-web", "acme-web"] {
+        assert!(state["apps"][app].is_object(), "{app} kept");
+    }
+    assert!(state["apps"]["bolt-web"].is_null());
+
+    // A tenant id prod already uses: refused, naming the environment that holds the name.
+    staging.write("tenants/acme.yaml", &small_tenant("staging"));
+    let (staging_with_acme, _) = environment(&staging, "staging").await;
+    let refused = plan_now(&staging_with_acme, staging_drivers, None).await;
+    assert!(
+        refused
+            .refusals
+            .iter()
+            .any(|r| r.message.contains("belongs to environment `prod`")),
+        "{:?}",
+        refused.refusals
+    );
+    std::fs::remove_file(staging.path().join("tenants/acme.yaml")).unwrap();
+
+    // Made before markers: prod's acme-web without its label, acme-db's record without
+    // the environment. Staging leaves them alone (prod also uses the host); prod marks them.
+    let mut state = host.state();
+    let deploy: Vec<serde_json::Value> = state["apps"]["acme-web"]["docker_options"]["deploy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| {
+            !o.as_str()
+                .unwrap()
+                .starts_with("--label=io.berth.environment=")
+        })
+        .cloned()
+        .collect();
+    assert!(
+        deploy
+            .iter()
+            .any(|o| o.as_str().unwrap().starts_with("--label=io.berth.spec=")),
+        "the spec label stays: {deploy:?}"
+    );
+    state["apps"]["acme-web"]["docker_options"]["deploy"] = deploy.into();
+    state["apps"]["berth-state"]["env"]["SVC_POSTGRES_ACME_DB"] = "acme".into();
+    host.write_state(&state);
+    let staging_view = plan_now(&staging_fleet, staging_drivers, None).await;
+    empty(&staging_view, false);
+    assert!(
+        staging_view
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("acme-web") && w.message.contains("no environment marker")),
+        "{:?}",
+        staging_view.warnings
+    );
+    let prod_view = plan_now(&prod_fleet, prod_drivers, None).await;
+    let mut got = kinds(&prod_view);
+    got.sort_unstable();
+    assert_eq!(got, ["label-app", "mark-service"], "{prod_view:?}");
+    assert!(apply(&prod_view, prod_drivers).await.success());
+    empty(&plan_now(&prod_fleet, prod_drivers, None).await, false);
+    empty(&plan_now(&staging_fleet, staging_drivers, None).await, true);
+    let state = host.state();
+    assert_eq!(
+        state["apps"]["berth-state"]["env"]["SVC_POSTGRES_ACME_DB"],
+        "prod/acme"
+    );
+}

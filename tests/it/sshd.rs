@@ -22,6 +22,8 @@ pub struct DokkuHost {
     pub host_key: String,
     pub client_key: PathBuf,
     pub user: String,
+    /// sshd's `MaxSessions` (sessions per connection; sshd's default is 10).
+    max_sessions: u32,
 }
 
 fn sshd_path() -> Option<PathBuf> {
@@ -69,17 +71,32 @@ fn keygen(path: &Path) {
     assert!(status.success());
 }
 
+/// A free port below Linux's ephemeral range (32768-60999, where outgoing connections take
+/// ports at random) and below the Docker tests' published ranges (21000+): 12000-20999, a
+/// block per test process, tried in turn.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = (std::process::id() % 90) * 100;
+    for _ in 0..9000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let port = 12000 + (base + n) % 9000;
+        let port = u16::try_from(port).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 12000-20999")
 }
 
 impl DokkuHost {
     /// Start a host, or `None` (with the reason printed) when sshd is not installed locally.
     pub fn start() -> Option<DokkuHost> {
+        Self::start_with_max_sessions(10)
+    }
+
+    /// [`DokkuHost::start`] with sshd's `MaxSessions` set to `max_sessions` (10 is sshd's
+    /// default): how many sessions one connection may have open before sshd refuses more.
+    pub fn start_with_max_sessions(max_sessions: u32) -> Option<DokkuHost> {
         let Some(sshd) = sshd_path() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -147,6 +164,7 @@ impl DokkuHost {
             host_key: host_key.join(" "),
             client_key: d.join("client_key"),
             user,
+            max_sessions,
         };
         host.spawn(&sshd);
         Some(host)
@@ -157,9 +175,10 @@ impl DokkuHost {
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin yes\n\
-             StrictModes no\nUsePAM no\nMaxSessions 10\nMaxStartups 100:30:200\nSetEnv DOKKU_SIM_ROOT={d}/state\nLogLevel ERROR\n",
+             StrictModes no\nUsePAM no\nMaxSessions {max_sessions}\nMaxStartups 100:30:200\nSetEnv DOKKU_SIM_ROOT={d}/state\nLogLevel ERROR\n",
             port = self.port,
-            d = d.display()
+            d = d.display(),
+            max_sessions = self.max_sessions,
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
         let log = std::fs::File::create(d.join("sshd.log")).unwrap();

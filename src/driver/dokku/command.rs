@@ -26,6 +26,34 @@ pub const STATE_APP: &str = "berth-state";
 /// container label, harmless and visible in `docker ps`.
 pub const SPEC_OPTION_PREFIX: &str = "--label=io.berth.spec=";
 
+/// The docker-options entry (deploy phase) naming the environment an app belongs to, written
+/// with `apps:create`: read for every app from the same all-app `docker-options:report`, so
+/// the scan skips the per-app reads of another environment's apps. Like the Docker driver's
+/// `io.berth.environment` label, it becomes a container label at the next deploy.
+pub const ENVIRONMENT_OPTION_PREFIX: &str = "--label=io.berth.environment=";
+
+/// The value of a service's ownership record in `berth-state`: `<environment>/<tenant>`
+/// (records written before environment markers hold the tenant alone).
+#[must_use]
+pub fn service_owner_record(environment: &str, tenant: &str) -> String {
+    format!("{environment}/{tenant}")
+}
+
+/// Inverse of [`service_owner_record`]: `(environment, tenant)`, the environment `None` for
+/// a record that predates markers.
+#[must_use]
+pub fn parse_service_owner(record: &str) -> (Option<&str>, &str) {
+    match record.split_once('/') {
+        Some((environment, tenant)) => (Some(environment), tenant),
+        None => (None, record),
+    }
+}
+
+fn environment_label(app: &str, environment: &str) -> Result<RemoteCommand, CommandError> {
+    let label = format!("{ENVIRONMENT_OPTION_PREFIX}{environment}");
+    command(&["docker-options:add", app, "deploy", &label])
+}
+
 /// One command to run on a Dokku host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteCommand {
@@ -284,18 +312,36 @@ fn image_flags(image: &str) -> (String, Option<String>) {
 ///
 /// `config` holds the resolved values of a `SetConfig` (generated secrets made and secret
 /// references looked up by the caller, the one place values exist); `tenant` is the step's
-/// tenant, recorded as a service's owner.
+/// tenant, recorded as a service's owner; `environment` the step's environment, marked on
+/// the apps and services berth creates.
 ///
 /// # Errors
 /// For Docker changes, unresolved values and unsafe arguments.
 pub fn build(
     change: &Change,
     tenant: &str,
+    environment: &str,
     config: &BTreeMap<String, String>,
 ) -> Result<Vec<RemoteCommand>, CommandError> {
     let one = |words: &[&str]| command(words).map(|c| vec![c]);
     match change {
-        Change::CreateApp { app } => one(&["apps:create", app]),
+        // The environment marker right away: an app without it (a crash in between) is
+        // marked by the next plan (`LabelApp`).
+        Change::CreateApp { app } => Ok(vec![
+            command(&["apps:create", app])?,
+            environment_label(app, environment)?,
+        ]),
+        Change::LabelApp { app } => Ok(vec![environment_label(app, environment)?]),
+        Change::MarkService {
+            service_kind,
+            service,
+        } => Ok(vec![config_set(
+            STATE_APP,
+            &BTreeMap::from([(
+                registry_key(*service_kind, service),
+                service_owner_record(environment, tenant),
+            )]),
+        )?]),
         Change::SetConfig { app, changes } => {
             let mut values = BTreeMap::new();
             for c in changes {
@@ -359,11 +405,14 @@ pub fn build(
         } => {
             // Record ownership first: a crash between the two leaves an intent that the next
             // scan ignores (no such service), never a service berth would refuse to manage.
-            let mut create_state = command(&["apps:create", STATE_APP])?;
-            create_state.tolerate = Tolerate::AlreadyExists;
+            // The record app itself is the driver's to create (`ensure_state_app`: created
+            // with its default vhost disabled).
             let record = config_set(
                 STATE_APP,
-                &BTreeMap::from([(registry_key(*service_kind, service), tenant.to_string())]),
+                &BTreeMap::from([(
+                    registry_key(*service_kind, service),
+                    service_owner_record(environment, tenant),
+                )]),
             )?;
             let kind = service_kind_word(*service_kind);
             let create_word = format!("{kind}:create");
@@ -372,7 +421,7 @@ pub fn build(
             if let Some(tag) = &tag {
                 words.extend(["-I", tag.as_str()]);
             }
-            Ok(vec![create_state, record, command(&words)?])
+            Ok(vec![record, command(&words)?])
         }
         Change::UpgradeService {
             service_kind,
@@ -544,12 +593,11 @@ mod tests {
             service: "acme-db".into(),
             image: "postgres:16".into(),
         };
-        let cmds = build(&change, "acme", &BTreeMap::new()).unwrap();
+        let cmds = build(&change, "acme", "prod", &BTreeMap::new()).unwrap();
         let words: Vec<&str> = cmds.iter().map(|c| c.display.as_str()).collect();
         assert_eq!(
             words,
             [
-                "apps:create berth-state",
                 "--quiet config:set --encoded --no-restart berth-state SVC_POSTGRES_ACME_DB=<redacted>",
                 "postgres:create acme-db -i postgres -I 16"
             ]

@@ -143,6 +143,8 @@ pub struct DokkuDriver {
     app_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Set for a fast observation: what berth wants of each app.
     fast: Mutex<Option<Arc<Expected>>>,
+    /// berth's own apps (record app, leases) the last scan saw with a vhost enabled.
+    vhosted: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The apps whose spec label holds the hash berth wants, with their tenant.
@@ -175,6 +177,7 @@ fn confirm_services(
     all_apps: &[String],
     services: &[(ServiceKind, String)],
     registry: &BTreeMap<String, String>,
+    ours: &str,
 ) -> BTreeMap<String, Vec<String>> {
     let tenant_confirmed = |tenant: &str| {
         expected
@@ -194,10 +197,11 @@ fn confirm_services(
     }
     let mut out = BTreeMap::new();
     for (kind, name) in services {
-        let Some(owner) = registry.get(&command::registry_key(*kind, name)) else {
+        let Some(record) = registry.get(&command::registry_key(*kind, name)) else {
             continue;
         };
-        if tenant_confirmed(owner) {
+        let (environment, owner) = command::parse_service_owner(record);
+        if environment.is_none_or(|e| e == ours) && tenant_confirmed(owner) {
             let word = crate::model::live::service_kind_word(*kind);
             let links = linked
                 .get(&format!("dokku.{word}.{name}"))
@@ -287,6 +291,7 @@ impl DokkuDriver {
             secrets,
             app_locks: Mutex::new(BTreeMap::new()),
             fast: Mutex::new(None),
+            vhosted: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 
@@ -331,13 +336,20 @@ impl DokkuDriver {
         &self,
         commands: &[RemoteCommand],
         outputs: Vec<Output>,
+        options_lines: &[BTreeMap<String, String>],
         all_apps: &[String],
     ) -> Result<Reports, DokkuError> {
         let mut reports = Reports::default();
         if commands.is_empty() {
             return Ok(reports);
         }
-        for (i, ((name, _), out)) in REPORTS.iter().zip(outputs).enumerate() {
+        reports
+            .by
+            .insert("docker-options:report", options_lines.to_vec());
+        let rest = REPORTS
+            .iter()
+            .filter(|(name, _)| *name != "docker-options:report");
+        for (i, ((name, _), out)) in rest.zip(outputs).enumerate() {
             let lines = if out.code == Some(0) {
                 parse::json_report_lines(&out.stdout)
                     .map_err(|e| self.parse_error(&commands[i], e))?
@@ -405,6 +417,9 @@ impl DokkuDriver {
             read(&["--quiet", "postgres:list"]),
             read(&["--quiet", "redis:list"]),
             read(&["config:export", "--format", "json", STATE_APP]),
+            // First, not with the other reports: the environment labels decide which apps
+            // get per-app reads in the next wave.
+            read(&["docker-options:report", "--format", "json"]),
         ];
         let results = join_all(first.iter().map(|c| self.run_read(c))).await;
         let mut results = results.into_iter();
@@ -453,6 +468,30 @@ impl DokkuDriver {
             BTreeMap::new()
         };
 
+        let options_out = next()?;
+        let options_lines = if options_out.code == Some(0) && !all_apps.is_empty() {
+            parse::json_report_lines(&options_out.stdout)
+                .map_err(|e| self.parse_error(&first[6], e))?
+        } else {
+            Vec::new()
+        };
+        if !options_lines.is_empty() && options_lines.len() != all_apps.len() {
+            return Err(DokkuError::ScanRace {
+                host: self.host().clone(),
+            });
+        }
+        let ours = self.host().environment.as_str();
+        // The environment each app is marked with (docker-options label, by position).
+        let app_environment: BTreeMap<&String, String> = all_apps
+            .iter()
+            .zip(&options_lines)
+            .filter_map(|(app, line)| {
+                let deploy = parse::lookup(line, "docker-options", "deploy")?;
+                Some((app, parse::environment_label(deploy)?))
+            })
+            .collect();
+        let theirs = |app: &String| app_environment.get(app).is_some_and(|e| e != ours);
+
         // berth's own apps (records, leases) are not tenant apps.
         let apps: Vec<&String> = all_apps
             .iter()
@@ -461,12 +500,19 @@ impl DokkuDriver {
         let report_cmds: Vec<RemoteCommand> = if all_apps.is_empty() {
             Vec::new()
         } else {
+            // docker-options:report ran in the first wave.
             REPORTS
                 .iter()
+                .filter(|(report, _)| *report != "docker-options:report")
                 .map(|(report, _)| read(&[report, "--format", "json"]))
                 .collect()
         };
-        let mut read_apps: Vec<&String> = apps.iter().copied().filter(|a| wanted(a)).collect();
+        // Another environment's apps are names taken, nothing more: no per-app reads.
+        let mut read_apps: Vec<&String> = apps
+            .iter()
+            .copied()
+            .filter(|a| wanted(a) && !theirs(a))
+            .collect();
         service_names.retain(|(_, name)| wanted(name));
         // A fast observation reads the all-app reports first: apps whose spec label holds the
         // hash berth wants, and the services of tenants whose apps all do, are not read one
@@ -477,8 +523,9 @@ impl DokkuDriver {
         let mut confirmed_services: BTreeMap<String, Vec<String>> = BTreeMap::new();
         if let Some(expected) = &fast {
             let outputs = self.run_all(&report_cmds).await?;
-            reports = self.parse_reports(&report_cmds, outputs, &all_apps)?;
+            reports = self.parse_reports(&report_cmds, outputs, &options_lines, &all_apps)?;
             confirmed = confirm_apps(expected, &reports, &all_apps);
+            confirmed.retain(|app, _| !theirs(app));
             confirmed_services = confirm_services(
                 expected,
                 &confirmed,
@@ -486,6 +533,7 @@ impl DokkuDriver {
                 &all_apps,
                 &service_names,
                 &registry,
+                ours,
             );
             read_apps.retain(|a| !confirmed.contains_key(*a));
         }
@@ -511,7 +559,7 @@ impl DokkuDriver {
             let all: Vec<RemoteCommand> = report_cmds.iter().chain(&details).cloned().collect();
             let mut outputs = self.run_all(&all).await?;
             let rest = outputs.split_off(report_cmds.len());
-            reports = self.parse_reports(&report_cmds, outputs, &all_apps)?;
+            reports = self.parse_reports(&report_cmds, outputs, &options_lines, &all_apps)?;
             rest.into_iter()
         };
         let mut take = || {
@@ -523,6 +571,35 @@ impl DokkuDriver {
         let field = |report: &str, app: &str, key: &str| -> Option<String> {
             reports.field(report, position(app)?, key)
         };
+        // berth's own apps still carrying Dokku's default vhost (made by an older berth):
+        // the next record write disables it (records.rs).
+        *self.vhosted() = all_apps
+            .iter()
+            .filter(|a| !apps.contains(a))
+            .filter(|a| field("domains:report", a, "app-enabled").as_deref() == Some("true"))
+            .cloned()
+            .collect();
+        // Other environments on this host: their markers, records and leases.
+        let mut shared_with: std::collections::BTreeSet<String> = app_environment
+            .values()
+            .filter(|e| *e != ours)
+            .cloned()
+            .collect();
+        shared_with.extend(
+            all_apps
+                .iter()
+                .filter_map(|a| a.strip_prefix("berth-lease-"))
+                .filter(|e| *e != ours)
+                .map(str::to_string),
+        );
+        let applied_ours = records::applied_key(ours);
+        shared_with.extend(
+            registry
+                .keys()
+                .filter(|k| k.starts_with("APPLIED_") && **k != applied_ours)
+                .filter_map(|k| k.strip_prefix("APPLIED_"))
+                .map(|e| e.to_lowercase().replace('_', "-")),
+        );
         let mut live = LiveDokku {
             version: Some(format!("{}.{}.{}", version.0, version.1, version.2)),
             global_domains,
@@ -530,14 +607,16 @@ impl DokkuDriver {
         };
         for app in apps
             .iter()
-            .filter(|a| !wanted(a) && !confirmed.contains_key(**a))
+            .filter(|a| !read_apps.contains(a) && !confirmed.contains_key(**a))
         {
-            // Not read: present (names and ports matter), owned by nobody as far as this plan goes.
+            // Not read (out of scope, or another environment's): present (names and ports
+            // matter), owned by nobody as far as this plan goes.
             live.apps.insert(
                 (*app).clone(),
                 LiveDokkuApp {
                     image: field("apps:report", app, "deploy-source-metadata")
                         .filter(|s| !s.is_empty()),
+                    environment: app_environment.get(*app).cloned(),
                     ..LiveDokkuApp::default()
                 },
             );
@@ -597,6 +676,7 @@ impl DokkuDriver {
                 (*app).clone(),
                 LiveDokkuApp {
                     owner: config.get(BERTH_TENANT_KEY).cloned(),
+                    environment: app_environment.get(*app).cloned(),
                     config: config.into_iter().map(|(k, v)| (k, LiveValue(v))).collect(),
                     processes,
                     ..reported(app)
@@ -605,7 +685,16 @@ impl DokkuDriver {
         }
         for (kind, name) in &service_names {
             let key = service_key(*kind, name);
-            let owner = registry.get(&command::registry_key(*kind, name)).cloned();
+            let record = registry.get(&command::registry_key(*kind, name));
+            let (environment, tenant) = record.map_or((None, None), |r| {
+                let (environment, tenant) = command::parse_service_owner(r);
+                (environment.map(str::to_string), Some(tenant.to_string()))
+            });
+            // Another environment's service: a name taken, not a service of ours.
+            let owner = tenant.filter(|_| environment.as_deref().is_none_or(|e| e == ours));
+            if let Some(other) = environment.as_ref().filter(|e| *e != ours) {
+                shared_with.insert(other.clone());
+            }
             if let Some(links) = confirmed_services.remove(&key) {
                 // Links from the linked apps' `--link` options; the version is not read.
                 live.services.insert(
@@ -614,6 +703,7 @@ impl DokkuDriver {
                         kind: *kind,
                         name: name.clone(),
                         owner,
+                        environment,
                         links,
                         broken_links: Vec::new(),
                         image: None,
@@ -654,12 +744,14 @@ impl DokkuDriver {
                     kind: *kind,
                     name: name.clone(),
                     owner,
+                    environment,
                     links,
                     broken_links,
                     image: info.get("version").filter(|v| !v.is_empty()).cloned(),
                 },
             );
         }
+        live.shared_with = shared_with;
         let applied_key = records::applied_key(&self.host().environment);
         Ok(LiveHost {
             dokku: live,
@@ -667,6 +759,21 @@ impl DokkuDriver {
             cancelled: records::cancellations(&self.host().environment, &registry),
             ..LiveHost::default()
         })
+    }
+
+    fn vhosted(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.vhosted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the last scan saw berth's own app `app` with its vhost enabled.
+    fn vhost_seen(&self, app: &str) -> bool {
+        self.vhosted().contains(app)
+    }
+
+    fn forget_vhost(&self, app: &str) {
+        self.vhosted().remove(app);
     }
 
     fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -718,12 +825,23 @@ impl DokkuDriver {
                 values.insert(c.key.clone(), value);
             }
         }
-        let commands = command::build(&step.change, &step.tenant, &values).map_err(|source| {
-            DokkuError::Build {
-                host: host.clone(),
-                tenant: step.tenant.clone(),
-                source,
-            }
+        if matches!(
+            step.change,
+            Change::CreateService { .. } | Change::MarkService { .. }
+        ) {
+            // The owner goes into the record app, which must exist first.
+            self.ensure_state_app().await?;
+        }
+        let commands = command::build(
+            &step.change,
+            &step.tenant,
+            &self.host().environment,
+            &values,
+        )
+        .map_err(|source| DokkuError::Build {
+            host: host.clone(),
+            tenant: step.tenant.clone(),
+            source,
         })?;
         let app = step.change.app().map(str::to_string);
         let lock = app.as_deref().map(|a| self.app_lock(a));
@@ -787,6 +905,12 @@ impl DokkuDriver {
     /// Transport failures.
     pub async fn run(&self, command: &RemoteCommand) -> Result<Output, DokkuError> {
         self.run_read(command).await
+    }
+
+    /// Commands sent and session refusals retried on this host's connections so far.
+    #[must_use]
+    pub fn transport_stats(&self) -> transport::TransportStats {
+        self.transport.stats()
     }
 
     /// Close the connection.

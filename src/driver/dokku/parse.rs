@@ -271,6 +271,16 @@ pub fn link_options(options: &str) -> Vec<String> {
     out
 }
 
+/// The environment label among an app's deploy-phase docker-options, if any.
+#[must_use]
+pub fn environment_label(options: &str) -> Option<String> {
+    options
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(super::command::ENVIRONMENT_OPTION_PREFIX))
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+}
+
 /// `-v /host:/container -v …` (storage report) → `host:container` mounts.
 #[must_use]
 pub fn mounts(text: &str) -> Vec<String> {

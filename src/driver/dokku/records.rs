@@ -119,6 +119,9 @@ impl DokkuDriver {
         if out.code == Some(0) {
             let write = self.build(config_set(&app, &record.fields()))?;
             self.must(&write, &app).await?;
+            // Lease written first (it is what excludes other runs), then the default vhost
+            // Dokku gave the new app goes: it is never deployed and must not claim a name.
+            self.disable_vhost(&app).await?;
             return Ok(Claim::Taken);
         }
         let taken = format!("{}{}", out.stdout, out.stderr).contains("Name is already taken");
@@ -219,8 +222,20 @@ impl DokkuDriver {
             .await
     }
 
-    /// Set one key of the record app (creating the app when it is not there yet).
-    async fn write_record(&self, key: &str, value: &str) -> Result<(), DokkuError> {
+    /// `domains:disable <app>` for one of berth's own apps (reference/dokku.md §4: deletes
+    /// the VHOST file, sets `NO_VHOST=1`; no restart, and the app is never deployed).
+    pub(super) async fn disable_vhost(&self, app: &str) -> Result<(), DokkuError> {
+        let cmd = self.build(command(&["domains:disable", app]))?;
+        self.must(&cmd, app).await?;
+        self.forget_vhost(app);
+        Ok(())
+    }
+
+    /// Make sure the record app exists, without a vhost: `apps:create` gives every new app
+    /// Dokku's default vhost (reference/dokku.md §2, §4), so a record app berth creates has
+    /// it disabled at once; one the last scan saw with a vhost (made by an older berth) has
+    /// it disabled here too (that scan's `domains:report` costs nothing extra).
+    pub(super) async fn ensure_state_app(&self) -> Result<(), DokkuError> {
         let mut create = self.build(command(&["apps:create", STATE_APP]))?;
         create.tolerate = Tolerate::AlreadyExists;
         let out = self.run_read(&create).await?;
@@ -228,6 +243,15 @@ impl DokkuDriver {
         if out.code != Some(0) && !exists {
             return Err(self.failed(&create, STATE_APP, &out));
         }
+        if out.code == Some(0) || self.vhost_seen(STATE_APP) {
+            self.disable_vhost(STATE_APP).await?;
+        }
+        Ok(())
+    }
+
+    /// Set one key of the record app (creating the app when it is not there yet).
+    async fn write_record(&self, key: &str, value: &str) -> Result<(), DokkuError> {
+        self.ensure_state_app().await?;
         let write = self.build(config_set(
             STATE_APP,
             &BTreeMap::from([(key.to_string(), value.to_string())]),

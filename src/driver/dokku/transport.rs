@@ -7,21 +7,64 @@
 //! - `BatchMode` (set by the crate), no TTY (mux channels request none), stdin closed.
 //! - Channels are bounded per connection (sshd's `MaxSessions` defaults to 10 and refuses, not
 //!   queues, the eleventh: reference/dokku.md Appendix A); each command has a timeout.
+//!
+//! Why a bound below `MaxSessions` is not enough (issue 13.11): sshd counts a session against
+//! `MaxSessions` until the channel is closed on *its* side, but the mux master tells the client
+//! a command is over as soon as the exit status and EOF arrive — before the client's
+//! `CHANNEL_CLOSE` reached sshd and sshd reaped the session. A client that opens its next
+//! channel the moment the previous one ended therefore runs ahead of the server's count, and
+//! under load (short commands, many at once) sshd refuses: the master answers the mux request
+//! with "Session open refused by peer". The refusal happens before anything runs on the host,
+//! so every command — read or write — is safe to send again: [`Transport::run`] retries it with
+//! exponential backoff and jitter, and each connection lowers its own channel limit by one per
+//! refusal (never below one), raising it again by one after a run of clean commands. A server
+//! with a low `MaxSessions` is then slower, never failing.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::command::RemoteCommand;
 use crate::model::DokkuTarget;
 use crate::model::live::HostRef;
 
 /// Most commands in flight on one connection: below sshd's default `MaxSessions` of 10, with
-/// room for sessions the server is still closing.
+/// room for sessions the server is still closing. A connection starts here and lowers itself
+/// on refusals.
 pub const MAX_CHANNELS: usize = 6;
+
+/// Refusals of one command before berth gives up on it (with the backoff below, about 40 s).
+pub const MAX_REFUSALS: u32 = 50;
+
+/// Clean commands on a connection before its channel limit rises by one again.
+const RAISE_AFTER: usize = 64;
+
+/// Backoff before resending a refused command: 10 ms doubling to 1 s, with jitter (half to
+/// all of it) so refused commands do not come back in lockstep.
+fn backoff(refusals: u32) -> Duration {
+    let full = 10u64 << refusals.saturating_sub(1).min(7);
+    let full = full.min(1000);
+    let jitter = rand::random_range(full / 2..=full);
+    Duration::from_millis(jitter)
+}
+
+/// Whether a channel failure is sshd refusing the session (`MaxSessions`): the mux master
+/// answers "Session open refused by peer" (openssh-mux-client `RequestFailure`, below
+/// `openssh::Error::SshMux`). The top-level message never says so, the cause does.
+fn is_refusal(error: &openssh::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = cause {
+        if e.to_string().contains("open refused") {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
 
 /// What a remote command printed.
 #[derive(Debug, Clone)]
@@ -52,7 +95,19 @@ pub enum TransportError {
         #[source]
         source: openssh::Error,
     },
-    /// A channel failed (dropped connection, refused session).
+    /// sshd kept refusing new sessions on every connection (`MaxSessions`).
+    #[error(
+        "`{host}` refused an SSH session for `{command}` {attempts} times in a row; hint: the server's `MaxSessions` (sshd_config) is too low or other clients use up its sessions"
+    )]
+    Refused {
+        /// Host.
+        host: HostRef,
+        /// The command, redacted.
+        command: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A channel failed (dropped connection).
     #[error("SSH channel to `{host}` failed while running `{command}`")]
     Channel {
         /// Host.
@@ -103,6 +158,65 @@ pub const CONNECTIONS: usize = 3;
 struct Lane {
     session: tokio::sync::RwLock<Arc<Session>>,
     channels: Semaphore,
+    /// Channels the connection allows now (the semaphore's capacity): [`MAX_CHANNELS`] at
+    /// first, one less per refusal, never below one.
+    limit: AtomicUsize,
+    /// Clean commands since the limit last changed.
+    streak: AtomicUsize,
+}
+
+impl Lane {
+    fn new(session: Session) -> Self {
+        Lane {
+            session: tokio::sync::RwLock::new(Arc::new(session)),
+            channels: Semaphore::new(MAX_CHANNELS),
+            limit: AtomicUsize::new(MAX_CHANNELS),
+            streak: AtomicUsize::new(0),
+        }
+    }
+
+    /// A refused channel: give its permit up for good (one channel less) unless the lane is
+    /// down to one.
+    fn refused(&self, permit: SemaphorePermit<'_>) {
+        self.streak.store(0, Ordering::Relaxed);
+        let lowered = self
+            .limit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                (l > 1).then(|| l - 1)
+            })
+            .is_ok();
+        if lowered {
+            permit.forget();
+        }
+    }
+
+    /// A clean command: after [`RAISE_AFTER`] of them, one channel more (up to the maximum).
+    fn succeeded(&self) {
+        if self.streak.fetch_add(1, Ordering::Relaxed) + 1 < RAISE_AFTER {
+            return;
+        }
+        self.streak.store(0, Ordering::Relaxed);
+        let raised = self
+            .limit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                (l < MAX_CHANNELS).then(|| l + 1)
+            })
+            .is_ok();
+        if raised {
+            self.channels.add_permits(1);
+        }
+    }
+}
+
+/// What the connections to one host went through (benchmarks and tests read it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Commands sent (each attempt of a refused one counted once).
+    pub commands: u64,
+    /// Session refusals retried.
+    pub refusals: u64,
+    /// The lowest channel limit any connection went down to.
+    pub lowest_limit: usize,
 }
 
 /// The connections to one Dokku host.
@@ -110,7 +224,10 @@ pub struct Transport {
     host: HostRef,
     target: DokkuTarget,
     lanes: Vec<Lane>,
-    next: std::sync::atomic::AtomicUsize,
+    next: AtomicUsize,
+    commands: AtomicU64,
+    refusals: AtomicU64,
+    lowest_limit: AtomicUsize,
     timeout: Duration,
     _files: tempfile::TempDir,
 }
@@ -189,16 +306,16 @@ impl Transport {
         let mut lanes = Vec::new();
         for _ in 0..CONNECTIONS {
             let session = open(host, target, &files).await?;
-            lanes.push(Lane {
-                session: tokio::sync::RwLock::new(Arc::new(session)),
-                channels: Semaphore::new(MAX_CHANNELS),
-            });
+            lanes.push(Lane::new(session));
         }
         Ok(Transport {
             host: host.clone(),
             target: target.clone(),
             lanes,
-            next: std::sync::atomic::AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            commands: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
+            lowest_limit: AtomicUsize::new(MAX_CHANNELS),
             timeout: Duration::from_secs(u64::from(target.timeout_secs.max(1))),
             _files: files,
         })
@@ -210,37 +327,52 @@ impl Transport {
         &self.host
     }
 
-    /// Run one command (stdin closed, no TTY) within the channel bound and the timeout.
-    ///
-    /// # Errors
-    /// Channel failures and timeouts; a non-zero exit is not an error here.
-    pub async fn run(&self, command: &RemoteCommand) -> Result<Output, TransportError> {
-        // A lane with a free channel, else wait on the next one in turn.
-        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// What the connections went through so far.
+    #[must_use]
+    pub fn stats(&self) -> TransportStats {
+        TransportStats {
+            commands: self.commands.load(Ordering::Relaxed),
+            refusals: self.refusals.load(Ordering::Relaxed),
+            lowest_limit: self.lowest_limit.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A permit on a lane with a free channel, else on the next lane in turn.
+    async fn channel(
+        &self,
+        command: &RemoteCommand,
+    ) -> Result<(&Lane, SemaphorePermit<'_>), TransportError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.lanes.len();
         let free = (0..n)
             .map(|i| &self.lanes[(start + i) % n])
             .find_map(|lane| lane.channels.try_acquire().ok().map(|p| (lane, p)));
-        let (lane, _permit) = match free {
-            Some(found) => found,
-            None => {
-                let lane = &self.lanes[start % n];
-                let permit =
-                    lane.channels
-                        .acquire()
-                        .await
-                        .map_err(|_| TransportError::Timeout {
-                            host: self.host.clone(),
-                            command: command.display.clone(),
-                            secs: 0,
-                        })?;
-                (lane, permit)
-            }
-        };
-        // sshd refuses (does not queue) sessions beyond MaxSessions, and closes finished
-        // ones a little after the client sees them end: a refusal means "try again shortly".
+        if let Some(found) = free {
+            return Ok(found);
+        }
+        let lane = &self.lanes[start % n];
+        let permit = lane
+            .channels
+            .acquire()
+            .await
+            .map_err(|_| TransportError::Timeout {
+                host: self.host.clone(),
+                command: command.display.clone(),
+                secs: 0,
+            })?;
+        Ok((lane, permit))
+    }
+
+    /// Run one command (stdin closed, no TTY) within the channel bound and the timeout.
+    /// A session sshd refuses is sent again (see the module header): the command never ran.
+    ///
+    /// # Errors
+    /// Channel failures, timeouts, refusals beyond [`MAX_REFUSALS`]; a non-zero exit is not
+    /// an error here.
+    pub async fn run(&self, command: &RemoteCommand) -> Result<Output, TransportError> {
         let mut refused = 0u32;
         let output = loop {
+            let (lane, permit) = self.channel(command).await?;
             let session = lane.session.read().await.clone();
             let mut words = command.wire.iter();
             let first = words.next().cloned().unwrap_or_default();
@@ -249,6 +381,7 @@ impl Transport {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
+            self.commands.fetch_add(1, Ordering::Relaxed);
             let result = tokio::time::timeout(self.timeout, cmd.output())
                 .await
                 .map_err(|_| TransportError::Timeout {
@@ -257,13 +390,27 @@ impl Transport {
                     secs: self.timeout.as_secs(),
                 })?;
             match result {
-                Ok(output) => break output,
-                Err(source) if refused < 200 && format!("{source}").contains("refused") => {
+                Ok(output) => {
+                    lane.succeeded();
+                    break output;
+                }
+                Err(source) if is_refusal(&source) => {
                     refused += 1;
-                    tokio::time::sleep(Duration::from_millis(u64::from(refused.min(10)) * 5)).await;
+                    self.refusals.fetch_add(1, Ordering::Relaxed);
+                    lane.refused(permit);
+                    self.lowest_limit
+                        .fetch_min(lane.limit.load(Ordering::Relaxed), Ordering::Relaxed);
+                    if refused >= MAX_REFUSALS {
+                        return Err(TransportError::Refused {
+                            host: self.host.clone(),
+                            command: command.display.clone(),
+                            attempts: refused,
+                        });
+                    }
+                    tokio::time::sleep(backoff(refused)).await;
                     // Refused for a long while: the server holds on to sessions of this
                     // connection; a fresh master connection starts with none.
-                    if refused.is_multiple_of(40) {
+                    if refused.is_multiple_of(10) {
                         self.reconnect(lane, &session).await?;
                     }
                 }
