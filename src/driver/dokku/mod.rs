@@ -653,6 +653,7 @@ impl DokkuDriver {
                 app.clone(),
                 LiveDokkuApp {
                     owner: Some(tenant.clone()),
+                    environment: app_environment.get(app).cloned(),
                     shallow: true,
                     ..reported(app)
                 },
