@@ -696,49 +696,41 @@ impl DokkuDriver {
             if let Some(other) = environment.as_ref().filter(|e| *e != ours) {
                 shared_with.insert(other.clone());
             }
-            if let Some(links) = confirmed_services.remove(&key) {
+            let (links, broken_links, image) = if let Some(links) = confirmed_services.remove(&key)
+            {
                 // Links from the linked apps' `--link` options; the version is not read.
-                live.services.insert(
-                    key,
-                    LiveDokkuService {
-                        kind: *kind,
-                        name: name.clone(),
-                        owner,
-                        environment,
-                        links,
-                        broken_links: Vec::new(),
-                        image: None,
-                    },
-                );
-                continue;
-            }
-            let info_out = take();
-            let info = parse::service_info(&info_out.stdout);
-            let links: Vec<String> = info
-                .get("links")
-                .map(|l| {
-                    l.split_whitespace()
-                        .filter(|a| *a != "-")
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
-            // A link is whole only while the app's env still holds the service's DSN (the
-            // plugin's own `linked` test, §12): a hand-edited `DATABASE_URL` breaks it. The
-            // DSN carries the password: it is compared here and never kept.
-            let dsn = info.get("dsn").filter(|d| !d.is_empty());
-            let broken_links = links
-                .iter()
-                .filter(|a| {
-                    let Some(app) = live.apps.get(*a) else {
-                        return false;
-                    };
-                    wanted(a)
-                        && !app.shallow
-                        && dsn.is_some_and(|d| !app.config.values().any(|v| v.0 == *d))
-                })
-                .cloned()
-                .collect();
+                (links, Vec::new(), None)
+            } else {
+                let info_out = take();
+                let info = parse::service_info(&info_out.stdout);
+                let links: Vec<String> = info
+                    .get("links")
+                    .map(|l| {
+                        l.split_whitespace()
+                            .filter(|a| *a != "-")
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // A link is whole only while the app's env still holds the service's DSN (the
+                // plugin's own `linked` test, §12): a hand-edited `DATABASE_URL` breaks it.
+                // The DSN carries the password: it is compared here and never kept.
+                let dsn = info.get("dsn").filter(|d| !d.is_empty());
+                let broken_links = links
+                    .iter()
+                    .filter(|a| {
+                        let Some(app) = live.apps.get(*a) else {
+                            return false;
+                        };
+                        wanted(a)
+                            && !app.shallow
+                            && dsn.is_some_and(|d| !app.config.values().any(|v| v.0 == *d))
+                    })
+                    .cloned()
+                    .collect();
+                let image = info.get("version").filter(|v| !v.is_empty()).cloned();
+                (links, broken_links, image)
+            };
             live.services.insert(
                 key,
                 LiveDokkuService {
@@ -748,7 +740,7 @@ impl DokkuDriver {
                     environment,
                     links,
                     broken_links,
-                    image: info.get("version").filter(|v| !v.is_empty()).cloned(),
+                    image,
                 },
             );
         }
