@@ -306,8 +306,8 @@ fn sigterm_mid_apply_releases_the_lease_and_a_crashed_lease_expires() {
         "{}",
         text(&held)
     );
-    std::thread::sleep(Duration::from_millis(2200));
-    let out = berth_in(&repo, &["apply", "--auto-approve"]);
+    // It expires within its TTL (2 s, rounded up to whole seconds): the next apply waits.
+    let out = berth_in(&repo, &["apply", "--auto-approve", "--lock-timeout", "10"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         berth_in(&repo, &["plan", "--detailed-exitcode"])
@@ -419,8 +419,9 @@ fn killed_at_every_step_a_rerun_converges_and_keeps_data() {
             }
             passwords.insert(key, pw);
         }
-        std::thread::sleep(Duration::from_millis(1100));
-        let out = berth_in(&repo, &["apply", "--auto-approve"]);
+        // The killed apply's lease outlives it by up to its TTL (1 s, rounded up to whole
+        // seconds): the rerun waits it out.
+        let out = berth_in(&repo, &["apply", "--auto-approve", "--lock-timeout", "10"]);
         assert_eq!(
             out.status.code(),
             Some(0),
