@@ -457,20 +457,23 @@ pub fn yaml_edit(data: &[u8]) {
 
 /// `before` → `after` changed only the value bytes of the key at `path` (or inserted text).
 ///
-/// The changed region is found by stripping the common prefix and suffix; when the new text
-/// shares bytes with the old on both sides (`pro ` → `pro`), the two greedy orders give
-/// different regions, and the edit is confined when either is.
+/// A pure insertion keeps every old byte, in order. Otherwise the edit must be a splice inside
+/// the value: `after` starts with every byte before the value and ends with every byte from
+/// the end of its text on. (A greedy common-prefix/suffix diff is not enough to tell: when
+/// the new value shares bytes with its surroundings — `pro  \x1f  x pro` → `pro` before
+/// blanks — the greedy regions spill past a splice that is in fact confined; AFL found that.)
 fn assert_only_value_changed(before: &str, after: &str, path: &[&str]) {
     let (b, a) = (before.as_bytes(), after.as_bytes());
     let common = |x: &mut dyn Iterator<Item = (&u8, &u8)>| x.take_while(|(p, q)| p == q).count();
-    let shortest = b.len().min(a.len());
-    // Prefix first, then the suffix in what is left; and suffix first, then the prefix.
-    let p1 = common(&mut b.iter().zip(a));
-    let s1 = common(&mut b.iter().rev().zip(a.iter().rev()).take(shortest - p1));
-    let s2 = common(&mut b.iter().rev().zip(a.iter().rev()));
-    let p2 = common(&mut b.iter().zip(a).take(shortest - s2));
-    let regions = [p1..b.len() - s1, p2..b.len() - s2];
-    if regions.iter().any(|r| r.is_empty()) {
+    let prefix = common(&mut b.iter().zip(a));
+    let suffix = common(
+        &mut b
+            .iter()
+            .rev()
+            .zip(a.iter().rev())
+            .take(b.len().min(a.len()) - prefix),
+    );
+    if prefix + suffix == b.len() {
         return; // a pure insertion: every old byte is still there, in order
     }
     let root = yaml::parse(before).expect("the file parsed before the edit");
@@ -483,14 +486,15 @@ fn assert_only_value_changed(before: &str, after: &str, path: &[&str]) {
     );
     // Nothing before the value's first byte, and nothing from the end of its text on (a
     // trailing comment, the next line) may move.
-    let end = scalar_text_end(before, value.span.start);
+    let (start, end) = (value.span.start, scalar_text_end(before, value.span.start));
+    let confined =
+        a.len() >= start + (b.len() - end) && a.starts_with(&b[..start]) && a.ends_with(&b[end..]);
     assert!(
-        regions
-            .iter()
-            .any(|r| r.start >= value.span.start && r.end <= end),
-        "edit of {path:?} removed bytes {regions:?} outside its value {:?}: {:?}",
-        value.span.start..end,
-        &before[regions[0].clone()]
+        confined,
+        "edit of {path:?} changed bytes outside its value {:?}: {:?} became {:?}",
+        start..end,
+        before,
+        after
     );
 }
 

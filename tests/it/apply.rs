@@ -306,8 +306,111 @@ fn sigterm_mid_apply_releases_the_lease_and_a_crashed_lease_expires() {
         "{}",
         text(&held)
     );
-    // It expires within its TTL (2 s, rounded up to whole seconds): the next apply waits.
+    // Only the repo's own environment is listed: the embedded `local` default is not added
+    // to a repo that has environments of its own.
+    assert!(
+        !String::from_utf8_lossy(&held.stdout).contains("local/"),
+        "{}",
+        text(&held)
+    );
+    let json = berth_in(&repo, &["lock", "status", "--format", "json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", text(&json));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let hosts = doc["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "{doc}");
+    assert_eq!(hosts[0]["host"], "prod/dokku-1");
+    assert_eq!(hosts[0]["held"], true);
+    let holder = hosts[0]["holder"].as_str().unwrap();
+    assert!(
+        !holder.is_empty() && !holder.contains("unknown"),
+        "the holder names its user: {holder}"
+    );
+    for key in ["started", "expires"] {
+        let stamp = hosts[0][key].as_str().unwrap();
+        assert!(
+            stamp.len() >= 20 && stamp.as_bytes()[10] == b'T',
+            "{key} is RFC 3339: {stamp}"
+        );
+    }
+    // It expires within its TTL (2 s, rounded up to whole seconds): the next apply waits,
+    // and says for whom.
     let out = berth_in(&repo, &["apply", "--auto-approve", "--lock-timeout", "10"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "waiting for the lease on prod/dokku-1 held by {holder}"
+        )),
+        "{}",
+        text(&out)
+    );
+    let free = berth_in(&repo, &["lock", "status", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&free.stdout).unwrap();
+    assert_eq!(doc["hosts"][0]["held"], false, "{doc}");
+    assert_eq!(
+        berth_in(&repo, &["plan", "--detailed-exitcode"])
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+/// Ctrl-C in a terminal on `berth apply … 2>&1 | tee log`: the terminal sends SIGINT to the
+/// whole foreground process group, so `tee` dies at once and berth's output pipe closes while
+/// berth itself is stopping. berth must not panic on the writes, must finish what is in flight,
+/// release its lease and leave a fleet the next apply converges.
+#[test]
+fn ctrl_c_on_apply_piped_into_tee_releases_the_lease() {
+    use std::os::unix::process::CommandExt;
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let repo = dokku_repo(&host, &["acme", "bolt"]);
+    host.set_latency(200);
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut berth = Command::new(berth_bin())
+        .args(["apply", "--auto-approve", "--repo"])
+        .arg(repo.path())
+        .env("NO_COLOR", "1")
+        .env("BERTH_SECRET_OPENAI", "x")
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let log = repo.path().join("apply.log");
+    let mut tee = Command::new("tee")
+        .arg(&log)
+        .stdin(reader)
+        .stdout(Stdio::null())
+        .process_group(i32::try_from(berth.id()).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    // The terminal's Ctrl-C: SIGINT to the process group.
+    Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", berth.id())])
+        .status()
+        .unwrap();
+    let tee_status = tee.wait().unwrap();
+    assert!(!tee_status.success(), "tee was interrupted too");
+    let status = berth.wait().unwrap();
+    assert_ne!(
+        status.code(),
+        Some(101),
+        "berth panicked on the closed pipe"
+    );
+    assert_eq!(status.code(), Some(1), "an interrupted apply exits 1");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("panicked"), "{logged}");
+    host.set_latency(0);
+    let status = berth_in(&repo, &["lock", "status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("prod/dokku-1: free"),
+        "the lease was released: {}",
+        text(&status)
+    );
+    let out = berth_in(&repo, &["apply", "--auto-approve"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         berth_in(&repo, &["plan", "--detailed-exitcode"])

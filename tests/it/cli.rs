@@ -249,3 +249,48 @@ fn version_names_the_commit_single_dash_flags_work_and_markdown_is_refused_outsi
         assert!(out.stdout.is_empty(), "{args:?} printed text anyway");
     }
 }
+
+#[test]
+fn the_embedded_default_environment_is_used_only_by_repos_without_one() {
+    let tenant = |env: &str| {
+        format!(
+            "version: 1\nname: T\nenvironment: {env}\ntier: starter\napps:\n  web: {{ image: \"app:1\" }}\n"
+        )
+    };
+    // A repo with an environment of its own: its files, and only its files, are checked.
+    let repo = Repo::new();
+    repo.write(
+        "environments/prod.yaml",
+        &std::fs::read_to_string(crate_root().join("environments/local.yaml")).unwrap(),
+    );
+    for id in ["acme", "bolt", "cogs"] {
+        repo.write(&format!("tenants/{id}.yaml"), &tenant("prod"));
+    }
+    let dir = repo.path().to_str().unwrap();
+    let out = berth(&["validate", "--repo", dir]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("valid: 4 files checked"), "{stdout}");
+    // A tenant of that repo may not name the embedded environment: it is not there.
+    repo.write("tenants/dflt.yaml", &tenant("local"));
+    let out = berth(&["validate", "--repo", dir, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["code"] == "berth::unknown-reference"
+                && d["location"]["file"] == "tenants/dflt.yaml"),
+        "{doc}"
+    );
+
+    // A repo with tenants and no environment gets the embedded default, counted once.
+    let bare = Repo::new();
+    bare.write("tenants/acme.yaml", &tenant("local"));
+    let out = berth(&["validate", "--repo", bare.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("valid: 2 files checked"), "{stdout}");
+}
