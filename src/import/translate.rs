@@ -717,6 +717,125 @@ mod tests {
         assert_eq!(secret_name("acme", "__X..Y__"), "acme-x-y");
     }
 
+    fn environment() -> Environment {
+        Environment {
+            name: "prod".into(),
+            domain: Some("example.app".into()),
+            hosts: BTreeMap::new(),
+            tiers: BTreeMap::from([(
+                "starter".to_string(),
+                crate::model::Tier {
+                    processes: BTreeMap::from([("web".to_string(), 1)]),
+                    memory: Some(512 << 20),
+                    cpus: None,
+                },
+            )]),
+            dokku_app_template: "{tenant}-{app}".into(),
+            policy: crate::model::Policy::default(),
+            secrets: crate::model::Secrets::default(),
+            stripe_prices: BTreeMap::new(),
+            stripe_new_tenant: None,
+            shared: None,
+            registries: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn formation_limits_ports_storage_and_links_are_written_as_the_planner_reads_them() {
+        let env = environment();
+        let mut live = LiveDokku::default();
+        live.apps.insert(
+            "acme-web".into(),
+            LiveDokkuApp {
+                image: Some("registry.example.app/app:2".into()),
+                processes: BTreeMap::from([("web".to_string(), 2), ("release".to_string(), 0)]),
+                memory: Some("256m".into()),
+                cpus: Some("0.25".into()),
+                domains: vec!["acme.example.app".into()],
+                tls: true,
+                ports: vec!["https:443:8080".into(), "http:80:8080".into()],
+                restart_policy: Some("on-failure:10".into()),
+                storage: vec![
+                    "/var/lib/dokku/data/storage/acme-web-uploads:/app/uploads".into(),
+                    "/srv/elsewhere:/data".into(),
+                ],
+                config: BTreeMap::from([
+                    (
+                        "DATABASE_URL".to_string(),
+                        LiveValue("postgres://u:p@h/db".into()),
+                    ),
+                    ("DOKKU_PROXY_PORT".to_string(), LiveValue("80".into())),
+                    ("MODE".to_string(), LiveValue("true".into())),
+                ]),
+                ..LiveDokkuApp::default()
+            },
+        );
+        live.apps.insert(
+            "acme-worker".into(),
+            LiveDokkuApp {
+                image: Some("registry.example.app/app:2".into()),
+                processes: BTreeMap::from([("worker".to_string(), 1)]),
+                owner: None,
+                ..LiveDokkuApp::default()
+            },
+        );
+        live.apps.insert(
+            "bolt-web".into(),
+            LiveDokkuApp {
+                owner: Some("bolt".into()),
+                ..LiveDokkuApp::default()
+            },
+        );
+        live.services.insert(
+            "postgres:acme-db".into(),
+            crate::model::live::LiveDokkuService {
+                kind: ServiceKind::Postgres,
+                name: "acme-db".into(),
+                owner: None,
+                environment: None,
+                links: vec!["acme-web".into(), "acme-worker".into()],
+                broken_links: Vec::new(),
+                image: None,
+            },
+        );
+        let out = dokku(&DokkuInput {
+            environment: &env,
+            host: "dokku-1",
+            live: &live,
+            apps: &[],
+            schema: None,
+        })
+        .unwrap();
+        assert_eq!(out.tenants.len(), 1, "bolt-web is berth's already");
+        let t = &out.tenants[0];
+        assert_eq!(t.id, "acme");
+        assert_eq!(t.services, ["postgres:acme-db"]);
+        let text = &t.text;
+        assert!(!text.contains("tier:"), "{text}");
+        for line in [
+            "  web:\n    image: \"registry.example.app/app:2\"\n    processes: { web: 2 }\n    memory: 256M\n    cpus: 0.25\n",
+            "    domains: [acme.example.app]\n    tls: true\n    port: 8080\n",
+            "      MODE: \"true\"\n",
+            "    uses: [db]\n",
+            "      - { volume: uploads, path: \"/app/uploads\" }\n",
+            "  worker:\n    image: \"registry.example.app/app:2\"\n    processes: { worker: 1 }\n    domains: []\n",
+            "services:\n  db: { kind: postgres }\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+        assert!(
+            !text.contains("DATABASE_URL") && !text.contains("DOKKU_"),
+            "{text}"
+        );
+        assert!(!text.contains("restart:"), "{text}");
+        assert!(out.warnings.iter().any(|w| w.contains("on-failure:10")));
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains("/srv/elsewhere:/data"))
+        );
+    }
+
     #[test]
     fn memory_is_exact_only_in_megabytes() {
         assert_eq!(memory_of("512m"), Some(("512M".into(), true)));

@@ -274,6 +274,33 @@ fn import_refuses_bad_names_unknown_hosts_and_shows_secrets_once_without_a_file(
     );
     assert!(text(&out).contains("prod/dokku-1"), "{}", text(&out));
 
+    // Adoption refuses when the file cannot say what the host has (a limit in gigabytes,
+    // which berth writes in megabytes): the file is written, nothing on the host is marked.
+    script(&host, "apps:create bolt-web");
+    script(&host, "resource:limit --memory 1g bolt-web");
+    script(
+        &host,
+        "git:from-image bolt-web registry.example.app/app:1.4.2",
+    );
+    host.clear_log();
+    let out = import(&repo, &["--app", "bolt-web", "--adopt"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("memory limit `1g` is written as `1024M`"),
+        "{said}"
+    );
+    assert!(said.contains("not adopted"), "{said}");
+    assert!(said.contains("set-limits bolt-web"), "{said}");
+    let mutations: Vec<Vec<String>> = host
+        .commands()
+        .into_iter()
+        .filter(|c| !is_read(c))
+        .collect();
+    assert!(mutations.is_empty(), "a refused adoption ran {mutations:?}");
+    let bolt = std::fs::read_to_string(repo.path().join("tenants/bolt.yaml")).unwrap();
+    assert!(bolt.contains("memory: 1024M"), "{bolt}");
+
     // No `--secrets-file`: the value is shown once on stderr, never on stdout or in the file.
     let out = import(&repo, &["--app", "acme-web"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -284,4 +311,22 @@ fn import_refuses_bad_names_unknown_hosts_and_shows_secrets_once_without_a_file(
     assert!(!file.contains(SECRET));
     let out = berth_in(&repo, &["validate"]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_docker_host_is_refused_before_anything_is_read() {
+    let repo = Repo::new();
+    repo.write(
+        "environments/local.yaml",
+        "version: 1\nhosts:\n  docker-1: { docker: { endpoint: unix:///var/run/docker.sock } }\n",
+    );
+    let out = berth_in(&repo, &["import", "--host", "docker-1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("host `local/docker-1` is a Docker host"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("docs/migrating.md"), "{}", text(&out));
+    assert!(!repo.path().join("tenants").exists());
 }
