@@ -26,7 +26,7 @@ use crate::model::desired::{BERTH_SPEC_KEY, BERTH_TENANT_KEY, dokku_app_name};
 use crate::model::live::{LiveDokku, LiveDokkuApp, LiveValue, service_key, service_kind_word};
 use crate::model::{Environment, ServiceKind, is_dns_label, parse_memory};
 
-/// Where Dokku keeps the host side of berth's storage mounts (reference/dokku.md §9).
+/// Where Dokku keeps the host side of berth's storage mounts.
 const STORAGE_ROOT: &str = "/var/lib/dokku/data/storage/";
 
 /// What to import from one Dokku host.
