@@ -10,7 +10,7 @@
 //!   [`spec`] (the file format), [`model`] (validated types), [`validate`] (spec → model with
 //!   diagnostics), [`plan`] (desired vs live → plan);
 //! - shells: [`repo`] (reads files), [`cli`] (one file per subcommand), [`output`] (the only
-//!   code that prints), and [`driver`], [`execute`], [`reconcile`], [`gitops`], [`billing`].
+//!   code that prints), and [`driver`], [`execute`], [`reconcile`], [`gitops`], [`billing`], [`import`].
 
 pub mod billing;
 pub mod cli;
@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod driver;
 pub mod execute;
 pub mod gitops;
+pub mod import;
 pub mod model;
 pub mod output;
 pub mod plan;

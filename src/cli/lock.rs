@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::model::live::HostRef;
-use crate::output::{Format, Hinted, Printer, status as render};
+use crate::output::{Format, Printer, status as render};
 use crate::reconcile::Source;
 
 /// Arguments of `berth lock`.
@@ -33,40 +32,6 @@ pub enum LockAction {
     },
 }
 
-fn find_host(fleet: &crate::model::Fleet, name: &str) -> anyhow::Result<HostRef> {
-    let all: Vec<HostRef> = fleet
-        .environments
-        .values()
-        .flat_map(|e| e.hosts.keys().map(move |h| HostRef::new(&e.name, h)))
-        .collect();
-    let candidates: Vec<&HostRef> = all
-        .iter()
-        .filter(|h| h.to_string() == name || h.host == name)
-        .collect();
-    match candidates.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => {
-            let names: Vec<String> = all.iter().map(ToString::to_string).collect();
-            Err(Hinted {
-                message: format!("no host `{name}`"),
-                hint: format!("the hosts are: {}", names.join(", ")),
-            }
-            .into())
-        }
-        many => Err(Hinted {
-            message: format!("host `{name}` exists in several environments"),
-            hint: format!(
-                "write it as one of: {}",
-                many.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
-        .into()),
-    }
-}
-
 /// Run it.
 pub fn run(args: &LockArgs, printer: &Printer) -> anyhow::Result<u8> {
     super::refuse_markdown(args.format, "lock")?;
@@ -92,7 +57,7 @@ pub fn run(args: &LockArgs, printer: &Printer) -> anyhow::Result<u8> {
             Ok(0)
         }
         LockAction::Break { host } => {
-            let host = find_host(&fleet, host)?;
+            let host = super::find_host(&fleet, host)?;
             let before = runtime
                 .block_on(crate::reconcile::lock_break(&fleet, &host, &connector))
                 .map_err(|e| super::fail(printer, e))?;

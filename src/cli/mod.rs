@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod bridge;
 pub mod daemon;
+pub mod import;
 pub mod lock;
 pub mod plan;
 pub mod schema;
@@ -52,6 +53,8 @@ pub enum Command {
     Bridge(Box<bridge::BridgeArgs>),
     /// Follow the repo, apply new commits, heal drift and show the fleet (docs/daemon.md).
     Daemon(Box<daemon::DaemonArgs>),
+    /// Write tenant files for the apps a script made on a Dokku host (docs/migrating.md).
+    Import(import::ImportArgs),
 }
 
 /// `0.1.0 (commit 1a2b3c4d5e6f)`: the version and the commit it was built from.
@@ -297,6 +300,49 @@ pub fn normalize_args(
         .collect()
 }
 
+/// The host `--host` names: `environment/host`, or `host` when only one environment has
+/// it (`berth lock break`, `berth import`).
+pub(crate) fn find_host(
+    fleet: &crate::model::Fleet,
+    name: &str,
+) -> anyhow::Result<crate::model::live::HostRef> {
+    let all: Vec<crate::model::live::HostRef> = fleet
+        .environments
+        .values()
+        .flat_map(|e| {
+            e.hosts
+                .keys()
+                .map(move |h| crate::model::live::HostRef::new(&e.name, h))
+        })
+        .collect();
+    let candidates: Vec<&crate::model::live::HostRef> = all
+        .iter()
+        .filter(|h| h.to_string() == name || h.host == name)
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            let names: Vec<String> = all.iter().map(ToString::to_string).collect();
+            Err(crate::output::Hinted {
+                message: format!("no host `{name}`"),
+                hint: format!("the hosts are: {}", names.join(", ")),
+            }
+            .into())
+        }
+        many => Err(crate::output::Hinted {
+            message: format!("host `{name}` exists in several environments"),
+            hint: format!(
+                "write it as one of: {}",
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+        .into()),
+    }
+}
+
 /// Run a parsed command line.
 #[must_use]
 pub fn run(args: Args) -> ExitCode {
@@ -333,6 +379,10 @@ pub fn run(args: Args) -> ExitCode {
         Command::Daemon(a) => {
             let printer = Printer::new(Format::Text, args.color);
             (printer.clone(), daemon::run(&a, &printer))
+        }
+        Command::Import(a) => {
+            let printer = Printer::new(a.format, args.color);
+            (printer.clone(), import::run(&a, &printer))
         }
         Command::Schema(a) => {
             let printer = Printer::new(Format::Text, args.color);

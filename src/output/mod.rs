@@ -8,6 +8,7 @@
 
 pub mod diagnostics;
 pub mod events;
+pub mod import;
 pub mod plan;
 pub mod progress;
 pub mod status;

@@ -191,12 +191,29 @@ const LAYERS: &[Layer] = &[
         pure: false,
     },
     Layer {
+        module: "import",
+        rule: "import reads a host through the session and writes tenant files; it never prints",
+        crate_modules: &[
+            "clock",
+            "driver",
+            "execute",
+            "model",
+            "plan",
+            "reconcile",
+            "spec",
+            "validate",
+        ],
+        crates: &["tokio", "serde_json", "thiserror"],
+        pure: false,
+    },
+    Layer {
         module: "output",
         rule: "output renders values; it is the only code that prints",
         crate_modules: &[
             "clock",
             "driver",
             "execute",
+            "import",
             "model",
             "plan",
             "reconcile",
@@ -226,6 +243,7 @@ const LAYERS: &[Layer] = &[
             "driver",
             "execute",
             "gitops",
+            "import",
             "model",
             "output",
             "plan",
@@ -260,6 +278,7 @@ const PURE_FILES: &[&str] = &[
     "daemon/metrics.rs",
     "daemon/status.rs",
     "daemon/page.rs",
+    "import/translate.rs",
 ];
 
 /// The layer of the pure bridge files.
@@ -268,6 +287,16 @@ const BILLING_PURE: Layer = Layer {
     rule: "the bridge's decisions are pure: event and file text in, new text out",
     crate_modules: &["spec", "model"],
     crates: &["serde", "serde_json", "hmac", "sha2", "hex", "thiserror"],
+    pure: true,
+};
+
+/// The layer of import's pure translation: a host observation in, tenant file text out
+/// (`import/mod.rs` is its shell).
+const IMPORT_PURE: Layer = Layer {
+    module: "import",
+    rule: "import's translation is pure: observed host in, tenant file text out",
+    crate_modules: &["spec", "model", "plan"],
+    crates: &["serde_json", "thiserror"],
     pure: true,
 };
 
@@ -492,6 +521,8 @@ fn violations(
     let pure_file = PURE_FILES.iter().any(|f| file.ends_with(f));
     let layer = if pure_file && module == "daemon" {
         Some(&DAEMON_PURE)
+    } else if pure_file && module == "import" {
+        Some(&IMPORT_PURE)
     } else if pure_file {
         Some(&BILLING_PURE)
     } else {

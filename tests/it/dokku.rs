@@ -218,7 +218,7 @@ async fn fleet_applies_from_empty_then_plans_empty() {
     assert!(mutations.is_empty(), "{mutations:?}");
 }
 
-fn is_read(argv: &[String]) -> bool {
+pub fn is_read(argv: &[String]) -> bool {
     let word = argv
         .iter()
         .find(|w| !w.starts_with("--"))

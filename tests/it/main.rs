@@ -17,6 +17,7 @@ mod faults;
 mod fuzz_corpus;
 mod gitops;
 mod hostile;
+mod import;
 mod invariants;
 mod mindroom;
 mod pass;
