@@ -294,3 +294,47 @@ fn the_embedded_default_environment_is_used_only_by_repos_without_one() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.starts_with("valid: 2 files checked"), "{stdout}");
 }
+
+#[test]
+fn a_port_range_in_the_ephemeral_range_is_a_warning_with_its_location() {
+    let repo = Repo::new();
+    let env = std::fs::read_to_string(crate_root().join("environments/local.yaml")).unwrap();
+    assert!(env.contains("ports: 20000-20999"));
+    repo.write(
+        "environments/local.yaml",
+        &env.replace("ports: 20000-20999", "ports: 32000-33999"),
+    );
+    let line = env
+        .lines()
+        .position(|l| l.contains("ports: 20000-20999"))
+        .unwrap()
+        + 1;
+    let dir = repo.path().to_str().unwrap();
+    // A warning does not fail validation, but it is shown with file:line:col and a hint.
+    let out = berth(&["validate", "--repo", dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("overlaps Linux's ephemeral ports (32768-60999)"), "{said}");
+    assert!(said.contains(&format!("environments/local.yaml:{line}:")), "{said}");
+    assert!(said.contains("use a range below 32768"), "{said}");
+    let out = berth(&["validate", "--repo", dir, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["valid"], true);
+    let d = doc["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["code"] == "berth::ephemeral-ports")
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(d["severity"], "warning");
+    assert_eq!(d["location"]["line"], line);
+    // Below the range: no warning.
+    repo.write("environments/local.yaml", &env);
+    let out = berth(&["validate", "--repo", dir, "--format", "json"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ephemeral"));
+}

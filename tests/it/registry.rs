@@ -260,4 +260,63 @@ async fn images_are_pulled_with_the_environments_credentials_and_bad_ones_fail_f
     assert!(said.contains("BERTH_SECRET_OPENAI"), "{said}");
     assert!(said.contains(":nope"), "{said}");
     assert_eq!(containers_of(&run), before, "no container was touched");
+
+    // `pull: missing` (the default) with the image on the host never asks the registry: a
+    // changed env recreates the container although the registry password is wrong.
+    let with = |image: &str, pull: &str, level: &str| {
+        format!(
+            "environment: {}\napps:\n  web:\n    image: {image}\n    pull: {pull}\n    env: {{ TOKEN: {{ secret: openai }}, LEVEL: {level} }}\n",
+            run.env
+        )
+    };
+    let apply_with = |password: &str| {
+        Command::new(berth_bin())
+            .args(["apply", "--auto-approve", "--repo"])
+            .arg(repo.path())
+            .env("NO_COLOR", "1")
+            .env("BERTH_SECRET_REGISTRY", password)
+            .env("BERTH_SECRET_OPENAI", "sk-x")
+            .env("DOCKER_CONFIG", tempfile::tempdir().unwrap().path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    repo.write(&format!("tenants/{id}.yaml"), &with(&image, "missing", "a"));
+    let out = apply_with("wrong");
+    assert!(out.status.success(), "{}", text(&out));
+    // `pull: always` asks the registry even for an image the host has: with the wrong
+    // password preflight refuses before the container is touched; with the right one it
+    // pulls and recreates.
+    let before = containers_of(&run);
+    repo.write(&format!("tenants/{id}.yaml"), &with(&image, "always", "b"));
+    let out = apply_with("wrong");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("preflight found 1 problem"), "{said}");
+    assert!(said.contains(&registry.address), "{said}");
+    assert_eq!(containers_of(&run), before, "no container was touched");
+    let out = apply_with(PASSWORD);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_ne!(containers_of(&run), before, "recreated with the new env");
+    // `pull: never` refuses an image the host does not have, naming it, and creates nothing.
+    let other = registry.push(
+        "berth-stub:v1",
+        &format!("berth/never-{}:v1", std::process::id()),
+    );
+    let never = run.tenant("never");
+    repo.write(&format!("tenants/{never}.yaml"), &with(&other, "never", "c"));
+    let out = apply_with(PASSWORD);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains(&format!("image `{other}` is not on"))
+            && said.contains("`pull: never` forbids pulling it"),
+        "{said}"
+    );
+    let created = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("name={never}-"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&created.stdout).trim().is_empty());
 }
