@@ -433,7 +433,10 @@ struct Reconciler {
     /// The hosts the session's drivers were made for (reconnect when it changes).
     hosts_key: String,
     /// The validated files and the commit they were read at (a remote's tip).
+    /// Its texts are dropped once read: only each file's digest stays ([`FileDigests`]).
     loaded: Option<(Option<String>, Loaded)>,
+    /// A digest of each file of `loaded` (what [`input_digest`] compares).
+    digests: FileDigests,
     retries: Retries,
     /// Tenants waiting for a file change: the digest of their inputs when they failed.
     waiting: BTreeMap<String, u64>,
@@ -457,6 +460,7 @@ impl Reconciler {
             session: None,
             hosts_key: String::new(),
             loaded: None,
+            digests: FileDigests::default(),
             retries: Retries::default(),
             waiting: BTreeMap::new(),
             errors: 0,
@@ -572,9 +576,14 @@ impl Reconciler {
                 .is_none_or(|(at, _)| at.as_ref() != commit.as_ref());
         if reload {
             let source = head.source.clone();
+            // The previous files go before the next are read: two fleets never wait side by
+            // side (the session still holds the one it planned last, shared, not copied).
+            self.loaded = None;
             match tokio::task::block_in_place(|| crate::reconcile::load(&source)) {
-                Ok(loaded) => {
+                Ok(mut loaded) => {
                     self.invalid_at = None;
+                    self.digests = FileDigests::of(&loaded.sources);
+                    loaded.sources = crate::spec::source::SourceSet::default();
                     self.loaded = Some((commit.clone(), loaded));
                 }
                 Err(e) => {
@@ -595,7 +604,7 @@ impl Reconciler {
         let Some((_, loaded)) = &self.loaded else {
             return;
         };
-        let fleet = loaded.fleet.clone();
+        let fleet = std::sync::Arc::clone(&loaded.fleet);
         let history = self.follower.history();
         if let Err(e) = self
             .connect(fleet, commit.clone(), history.as_deref())
@@ -612,7 +621,7 @@ impl Reconciler {
             return;
         };
         self.waiting.retain(|tenant, digest| {
-            let now = input_digest(loaded, &session.fleet, tenant);
+            let now = input_digest(&self.digests, &session.fleet, tenant);
             if now == *digest {
                 true
             } else {
@@ -719,7 +728,7 @@ impl Reconciler {
     /// Make the session for this fleet: keep the drivers when the hosts are the same.
     async fn connect(
         &mut self,
-        fleet: Fleet,
+        fleet: std::sync::Arc<Fleet>,
         commit: Option<String>,
         history: Option<&Path>,
     ) -> Result<(), SessionError> {
@@ -731,7 +740,7 @@ impl Reconciler {
             _ => {
                 let mut session =
                     Session::connect(fleet, commit.clone(), &self.config.connector, None).await?;
-                let fleet = session.fleet.clone();
+                let fleet = std::sync::Arc::clone(&session.fleet);
                 session.reload(fleet, commit, history);
                 self.session = Some(session);
                 self.hosts_key = key;
@@ -797,9 +806,9 @@ impl Reconciler {
         let Some(session) = &self.session else {
             return "error";
         };
-        let Some((_, loaded)) = &self.loaded else {
+        if self.loaded.is_none() {
             return "error";
-        };
+        }
         let whole_refusal = (!outcome.refused.is_empty()).then(|| {
             outcome
                 .refused
@@ -885,7 +894,7 @@ impl Reconciler {
                 } else {
                     self.retries.clear(id);
                     self.waiting
-                        .insert(id.clone(), input_digest(loaded, &session.fleet, id));
+                        .insert(id.clone(), input_digest(&self.digests, &session.fleet, id));
                     view.state = State::Failed;
                     view.failures += 1;
                     view.next_try_at = None;
@@ -1042,22 +1051,45 @@ fn hosts_key(fleet: &Fleet) -> String {
 }
 
 /// A digest of what decides a tenant's plan: its file and its environment's file.
-fn input_digest(loaded: &Loaded, fleet: &Fleet, tenant: &str) -> u64 {
+fn input_digest(digests: &FileDigests, fleet: &Fleet, tenant: &str) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     let environment = fleet.tenants.get(tenant).map(|t| t.environment.as_str());
-    for file in &loaded.sources.files {
-        let stem = file.stem();
-        let relevant = match file.kind {
+    for (kind, stem, digest) in &digests.files {
+        let relevant = match kind {
             crate::spec::source::FileKind::Tenant => stem == tenant,
             crate::spec::source::FileKind::Environment => environment.is_none_or(|e| e == stem),
         };
         if relevant {
-            file.path.hash(&mut hasher);
-            file.text().hash(&mut hasher);
+            digest.hash(&mut hasher);
         }
     }
     hasher.finish()
+}
+
+/// One digest per file read (path and text), in the loader's order: what a failed tenant's
+/// inputs are compared by, without keeping 10,000 files' texts in memory between passes.
+#[derive(Debug, Default)]
+struct FileDigests {
+    files: Vec<(crate::spec::source::FileKind, String, u64)>,
+}
+
+impl FileDigests {
+    fn of(sources: &crate::spec::source::SourceSet) -> Self {
+        use std::hash::{Hash as _, Hasher as _};
+        FileDigests {
+            files: sources
+                .files
+                .iter()
+                .map(|file| {
+                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                    file.path.hash(&mut hasher);
+                    file.text().hash(&mut hasher);
+                    (file.kind, file.stem().to_string(), hasher.finish())
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The daemon's side of a pass: steps mark their tenants as progressing.

@@ -26,6 +26,7 @@ mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::hooks::{Approval, Hooks, Notice, StopSignal, Unattended};
@@ -56,8 +57,8 @@ pub struct Source {
 pub struct Loaded {
     /// The files read (for rendering diagnostics and warnings).
     pub sources: SourceSet,
-    /// The validated fleet.
-    pub fleet: Fleet,
+    /// The validated fleet (shared with the session that plans it: one copy in memory).
+    pub fleet: Arc<Fleet>,
     /// The commit the files are at (`None` outside git).
     pub commit: Option<String>,
     /// Warnings found while loading (never errors).
@@ -218,7 +219,7 @@ pub fn load(source: &Source) -> Result<Loaded, SessionError> {
     match fleet {
         Some(fleet) => Ok(Loaded {
             sources,
-            fleet,
+            fleet: Arc::new(fleet),
             commit,
             diagnostics,
         }),
@@ -509,8 +510,8 @@ fn uid() -> String {
 
 /// A validated fleet, its commit, and drivers connected to its hosts.
 pub struct Session {
-    /// The desired state.
-    pub fleet: Fleet,
+    /// The desired state (shared: a daemon keeps the same fleet between passes).
+    pub fleet: Arc<Fleet>,
     /// Its commit, recorded on hosts after a converged apply.
     pub commit: Option<String>,
     /// Connected drivers.
@@ -528,11 +529,12 @@ impl Session {
     /// # Errors
     /// The first host that cannot be reached.
     pub async fn connect(
-        fleet: Fleet,
+        fleet: impl Into<Arc<Fleet>>,
         commit: Option<String>,
         connector: &Connector,
         only: Option<&BTreeSet<HostRef>>,
     ) -> Result<Self, SessionError> {
+        let fleet = fleet.into();
         let hosts = match only {
             Some(only) => only.clone(),
             None => hosts_in_use(&fleet),
@@ -549,9 +551,9 @@ impl Session {
 
     /// A session without hosts (offline planning).
     #[must_use]
-    pub fn offline(fleet: Fleet, commit: Option<String>) -> Self {
+    pub fn offline(fleet: impl Into<Arc<Fleet>>, commit: Option<String>) -> Self {
         Session {
-            fleet,
+            fleet: fleet.into(),
             commit,
             drivers: Drivers::default(),
             history: None,
@@ -622,8 +624,13 @@ impl Session {
 
     /// Swap in a new desired state for the next pass, keeping the connected drivers and the
     /// baselines already read (a daemon; the caller reconnects when hosts change).
-    pub fn reload(&mut self, fleet: Fleet, commit: Option<String>, history: Option<&Path>) {
-        self.fleet = fleet;
+    pub fn reload(
+        &mut self,
+        fleet: impl Into<Arc<Fleet>>,
+        commit: Option<String>,
+        history: Option<&Path>,
+    ) {
+        self.fleet = fleet.into();
         self.commit = commit;
         self.history = history
             .filter(|repo| GitRepo::open(repo).is_ok())

@@ -312,14 +312,25 @@ fn a_port_range_in_the_ephemeral_range_is_a_warning_with_its_location() {
     let dir = repo.path().to_str().unwrap();
     // A warning does not fail validation, but it is shown with file:line:col and a hint.
     let out = berth(&["validate", "--repo", dir]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("overlaps Linux's ephemeral ports (32768-60999)"), "{said}");
-    assert!(said.contains(&format!("environments/local.yaml:{line}:")), "{said}");
+    assert!(
+        said.contains("overlaps Linux's ephemeral ports (32768-60999)"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("environments/local.yaml:{line}:")),
+        "{said}"
+    );
     assert!(said.contains("use a range below 32768"), "{said}");
     let out = berth(&["validate", "--repo", dir, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0));

@@ -304,7 +304,10 @@ async fn images_are_pulled_with_the_environments_credentials_and_bad_ones_fail_f
         &format!("berth/never-{}:v1", std::process::id()),
     );
     let never = run.tenant("never");
-    repo.write(&format!("tenants/{never}.yaml"), &with(&other, "never", "c"));
+    repo.write(
+        &format!("tenants/{never}.yaml"),
+        &with(&other, "never", "c"),
+    );
     let out = apply_with(PASSWORD);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
