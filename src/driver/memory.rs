@@ -207,6 +207,12 @@ impl MemoryDriver {
 
 /// Secret names a step needs values for.
 fn referenced_secrets(step: &Step) -> Vec<String> {
+    if let Change::LoginRegistry {
+        password_secret, ..
+    } = &step.change
+    {
+        return vec![password_secret.clone()];
+    }
     let values: Vec<&ConfigValue> = match &step.change {
         Change::SetConfig { changes, .. } => changes.iter().map(|c| &c.new).collect(),
         Change::CreateContainer { spec, .. } | Change::RecreateContainer { spec, .. } => {
@@ -355,6 +361,10 @@ pub fn apply_step(
             a.image = Some(image.clone());
             a.config
                 .insert("GIT_REV".into(), LiveValue(short_hash(image.as_bytes())));
+        }
+        // Dokku reports no logins: nothing to record, the app must exist.
+        Change::LoginRegistry { app, .. } => {
+            app_mut(dokku, app, step.id)?;
         }
         Change::Scale { app, processes, .. } => {
             let a = app_mut(dokku, app, step.id)?;

@@ -121,6 +121,15 @@ fn needed_secrets(steps: &[&Step]) -> Vec<(String, String)> {
             Change::CreateContainer { spec, .. } | Change::RecreateContainer { spec, .. } => {
                 spec.env.values().collect()
             }
+            Change::LoginRegistry {
+                password_secret, ..
+            } => {
+                let entry = (step.tenant.clone(), password_secret.clone());
+                if !out.contains(&entry) {
+                    out.push(entry);
+                }
+                Vec::new()
+            }
             _ => Vec::new(),
         };
         for v in values {

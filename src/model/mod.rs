@@ -103,6 +103,17 @@ pub struct Registry {
     pub password_secret: String,
 }
 
+/// The registry server of an image reference (`registry.example.net`, `127.0.0.1:5000`);
+/// `None` for Docker Hub images (`postgres:16`, `library/postgres`): the first path
+/// component names a server only when it has a dot or a port, or is `localhost` (Docker's
+/// rule).
+#[must_use]
+pub fn registry_of(image: &str) -> Option<&str> {
+    let (first, rest) = image.split_once('/')?;
+    let looks_like_host = first.contains('.') || first.contains(':') || first == "localhost";
+    (looks_like_host && !rest.is_empty()).then_some(first)
+}
+
 /// A host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Host {

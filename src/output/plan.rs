@@ -165,6 +165,11 @@ fn step_lines(step: &Step, style: &Style) -> Vec<String> {
     let (head, details) = describe(&step.change);
     let mut lines = vec![format!("{marker} {head}{label}")];
     lines.extend(details.into_iter().map(|d| format!("    {d}")));
+    lines.extend(
+        step.notes
+            .iter()
+            .map(|n| format!("    {}: {n}", style.paint("36", "note"))),
+    );
     lines
 }
 
@@ -189,6 +194,18 @@ fn describe(change: &Change) -> (String, Vec<String>) {
         Change::DeployImage { app, image, before } => (
             format!("deploy app {app}"),
             vec![arrow("image", before.as_deref().unwrap_or("(none)"), image)],
+        ),
+        Change::LoginRegistry {
+            app,
+            server,
+            username,
+            password_secret,
+        } => (
+            format!("registry login {server} for app {app}"),
+            vec![
+                format!("username {username:?}"),
+                format!("password (sensitive), from secret `{password_secret}`"),
+            ],
         ),
         Change::Scale {
             app,

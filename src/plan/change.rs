@@ -79,6 +79,22 @@ pub enum Change {
         /// Deployed image before, if any.
         before: Option<String>,
     },
+    /// `registry:login --password-stdin <app> <server> <username>` (Dokku 0.38,
+    /// dokku.com/docs/advanced-usage/registry-management): the app's own credentials for
+    /// the registry its image is pulled from, planned before each `git:from-image` of an
+    /// image on a registry the environment's `registries` names. The password is the value
+    /// of secret `password-secret`, looked up at apply time and sent on the command's
+    /// stdin, never in its argv.
+    LoginRegistry {
+        /// App.
+        app: String,
+        /// Registry server.
+        server: String,
+        /// User name.
+        username: String,
+        /// Secret holding the password (the name only).
+        password_secret: String,
+    },
     /// `ps:scale`.
     Scale {
         /// App.
@@ -464,6 +480,7 @@ impl Change {
             | Change::UnsetConfig { app, .. }
             | Change::SetDomains { app, .. }
             | Change::DeployImage { app, .. }
+            | Change::LoginRegistry { app, .. }
             | Change::Scale { app, .. }
             | Change::SetLimits { app, .. }
             | Change::MountStorage { app, .. }
@@ -558,6 +575,7 @@ impl Change {
             Change::UnsetConfig { .. } => "unset-config",
             Change::SetDomains { .. } => "set-domains",
             Change::DeployImage { .. } => "deploy-image",
+            Change::LoginRegistry { .. } => "login-registry",
             Change::Scale { .. } => "scale",
             Change::SetLimits { .. } => "set-limits",
             Change::MountStorage { .. } => "mount-storage",

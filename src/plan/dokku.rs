@@ -621,6 +621,23 @@ fn diff_app(
     // Deploy or restart, once.
     let mut rolled = prepared.clone();
     if l.image.as_deref() != Some(app.image.as_str()) {
+        // Only beside a deploy: a login matters to the pull `git:from-image` makes, and
+        // Dokku reports no logins, so one planned on its own would be planned forever.
+        let mut before_deploy = prepared.clone();
+        if let Some(login) = &app.registry {
+            let id = cx.step(
+                tenant,
+                cause,
+                Change::LoginRegistry {
+                    app: name.to_string(),
+                    server: login.server.clone(),
+                    username: login.username.clone(),
+                    password_secret: login.password_secret.clone(),
+                },
+                base.clone(),
+            );
+            before_deploy.push(id);
+        }
         let id = cx.step(
             tenant,
             cause,
@@ -629,8 +646,11 @@ fn diff_app(
                 image: app.image.clone(),
                 before: l.image.clone(),
             },
-            prepared.clone(),
+            before_deploy,
         );
+        if let Some(step) = cx.builder.steps.get_mut(id as usize) {
+            step.notes.extend(health_notes(app));
+        }
         rolled = vec![id];
     } else if needs_restart && l.image.is_some() {
         let id = cx.step(
@@ -740,4 +760,16 @@ fn diff_app(
             after,
         );
     }
+}
+
+/// What the plan says about a deploy's health checks. Berth knows of none on Dokku: Dokku
+/// takes them only from the image's `app.json` (reference/dokku.md §10, no command sets
+/// them), which berth does not read, and validation refuses `health:` on Dokku apps. Without
+/// them Dokku waits its default 10 s and switches traffic if the container is still up.
+fn health_notes(_app: &DokkuApp) -> Vec<String> {
+    vec![
+        "no health check berth knows of: unless the image's app.json has `healthchecks`, \
+         Dokku switches traffic to the new container once it has stayed up for 10 s"
+            .to_string(),
+    ]
 }

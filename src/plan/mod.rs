@@ -127,6 +127,10 @@ pub struct Step {
     pub after: Vec<u32>,
     /// What to do.
     pub change: Change,
+    /// Things a reviewer should know about this step that change nothing it does (a Dokku
+    /// deploy without health checks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Why a step exists.
@@ -426,6 +430,7 @@ impl Builder {
             because: Because::Drift,
             after,
             change,
+            notes: Vec::new(),
         });
         id
     }

@@ -54,8 +54,10 @@ pub struct EnvironmentSpec {
     #[serde(default)]
     pub secrets: Option<SecretsSpec>,
     /// Container registries images are pulled from with credentials, by server
-    /// (`registry.example.net`, `127.0.0.1:5000`). Images of other registries are pulled
-    /// anonymously, or with the host's `~/.docker/config.json` when it has them.
+    /// (`registry.example.net`, `127.0.0.1:5000`). Docker hosts pull with them; on Dokku
+    /// hosts an app whose image is on one logs in (`registry:login --password-stdin`, per
+    /// app) before each deploy. Images of other registries are pulled anonymously, or with
+    /// the host's own Docker credentials when it has them.
     #[serde(default)]
     pub registries: BTreeMap<String, RegistrySpec>,
     /// Environment-level shared services: a platform (API, event bus, shared databases) that

@@ -17,6 +17,10 @@
 //!   line per command with its parsed argv, so tests can count round trips.
 //! - `$DOKKU_SIM_ROOT/fail_images` lists images whose pull fails (failure injection);
 //!   `$DOKKU_SIM_ROOT/mangle` names a way to corrupt stdout (hostile-output tests).
+//! - `$DOKKU_SIM_ROOT/registries` holds `<server> <password>` lines: registries whose
+//!   images `git:from-image` pulls only for an app logged in to that server
+//!   (`registry:login`) with that password; `registry:login` to a listed server with another
+//!   password fails as `docker login` does.
 //! - `$DOKKU_SIM_ROOT/build_ms` is how long a git-based build (`git:from-image`,
 //!   `ps:rebuild`) holds the app's deploy lock (ref §1.7); a second build meanwhile fails
 //!   with the lock message.
@@ -72,6 +76,9 @@ struct App {
     /// entries included.
     docker_options: BTreeMap<String, Vec<String>>,
     releases: u64,
+    /// `registry:login <app>` credentials by server: (username, password), as Dokku keeps
+    /// them in the app's docker config.
+    registry_logins: BTreeMap<String, (String, String)>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -495,6 +502,7 @@ fn run(root: &Path, state: &mut State, words: Vec<String>) -> Out {
         c if c.starts_with("domains:") => domains(state, c, &args, &g),
         c if c.starts_with("ps:") => ps(state, c, &args, &g),
         "git:from-image" => from_image(root, state, &args),
+        "registry:login" => registry_login(root, state, &args),
         c if c.starts_with("resource:") => resource(state, c, &args, &g),
         c if c.starts_with("storage:") => storage(state, c, &args, &g),
         c if c.starts_with("postgres:") => service(state, "postgres", c, &args, &g),
@@ -1465,7 +1473,20 @@ fn from_image(root: &Path, state: &mut State, args: &[String]) -> Out {
         o.code = 1;
         return o;
     }
-    o.out("-----> Image exists on host, skipping pull");
+    if let Some(server) = registry_server(image)
+        && let Some(password) = registry_passwords(root).get(server)
+    {
+        o.out("-----> Pulling image");
+        if app.registry_logins.get(server).map(|(_, p)| p) != Some(password) {
+            o.err(format!(
+                "{FAIL}Failed to pull image: {image}: unauthorized: authentication required"
+            ));
+            o.code = 1;
+            return o;
+        }
+    } else {
+        o.out("-----> Image exists on host, skipping pull");
+    }
     o.out("-----> Updating git repository with specified build context");
     o.out(format!("-----> Releasing {name}..."));
     o.out(format!(
@@ -1484,6 +1505,79 @@ fn from_image(root: &Path, state: &mut State, args: &[String]) -> Out {
     for vhost in &app.vhosts {
         o.out(format!("       http://{vhost}"));
     }
+    o.changed = true;
+    o
+}
+
+/// The registry server of an image reference (Docker's rule: a first component with a dot
+/// or a port, or `localhost`).
+fn registry_server(image: &str) -> Option<&str> {
+    let (first, rest) = image.split_once('/')?;
+    ((first.contains('.') || first.contains(':') || first == "localhost") && !rest.is_empty())
+        .then_some(first)
+}
+
+/// `$DOKKU_SIM_ROOT/registries`: server → the password it accepts.
+fn registry_passwords(root: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(root.join("registries"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (server, password) = l.trim().split_once(' ')?;
+            Some((server.to_string(), password.to_string()))
+        })
+        .collect()
+}
+
+/// The command's stdin, read once (a command that changes state runs twice, ref the main
+/// loop).
+fn stdin_text() -> &'static str {
+    static STDIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    STDIN.get_or_init(|| {
+        let mut text = String::new();
+        let _ = std::io::stdin().read_to_string(&mut text);
+        text
+    })
+}
+
+/// `registry:login [--global|--password-stdin] [<app>] <server> <username> [<password>]`
+/// (Dokku 0.38 registry-management docs). `--global` is not simulated.
+fn registry_login(root: &Path, state: &mut State, args: &[String]) -> Out {
+    let mut o = Out::default();
+    let stdin = args.iter().any(|a| a == "--password-stdin");
+    if args.iter().any(|a| a == "--global") {
+        return o.fail("dokku-sim: registry:login --global is not simulated", 1);
+    }
+    let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let want = if stdin { 3 } else { 4 };
+    if positional.len() != want {
+        return o.fail("Usage: dokku registry:login [--global|--password-stdin] [<app>] <server> <username> [<password>]", 1);
+    }
+    let (name, server, username) = (positional[0], positional[1], positional[2]);
+    let password = if stdin {
+        stdin_text().trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        positional[3].clone()
+    };
+    if password.is_empty() {
+        return o.fail("Missing password", 1);
+    }
+    if registry_passwords(root)
+        .get(server.as_str())
+        .is_some_and(|p| *p != password)
+    {
+        return o.fail(
+            format!("Error response from daemon: login attempt to https://{server}/v2/ failed with status: 401 Unauthorized"),
+            1,
+        );
+    }
+    let app = match need_app(state, Some(name)) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    app.registry_logins
+        .insert(server.clone(), (username.clone(), password));
+    o.out("Login Succeeded");
     o.changed = true;
     o
 }

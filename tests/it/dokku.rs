@@ -1263,3 +1263,196 @@ async fn two_environments_share_a_dokku_host() {
         "prod/acme"
     );
 }
+
+/// The registry password of the tests below: it must never show in a plan, an output, a
+/// logged argv or an error.
+const REGISTRY_PASSWORD: &str = "reg-PW-never-shown-93af";
+
+/// A repo whose environment logs in to `registry.example.app` (the image's registry), the
+/// simulator's registry accepting only [`REGISTRY_PASSWORD`], and one tenant on it.
+fn registry_rig() -> Option<Rig> {
+    let host = DokkuHost::start()?;
+    let repo = Repo::new();
+    let env = env_file(&host).replace("names: [openai]", "names: [openai, registry]")
+        + "registries:\n  registry.example.app: { username: deploy, password-secret: registry }\n";
+    repo.write("environments/prod.yaml", &env);
+    std::fs::write(
+        host.state_dir().join("registries"),
+        format!("registry.example.app {REGISTRY_PASSWORD}\n"),
+    )
+    .unwrap();
+    let rig = Rig { host, repo };
+    rig.tenant("bolt", BOLT);
+    Some(rig)
+}
+
+/// `berth <args> --repo <repo>`, with the registry password in the environment or not.
+fn berth_with(rig: &Rig, args: &[&str], password: bool) -> std::process::Output {
+    let mut cmd = std::process::Command::new(crate::support::berth_bin());
+    cmd.args(args)
+        .arg("--repo")
+        .arg(rig.repo.path())
+        .env("NO_COLOR", "1")
+        .env_remove("BERTH_SECRET_REGISTRY")
+        .stdin(std::process::Stdio::null());
+    if password {
+        cmd.env("BERTH_SECRET_REGISTRY", REGISTRY_PASSWORD);
+    }
+    cmd.output().unwrap()
+}
+
+fn position(commands: &[Vec<String>], word: &str) -> Option<usize> {
+    commands.iter().position(|c| c.iter().any(|w| w == word))
+}
+
+#[test]
+fn a_registry_image_logs_in_before_its_deploy_with_the_password_on_stdin() {
+    let Some(rig) = registry_rig() else { return };
+    // The plan, in every format: a login step before the deploy, the password sensitive.
+    let json = berth_with(&rig, &["plan", "--format", "json"], true);
+    let text_json = crate::support::text(&json);
+    assert!(!text_json.contains(REGISTRY_PASSWORD));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect(&text_json);
+    let steps = doc["steps"].as_array().unwrap();
+    let find = |kind: &str| {
+        steps
+            .iter()
+            .find(|s| s["change"]["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} step: {text_json}"))
+    };
+    let login = find("login-registry");
+    assert_eq!(login["change"]["app"], "bolt-web");
+    assert_eq!(login["change"]["server"], "registry.example.app");
+    assert_eq!(login["change"]["username"], "deploy");
+    assert_eq!(login["change"]["password_secret"], "registry");
+    let deploy = find("deploy-image");
+    assert!(
+        deploy["after"]
+            .as_array()
+            .unwrap()
+            .contains(&login["id"].clone()),
+        "the deploy waits for the login: {text_json}"
+    );
+    // No health check berth knows of: said on the deploy.
+    assert!(
+        deploy["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.starts_with("no health check")),
+        "{text_json}"
+    );
+    let text = berth_with(&rig, &["plan"], true);
+    let text = crate::support::text(&text);
+    assert!(
+        text.contains("note: no health check berth knows of"),
+        "{text}"
+    );
+    assert!(
+        text.contains("registry login registry.example.app for app bolt-web")
+            && text.contains("password (sensitive), from secret `registry`"),
+        "{text}"
+    );
+    let markdown = berth_with(&rig, &["plan", "--format", "markdown"], true);
+    let markdown = crate::support::text(&markdown);
+    assert!(
+        markdown.contains("registry login registry.example.app"),
+        "{markdown}"
+    );
+    for shown in [&text, &markdown] {
+        assert!(!shown.contains(REGISTRY_PASSWORD), "{shown}");
+    }
+
+    rig.host.clear_log();
+    let out = berth_with(&rig, &["apply", "--auto-approve"], true);
+    let said = crate::support::text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains(REGISTRY_PASSWORD), "{said}");
+    let commands = rig.host.commands();
+    let login_at = position(&commands, "registry:login").expect("registry:login ran");
+    let deploy_at = position(&commands, "git:from-image").expect("git:from-image ran");
+    assert!(login_at < deploy_at, "{commands:?}");
+    assert_eq!(
+        commands[login_at],
+        [
+            "registry:login",
+            "--password-stdin",
+            "bolt-web",
+            "registry.example.app",
+            "deploy"
+        ]
+    );
+    assert!(
+        commands
+            .iter()
+            .flatten()
+            .all(|w| !w.contains(REGISTRY_PASSWORD)),
+        "the password is in an argv: {commands:?}"
+    );
+    // It arrived on stdin: the simulator stored it, and the pull it guards succeeded.
+    let state = rig.host.state();
+    assert_eq!(
+        state["apps"]["bolt-web"]["registry_logins"]["registry.example.app"],
+        serde_json::json!(["deploy", REGISTRY_PASSWORD])
+    );
+    assert_eq!(
+        state["apps"]["bolt-web"]["source_image"],
+        "registry.example.app/app:1.4.2"
+    );
+
+    // Converged: no login planned without a deploy.
+    let again = berth_with(&rig, &["plan", "--detailed-exitcode"], true);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        crate::support::text(&again)
+    );
+    // A new image: the login comes back with the deploy, and only then.
+    rig.tenant("bolt", &BOLT.replace("app:1.4.2", "app:1.4.3"));
+    let next = berth_with(&rig, &["plan", "--format", "json"], true);
+    let doc: serde_json::Value = serde_json::from_slice(&next.stdout).unwrap();
+    let mut kinds: Vec<&str> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["change"]["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["deploy-image", "login-registry", "record-spec"]);
+}
+
+#[test]
+fn the_simulated_registry_refuses_pulls_without_the_right_login() {
+    let Some(rig) = registry_rig() else { return };
+    let ok = |c: &str| {
+        let out = rig.host.ssh(c);
+        (out.status.success(), crate::support::text(&out))
+    };
+    assert!(ok("apps:create bolt-web").0);
+    let (pulled, said) = ok("git:from-image bolt-web registry.example.app/app:1.4.2");
+    assert!(!pulled && said.contains("unauthorized"), "{said}");
+    let (logged_in, said) = ok("registry:login bolt-web registry.example.app deploy wrong-pw");
+    assert!(!logged_in && said.contains("401"), "{said}");
+    let (pulled, _) = ok("git:from-image bolt-web registry.example.app/app:1.4.2");
+    assert!(!pulled);
+    // Images of other registries need no login.
+    let (pulled, said) = ok("git:from-image bolt-web other.example.net/app:1");
+    assert!(pulled, "{said}");
+}
+
+#[test]
+fn a_missing_registry_password_is_a_preflight_problem_and_nothing_changes() {
+    let Some(rig) = registry_rig() else { return };
+    rig.host.clear_log();
+    let out = berth_with(&rig, &["apply", "--auto-approve"], false);
+    let said = crate::support::text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("preflight"), "{said}");
+    assert!(said.contains("registry"), "{said}");
+    let commands = rig.host.commands();
+    let touched: Vec<&Vec<String>> = commands
+        .iter()
+        .filter(|c| !is_read(c) && c.iter().any(|w| w.contains("bolt")))
+        .collect();
+    assert!(touched.is_empty(), "{touched:?}");
+    assert!(rig.host.state()["apps"].get("bolt-web").is_none());
+}

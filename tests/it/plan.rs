@@ -34,6 +34,10 @@ fn provider_secrets() -> BTreeMap<String, String> {
             "stripe".to_string(),
             "sk_live_STRIPE-1a2b3c4d5e".to_string(),
         ),
+        (
+            "registry".to_string(),
+            "reg-PW-fixture-0c1d2e3f".to_string(),
+        ),
     ])
 }
 
@@ -345,6 +349,7 @@ macro_rules! cases {
 
 cases! {
     dokku_new_tenant => "dokku-new-tenant",
+    dokku_registry_login => "dokku-registry-login",
     dokku_noop => "dokku-noop",
     dokku_image_change => "dokku-image-change",
     dokku_env_literal_change => "dokku-env-literal-change",

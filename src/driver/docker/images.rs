@@ -13,14 +13,7 @@ use futures_util::StreamExt;
 use super::{DockerDriver, DockerError, not_found};
 use crate::model::PullPolicy;
 
-/// The registry server of an image reference (`registry.example.net`, `127.0.0.1:5000`);
-/// `None` for Docker Hub images (`postgres:16`, `library/postgres`).
-#[must_use]
-pub fn registry_of(image: &str) -> Option<&str> {
-    let (first, rest) = image.split_once('/')?;
-    let looks_like_host = first.contains('.') || first.contains(':') || first == "localhost";
-    (looks_like_host && !rest.is_empty()).then_some(first)
-}
+pub use crate::model::registry_of;
 
 /// `(repository, tag or digest)` of an image reference; the tag defaults to `latest`.
 #[must_use]

@@ -63,6 +63,18 @@ pub struct RemoteCommand {
     pub display: String,
     /// What a failure of this command means.
     pub tolerate: Tolerate,
+    /// Bytes for the command's stdin (a password); `None`: stdin closed.
+    pub stdin: Option<Stdin>,
+}
+
+/// Bytes sent on a command's stdin, a secret: kept out of argv, `display` and `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Stdin(pub Vec<u8>);
+
+impl std::fmt::Debug for Stdin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stdin(<redacted, {} bytes>)", self.0.len())
+    }
 }
 
 /// Failures that are not failures.
@@ -107,6 +119,14 @@ pub enum CommandError {
         key: String,
         /// Size of the value.
         bytes: usize,
+    },
+    /// A registry password was not resolved before building.
+    #[error("the password of registry `{server}` for app `{app}` has no resolved value")]
+    NoPassword {
+        /// App.
+        app: String,
+        /// Registry server.
+        server: String,
     },
     /// A config value was not resolved before building.
     #[error("config key `{key}` of app `{app}` has no resolved value")]
@@ -169,6 +189,7 @@ pub fn command(words: &[&str]) -> Result<RemoteCommand, CommandError> {
         wire: words.iter().map(|w| quote(w)).collect(),
         display: words.join(" "),
         tolerate: Tolerate::Nothing,
+        stdin: None,
     })
 }
 
@@ -191,6 +212,7 @@ pub fn git_command(words: &[&str]) -> Result<RemoteCommand, CommandError> {
         wire: words.iter().map(|w| (*w).to_string()).collect(),
         display: words.join(" "),
         tolerate: Tolerate::Nothing,
+        stdin: None,
     })
 }
 
@@ -370,6 +392,26 @@ pub fn build(
         Change::DeployImage { app, image, .. } => {
             let mut cmd = git_command(&["git:from-image", app, image])?;
             cmd.tolerate = Tolerate::NoChanges;
+            Ok(vec![cmd])
+        }
+        // Dokku 0.38 (dokku.com/docs/advanced-usage/registry-management):
+        // `registry:login [--global|--password-stdin] [<app>] <server> <username> [<password>]`;
+        // per app, the password on stdin so it never reaches argv (`ps`, sshd's
+        // `SSH_ORIGINAL_COMMAND`, Dokku's logs).
+        Change::LoginRegistry {
+            app,
+            server,
+            username,
+            password_secret,
+        } => {
+            let password = config
+                .get(password_secret)
+                .ok_or_else(|| CommandError::NoPassword {
+                    app: app.clone(),
+                    server: server.clone(),
+                })?;
+            let mut cmd = command(&["registry:login", "--password-stdin", app, server, username])?;
+            cmd.stdin = Some(Stdin(password.clone().into_bytes()));
             Ok(vec![cmd])
         }
         Change::Scale { app, processes, .. } => {
@@ -573,6 +615,37 @@ mod tests {
         assert!(matches!(
             config_set_split("acme-web", &huge),
             Err(CommandError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn registry_login_sends_the_password_on_stdin_only() {
+        let change = Change::LoginRegistry {
+            app: "acme-web".into(),
+            server: "registry.example.net".into(),
+            username: "deploy bot".into(),
+            password_secret: "registry".into(),
+        };
+        let config = BTreeMap::from([("registry".to_string(), "hunter2-pw".to_string())]);
+        let cmds = build(&change, "acme", "prod", &config).unwrap();
+        assert_eq!(cmds.len(), 1);
+        let cmd = &cmds[0];
+        assert_eq!(
+            cmd.wire,
+            [
+                "registry:login",
+                "--password-stdin",
+                "acme-web",
+                "registry.example.net",
+                "'deploy bot'"
+            ]
+        );
+        assert_eq!(cmd.stdin, Some(Stdin(b"hunter2-pw".to_vec())));
+        assert!(!cmd.display.contains("hunter2"));
+        assert!(!format!("{cmd:?}").contains("hunter2"));
+        assert!(matches!(
+            build(&change, "acme", "prod", &BTreeMap::new()),
+            Err(CommandError::NoPassword { .. })
         ));
     }
 

@@ -219,6 +219,7 @@ fn read(words: &[&str]) -> RemoteCommand {
         wire: words.iter().map(|w| command::quote(w)).collect(),
         display: words.join(" "),
         tolerate: Tolerate::Nothing,
+        stdin: None,
     })
 }
 
@@ -817,6 +818,23 @@ impl DokkuDriver {
                 };
                 values.insert(c.key.clone(), value);
             }
+        }
+        if let Change::LoginRegistry {
+            password_secret, ..
+        } = &step.change
+        {
+            let password =
+                self.secrets
+                    .get(password_secret)
+                    .await
+                    .map_err(|source| DokkuError::Secret {
+                        host: host.clone(),
+                        tenant: step.tenant.clone(),
+                        source,
+                    })?;
+            // Under the secret's name: `build` sends it on stdin, and a failure's output
+            // is redacted of every value in `values`.
+            values.insert(password_secret.clone(), password);
         }
         if matches!(
             step.change,

@@ -4,7 +4,10 @@
 //! - Host keys are pinned: berth writes the environment file's `host-key` into a known_hosts
 //!   file of its own and runs ssh with `StrictHostKeyChecking=yes` against it, with the user's
 //!   ssh config replaced by an empty one so nothing outside the environment file applies.
-//! - `BatchMode` (set by the crate), no TTY (mux channels request none), stdin closed.
+//! - `BatchMode` (set by the crate), no TTY (mux channels request none), stdin closed —
+//!   except for a command that carries [`RemoteCommand::stdin`] bytes (a registry password
+//!   for `registry:login --password-stdin`): they are written to the channel's stdin, which
+//!   is then closed, so a secret never travels in the command line.
 //! - Channels are bounded per connection (sshd's `MaxSessions` defaults to 10 and refuses, not
 //!   queues, the eleventh: reference/dokku.md Appendix A); each command has a timeout.
 //!
@@ -26,9 +29,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::command::RemoteCommand;
+#[cfg(doc)]
+use super::command::Stdin;
 use crate::model::DokkuTarget;
 use crate::model::live::HostRef;
 
@@ -363,7 +369,8 @@ impl Transport {
         Ok((lane, permit))
     }
 
-    /// Run one command (stdin closed, no TTY) within the channel bound and the timeout.
+    /// Run one command (no TTY; stdin closed, or the command's [`Stdin`] bytes then EOF)
+    /// within the channel bound and the timeout.
     /// A session sshd refuses is sent again (see the module header): the command never ran.
     ///
     /// # Errors
@@ -378,11 +385,30 @@ impl Transport {
             let first = words.next().cloned().unwrap_or_default();
             let mut cmd = session.raw_command(first);
             cmd.raw_args(words)
-                .stdin(Stdio::null())
+                .stdin(if command.stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             self.commands.fetch_add(1, Ordering::Relaxed);
-            let result = tokio::time::timeout(self.timeout, cmd.output())
+            let exec = async {
+                let Some(input) = &command.stdin else {
+                    return cmd.output().await;
+                };
+                // The bytes go down the same multiplexed channel; closing the pipe is the
+                // command's EOF. A refused session fails at `spawn`, before anything ran.
+                let mut child = cmd.spawn().await?;
+                if let Some(mut pipe) = child.stdin().take() {
+                    pipe.write_all(&input.0)
+                        .await
+                        .map_err(openssh::Error::ChildIo)?;
+                    pipe.shutdown().await.map_err(openssh::Error::ChildIo)?;
+                }
+                child.wait_with_output().await
+            };
+            let result = tokio::time::timeout(self.timeout, exec)
                 .await
                 .map_err(|_| TransportError::Timeout {
                     host: self.host.clone(),

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    BERTH_TENANT_KEY, ConfigValue, DesiredHost, DokkuApp, DokkuService, dokku_app_name, short_hash,
+    BERTH_TENANT_KEY, ConfigValue, DesiredHost, DokkuApp, DokkuService, RegistryLogin,
+    dokku_app_name, short_hash,
 };
 use crate::model::live::service_key;
 use crate::model::{Environment, RestartPolicy, Stack};
@@ -66,8 +67,17 @@ pub(super) fn add_dokku_stack(
             ports: app.port.map(|p| port_map(p, app.tls)).unwrap_or_default(),
             restart: app.restart.map(|r| restart_policy(r).to_string()),
             spec_hash: String::new(),
+            registry: None,
         };
         spec.spec_hash = short_hash(&serde_json::to_vec(&spec).unwrap_or_default());
+        // After hashing: credentials are no part of what the app runs.
+        spec.registry = crate::model::registry_of(&app.image)
+            .and_then(|server| env.registries.get_key_value(server))
+            .map(|(server, r)| RegistryLogin {
+                server: server.clone(),
+                username: r.username.clone(),
+                password_secret: r.password_secret.clone(),
+            });
         dh.dokku_apps.insert(name, spec);
     }
 }

@@ -261,6 +261,23 @@ pub struct DokkuApp {
     pub restart: Option<String>,
     /// Hash of this spec, recorded on the app (a docker-options label) once it is applied.
     pub spec_hash: String,
+    /// Credentials for the registry the image is pulled from, when the environment's
+    /// `registries` names its server: logged in per app before each deploy. Not part of
+    /// the spec hash (it is set after hashing): a login changes nothing berth observes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryLogin>,
+}
+
+/// A registry login of one Dokku app (`registry:login --password-stdin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct RegistryLogin {
+    /// Registry server (`registry.example.net`).
+    pub server: String,
+    /// User name.
+    pub username: String,
+    /// Secret holding the password (its name; the value is looked up at apply time).
+    pub password_secret: String,
 }
 
 /// A Dokku Postgres/Redis service.
