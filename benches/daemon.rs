@@ -62,6 +62,13 @@ fn memory(tenants: usize, passes: u64) {
     println!(
         "daemon memory: {tenants} tenants (examples/dokku-fleet acme copies), in-memory hosts"
     );
+    let seeded: f64 = std::fs::read_to_string(dir.path().join("seeded-rss"))
+        .map(|t| t.trim().parse().unwrap_or(0.0))
+        .unwrap_or(0.0);
+    println!(
+        "  hosts seeded, before the daemon's first load: VmRSS {:>6.1} MiB (the in-memory hosts' share)",
+        seeded / 1024.0
+    );
     let started = Instant::now();
     let mut seen = 0;
     while seen < passes {
@@ -240,6 +247,13 @@ fn child(repo: &Path, state: &Path, soak: bool, live: &str) {
     let hosts: Vec<(berth::model::live::HostRef, berth::model::live::LiveHost)> =
         serde_json::from_slice(&std::fs::read(live).unwrap()).unwrap();
     world.state().live.hosts = hosts.into_iter().collect();
+    // What the in-memory hosts cost on their own, before the daemon reads a file.
+    let seeded = proc_status(std::process::id());
+    std::fs::write(
+        state.with_file_name("seeded-rss"),
+        seeded.rss_kib.to_string(),
+    )
+    .unwrap();
     let config = Config {
         follow: Follow::Local(PathBuf::from(repo)),
         state_dir: state.to_path_buf(),

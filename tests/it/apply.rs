@@ -295,7 +295,9 @@ fn sigterm_mid_apply_releases_the_lease_and_a_crashed_lease_expires() {
 
     // kill -9 leaves the lease behind; with a short time to live the next apply takes over.
     host.set_latency(200);
-    let mut child = spawn_apply(&repo, &["--lease-ttl", "2"], Stdio::null());
+    // (A TTL long enough that the lease is still held when the checks below are done and
+    // the next apply starts, so that apply must wait for it.)
+    let mut child = spawn_apply(&repo, &["--lease-ttl", "6"], Stdio::null());
     std::thread::sleep(Duration::from_millis(1500));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -332,9 +334,9 @@ fn sigterm_mid_apply_releases_the_lease_and_a_crashed_lease_expires() {
             "{key} is RFC 3339: {stamp}"
         );
     }
-    // It expires within its TTL (2 s, rounded up to whole seconds): the next apply waits,
+    // It expires within its TTL (6 s, rounded up to whole seconds): the next apply waits,
     // and says for whom.
-    let out = berth_in(&repo, &["apply", "--auto-approve", "--lock-timeout", "10"]);
+    let out = berth_in(&repo, &["apply", "--auto-approve", "--lock-timeout", "20"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!(

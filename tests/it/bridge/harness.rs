@@ -250,6 +250,21 @@ impl Bridge {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether the log shows `needle` within 10 s (a reader thread copies the bridge's
+    /// stderr, so a line can land just after the response that it explains).
+    pub fn log_shows(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn post(&self, body: &[u8], signature: Option<&str>) -> (u16, String) {
         let mut headers = vec![("Content-Type", "application/json".to_string())];
         if let Some(s) = signature {
