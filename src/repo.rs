@@ -44,6 +44,62 @@ pub enum RepoError {
     },
 }
 
+/// A digest of what `environments/` and `tenants/` hold — every entry's name, type, size,
+/// inode and modification and change times, no file opened — so a follower can tell that a
+/// re-read would find the same files.
+///
+/// `None` (read the files) when a directory cannot be listed, or when an entry changed
+/// within the last 2 seconds: file times are only as fine as the kernel's clock tick, so a
+/// second write of the same size just after a read could otherwise go unseen (git's "racy
+/// clean" rule).
+#[must_use]
+pub fn listing_fingerprint(root: &Path) -> Option<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    use std::os::unix::fs::MetadataExt as _;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let now = std::time::SystemTime::now();
+    let recent = |m: &std::fs::Metadata| {
+        m.modified()
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_none_or(|age| age < std::time::Duration::from_secs(2))
+    };
+    for dir in ["environments", "tenants"] {
+        let path = root.join(dir);
+        let Ok(meta) = path.symlink_metadata() else {
+            dir.hash(&mut hasher);
+            continue;
+        };
+        (dir, meta.ino(), meta.mtime(), meta.mtime_nsec()).hash(&mut hasher);
+        if !meta.is_dir() {
+            continue;
+        }
+        let mut entries: Vec<_> = std::fs::read_dir(&path)
+            .ok()?
+            .map(|e| e.ok().map(|e| e.file_name()))
+            .collect::<Option<_>>()?;
+        entries.sort();
+        for name in entries {
+            let meta = path.join(&name).symlink_metadata().ok()?;
+            if recent(&meta) {
+                return None;
+            }
+            (
+                name,
+                meta.file_type().is_file(),
+                meta.len(),
+                meta.ino(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.ctime(),
+                meta.ctime_nsec(),
+            )
+                .hash(&mut hasher);
+        }
+    }
+    Some(hasher.finish())
+}
+
 /// Read `environments/*.yaml` and `tenants/*.yaml` under `root`.
 ///
 /// When the repo has no environment file at all, the embedded default is added as
@@ -159,5 +215,44 @@ fn read_capped(path: &Path) -> FoundEntry {
     match file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
         Ok(_) => FoundEntry::File { bytes, size },
         Err(e) => FoundEntry::Failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listing_fingerprint;
+    use std::time::{Duration, SystemTime};
+
+    fn write_old(path: &std::path::Path, text: &str, when: SystemTime) {
+        std::fs::write(path, text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_listing_changes_with_any_file_and_is_not_trusted_while_young() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("tenants")).unwrap();
+        std::fs::create_dir_all(root.join("environments")).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        write_old(&root.join("tenants/acme.yaml"), "tier: pro\n", old);
+        write_old(&root.join("environments/prod.yaml"), "hosts: {}\n", old);
+        let first = listing_fingerprint(root).expect("old files are trusted");
+        assert_eq!(listing_fingerprint(root), Some(first), "nothing changed");
+        // Same size, same modification time put back: the change time still moves.
+        std::thread::sleep(Duration::from_millis(20));
+        write_old(&root.join("tenants/acme.yaml"), "tier: max\n", old);
+        let second = listing_fingerprint(root).expect("still old");
+        assert_ne!(second, first, "a same-size rewrite is seen");
+        // A new file, then a just-written one: not trusted, the caller reads the files.
+        write_old(&root.join("tenants/bolt.yaml"), "tier: pro\n", old);
+        assert_ne!(listing_fingerprint(root), Some(second));
+        std::fs::write(root.join("tenants/cogs.yaml"), "tier: pro\n").unwrap();
+        assert_eq!(listing_fingerprint(root), None);
     }
 }

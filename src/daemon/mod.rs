@@ -437,6 +437,8 @@ struct Reconciler {
     loaded: Option<(Option<String>, Loaded)>,
     /// A digest of each file of `loaded` (what [`input_digest`] compares).
     digests: FileDigests,
+    /// The local path's listing when `loaded` was read from it (`None`: read it again).
+    listing: Option<u64>,
     retries: Retries,
     /// Tenants waiting for a file change: the digest of their inputs when they failed.
     waiting: BTreeMap<String, u64>,
@@ -461,6 +463,7 @@ impl Reconciler {
             hosts_key: String::new(),
             loaded: None,
             digests: FileDigests::default(),
+            listing: None,
             retries: Retries::default(),
             waiting: BTreeMap::new(),
             errors: 0,
@@ -569,12 +572,20 @@ impl Reconciler {
             // Invalid files at this commit: a permanent error until a new commit.
             return;
         }
-        let reload = !remote
-            || self
-                .loaded
-                .as_ref()
-                .is_none_or(|(at, _)| at.as_ref() != commit.as_ref());
+        // A local path is re-read only when its listing changed (names, sizes, times: no
+        // file is opened), and always while a file is younger than the clock can tell apart.
+        let listing = if remote {
+            None
+        } else {
+            tokio::task::block_in_place(|| crate::reconcile::listing_fingerprint(&head.source.repo))
+        };
+        let reload = self
+            .loaded
+            .as_ref()
+            .is_none_or(|(at, _)| at.as_ref() != commit.as_ref())
+            || (!remote && (listing.is_none() || listing != self.listing));
         if reload {
+            self.listing = None;
             let source = head.source.clone();
             // The previous files go before the next are read: two fleets never wait side by
             // side (the session still holds the one it planned last, shared, not copied).
@@ -583,6 +594,7 @@ impl Reconciler {
                 Ok(mut loaded) => {
                     self.invalid_at = None;
                     self.digests = FileDigests::of(&loaded.sources);
+                    self.listing = listing;
                     loaded.sources = crate::spec::source::SourceSet::default();
                     self.loaded = Some((commit.clone(), loaded));
                 }

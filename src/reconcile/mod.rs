@@ -508,6 +508,13 @@ fn uid() -> String {
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
+/// A digest of a work tree's file listing, for a follower deciding whether to [`load`] again
+/// ([`crate::repo::listing_fingerprint`]: `None` means read the files).
+#[must_use]
+pub fn listing_fingerprint(repo: &Path) -> Option<u64> {
+    crate::repo::listing_fingerprint(repo)
+}
+
 /// A validated fleet, its commit, and drivers connected to its hosts.
 pub struct Session {
     /// The desired state (shared: a daemon keeps the same fleet between passes).
