@@ -5,8 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    let args = berth::cli::Args::parse_from(berth::cli::normalize_args(std::env::args_os()));
     // Structured logs (tenant, host, step fields) on stderr when `BERTH_LOG` names a level.
-    if let Ok(level) = std::env::var("BERTH_LOG") {
+    // The daemon sets up its own (in its `--log-format`, at `BERTH_LOG`'s level).
+    if let Ok(level) = std::env::var("BERTH_LOG")
+        && !args.logs_itself()
+    {
         let level = level.parse().unwrap_or(tracing::Level::INFO);
         let _ = tracing_subscriber::fmt()
             .with_max_level(level)
@@ -14,6 +18,5 @@ fn main() -> ExitCode {
             .with_ansi(false)
             .try_init();
     }
-    let args = berth::cli::Args::parse_from(berth::cli::normalize_args(std::env::args_os()));
     berth::cli::run(args)
 }

@@ -281,10 +281,6 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serve the bridge on `listener` until `shutdown` resolves; requests in flight finish.
 ///
-/// Each connection gets [`READ_TIMEOUT`] to send its headers (hyper's header timer, which
-/// `axum::serve` leaves unset) and the webhook handler gives the body as long again, so a
-/// client that dribbles bytes is cut off instead of holding a task and a socket forever.
-///
 /// # Errors
 /// Socket errors.
 pub async fn serve(
@@ -292,10 +288,26 @@ pub async fn serve(
     state: Arc<BridgeState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves; requests in flight finish. The
+/// bridge's and the daemon's listener.
+///
+/// Each connection gets [`READ_TIMEOUT`] to send its headers (hyper's header timer, which
+/// `axum::serve` leaves unset) and [`read_limited`] gives a body as long again, so a client
+/// that dribbles bytes is cut off instead of holding a task and a socket forever.
+///
+/// # Errors
+/// Socket errors.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
-    let app = router(state);
     // Every connection task holds a receiver; shutdown sends on the channel and then waits
     // until all receivers are gone (their requests answered).
     let (close_tx, close_rx) = tokio::sync::watch::channel(false);

@@ -261,12 +261,14 @@ pub fn run(args: &DaemonArgs, printer: &Printer) -> anyhow::Result<u8> {
 }
 
 fn init_logging(format: LogFormat, printer: &Printer) {
-    // The daemon is a service: its log is its output (`BERTH_LOG` set: someone else did it).
-    if std::env::var_os("BERTH_LOG").is_some() {
-        return;
-    }
+    // The daemon is a service: its log is its output, at `info` unless `BERTH_LOG` names a
+    // level, always in `--log-format` (main leaves the daemon's logging to this function).
+    let level = std::env::var("BERTH_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
     let builder = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(level)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.with_ansi(printer.color_stderr).try_init(),

@@ -32,6 +32,15 @@ pub struct Args {
     pub command: Command,
 }
 
+impl Args {
+    /// Whether the subcommand sets up its own logging (`berth daemon`, in its
+    /// `--log-format`), so `main` must not install the `BERTH_LOG` subscriber first.
+    #[must_use]
+    pub fn logs_itself(&self) -> bool {
+        matches!(&self.command, Command::Daemon(a) if a.action.is_none())
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -6,6 +6,8 @@
 //! but `/healthz`, `/readyz` and `/hooks/git` (which carries its own signature) needs
 //! `Authorization: Bearer <token>`, compared in constant time. Webhook bodies are read
 //! through a size limit before anything else; a verified push only wakes the daemon.
+//! The routes are served by the bridge's accept loop (`billing::server::serve_router`):
+//! a client gets `READ_TIMEOUT` for its headers and as long again for a body (408).
 
 use std::sync::Arc;
 

@@ -390,13 +390,15 @@ pub async fn run(
         })?;
     listening(addr);
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, http::router(shared.clone()))
-            .with_graceful_shutdown(async {
-                let _ = http_stop_rx.await;
-            })
-            .into_future(),
-    );
+    // The bridge's accept loop, not `axum::serve`: it times out clients that dribble their
+    // headers (axum sets no timer for hyper, so a slow-loris held a socket forever).
+    let server = tokio::spawn(crate::billing::server::serve_router(
+        listener,
+        http::router(shared.clone()),
+        async {
+            let _ = http_stop_rx.await;
+        },
+    ));
     let grace = config.shutdown_grace;
     let mut reconciler = Reconciler::new(config, shared.clone(), follower);
     let (watch_guard, watch_rx) = match watch {

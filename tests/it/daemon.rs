@@ -20,6 +20,8 @@ pub struct Daemon {
     child: Option<Child>,
     pub port: u16,
     log: PathBuf,
+    /// The bearer token sent with every request of [`Daemon::request`] (`--token-env`).
+    token: Option<String>,
     _state: tempfile::TempDir,
 }
 
@@ -46,6 +48,7 @@ impl Daemon {
             child: Some(child),
             port: 0,
             log,
+            token: None,
             _state: state,
         };
         let started = Instant::now();
@@ -74,8 +77,42 @@ impl Daemon {
         text
     }
 
+    /// Send `token` as the bearer token from now on (the daemon runs with `--token-env`).
+    pub fn with_token(mut self, token: &str) -> Daemon {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// One request with the bearer token (when set); the status and the whole response.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> (u16, String) {
+        let mut all = headers.to_vec();
+        if let Some(t) = &self.token {
+            all.push(("Authorization", format!("Bearer {t}")));
+        }
+        crate::bridge::harness::request(self.port, method, path, &all, body)
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
-        http(self.port, "GET", path, &[], b"")
+        let (code, response) = self.request("GET", path, &[], b"");
+        (code, crate::bridge::harness::body_of(&response))
     }
 
     pub fn status(&self) -> Value {
@@ -155,6 +192,31 @@ pub fn state_of(status: &Value, id: &str) -> String {
         .to_string()
 }
 
+/// `--remote BARE` polled hourly, with the full-pass and drift-scan intervals given.
+pub fn following<'a>(bare: &'a str, full_pass: &'a str, drift_scan: &'a str) -> Vec<&'a str> {
+    vec![
+        "--remote",
+        bare,
+        "--poll",
+        "3600",
+        "--full-pass",
+        full_pass,
+        "--drift-scan",
+        drift_scan,
+    ]
+}
+
+/// The API token from `BERTH_DAEMON_TOKEN`, GitHub and GitLab push secrets from
+/// `BERTH_SECRET_GH` and `BERTH_SECRET_GL`.
+pub const GUARDED: [&str; 6] = [
+    "--token-env",
+    "BERTH_DAEMON_TOKEN",
+    "--github-secret",
+    "gh",
+    "--gitlab-secret",
+    "gl",
+];
+
 /// A bare remote and a work clone that pushes to it.
 pub struct Remote {
     pub dir: tempfile::TempDir,
@@ -225,7 +287,7 @@ fn docker_stop(name: &str) {
     );
 }
 
-fn wait_until(what: &str, ok: impl Fn() -> bool) {
+pub fn wait_until(what: &str, ok: impl Fn() -> bool) {
     let started = Instant::now();
     while !ok() {
         assert!(
@@ -236,7 +298,7 @@ fn wait_until(what: &str, ok: impl Fn() -> bool) {
     }
 }
 
-fn metric(text: &str, line_start: &str) -> f64 {
+pub fn metric(text: &str, line_start: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(line_start))
         .and_then(|l| l.rsplit(' ').next())
@@ -482,21 +544,21 @@ async fn a_tenant_that_never_gets_healthy_backs_off_while_the_others_converge() 
     assert_eq!(d.terminate(), Some(0));
 }
 
-const DOKKU_TENANT: &str = "environment: prod
+pub const DOKKU_TENANT: &str = "environment: prod
 apps:
   web:
     image: registry.example.app/app:1.4.2
     env: { LOG_LEVEL: THE_LEVEL }
 ";
 
-fn dokku_env(host: &DokkuHost, heal: bool) -> String {
+pub fn dokku_env(host: &DokkuHost, heal: bool) -> String {
     format!(
         "version: 1\ndomain: example.app\nhosts:\n{}policy: {{ max-destroys: 50, self-heal: {heal} }}\nsecrets: {{ provider: env, names: [] }}\n",
         host.env_host("dokku-1")
     )
 }
 
-fn config_get(host: &DokkuHost, app: &str, key: &str) -> String {
+pub fn config_get(host: &DokkuHost, app: &str, key: &str) -> String {
     let out = host.ssh(&format!("config:get {app} {key}"));
     assert!(
         out.status.success(),
@@ -603,19 +665,7 @@ fn full_passes_on_dokku_confirm_apps_by_label_and_heal_what_the_reports_show() {
         );
     }
     remote.push("three tenants");
-    let d = Daemon::start(
-        &[
-            "--remote",
-            &remote.bare(),
-            "--poll",
-            "3600",
-            "--full-pass",
-            "0.5",
-            "--drift-scan",
-            "3600",
-        ],
-        &[],
-    );
+    let d = Daemon::start(&following(&remote.bare(), "0.5", "3600"), &[]);
     let status = d.wait_for("all synced and recorded", |s| {
         ["acme", "bolt", "crane"]
             .iter()

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use berth::driver::dokku::parse;
 
 use crate::bridge::harness::{Bridge, Remote, SECRET, now, sub_event};
+use crate::daemon::{self, Daemon};
 use crate::sshd::DokkuHost;
 use crate::support::{Repo, berth_bin};
 
@@ -757,6 +758,136 @@ fn hostile_dokku_outputs_through_the_simulator() {
 
 // ---- webhooks against a running bridge -----------------------------------------------
 
+/// Send `request` as it is over a fresh connection; the status the server answered (0 for
+/// none). The server may answer and close before reading everything: a broken pipe is fine.
+fn raw_status(port: u16, request: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A slow-loris client's thread: how long until it was cut off (`None`: never) and the answer.
+type SlowClient = std::thread::JoinHandle<(Option<Duration>, Vec<u8>)>;
+
+/// A slow-loris client on a thread: sends `head`, then `then` a byte every 200 ms (cycled)
+/// until the server answers or closes. Returns how long until the server cut it off (`None`:
+/// still connected after 60 s) and what it answered.
+fn dribble(port: u16, head: String, then: &'static [u8]) -> SlowClient {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let _ = s.write_all(head.as_bytes());
+        let mut buf = [0u8; 4096];
+        let mut answer = Vec::new();
+        for b in then.iter().cycle() {
+            if started.elapsed() > Duration::from_secs(60) {
+                return (None, answer);
+            }
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+        let _ = s.read_to_end(&mut answer);
+        (Some(started.elapsed()), answer)
+    })
+}
+
+/// Two slow-loris clients of `POST path`: one dribbles its headers, one (after
+/// `body_headers`, which declare a length) its body.
+fn slow_loris(port: u16, path: &str, body_headers: &str) -> Vec<(&'static str, SlowClient)> {
+    vec![
+        (
+            "headers",
+            dribble(
+                port,
+                format!("POST {path} HTTP/1.1\r\n"),
+                b"X-Slow: aaaaaaaa\r\n",
+            ),
+        ),
+        (
+            "body",
+            dribble(
+                port,
+                format!("POST {path} HTTP/1.1\r\nHost: x\r\n{body_headers}\r\n"),
+                b"{",
+            ),
+        ),
+    ]
+}
+
+/// Join slow-loris clients started with [`dribble`]: each was cut off within `bound`, the
+/// slow body with a 408. Returns the longest time one was held.
+fn assert_cut_off(clients: Vec<(&str, SlowClient)>, bound: Duration) -> Duration {
+    let mut longest = Duration::ZERO;
+    for (what, handle) in clients {
+        let (took, answer) = handle.join().unwrap();
+        let took = took.unwrap_or_else(|| panic!("slow {what}: still connected after 60 s"));
+        assert!(took < bound, "slow {what}: cut off only after {took:?}");
+        let answer = String::from_utf8_lossy(&answer);
+        if what == "body" {
+            assert!(
+                answer.starts_with("HTTP/1.1 408"),
+                "slow body answered {answer:?}"
+            );
+        }
+        eprintln!("slow {what}: cut off after {took:?}");
+        longest = longest.max(took);
+    }
+    longest
+}
+
+/// Open up to `n` connections that send nothing.
+fn open_idle(port: u16, n: usize) -> Vec<TcpStream> {
+    let idle: Vec<TcpStream> = (0..n)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(
+        idle.len() >= n * 5 / 6,
+        "only {} of {n} connections opened",
+        idle.len()
+    );
+    idle
+}
+
+/// Every idle connection is closed by the server (EOF or a 408), none left open after 30 s
+/// (45 s for all of them). Returns how long until the last one was closed.
+fn assert_idle_closed(idle: Vec<TcpStream>) -> Duration {
+    let started = Instant::now();
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf);
+        assert!(
+            !matches!(&n, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "an idle connection is still open after 30 s"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "idle connections stay open"
+        );
+    }
+    started.elapsed()
+}
+
 /// Every refusal the bridge makes, over real HTTP: each answered with its status, nothing
 /// committed.
 #[test]
@@ -776,19 +907,7 @@ fn webhook_refusals() {
         berth::billing::signature::header(&[s.as_bytes()], t, b.as_bytes())
     };
     let good = sign(now(), &body, SECRET);
-    let raw = |request: String| -> u16 {
-        let mut s = TcpStream::connect(("127.0.0.1", bridge.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        // The bridge may answer and close before reading everything: a broken pipe is fine.
-        let _ = s.write_all(request.as_bytes());
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        String::from_utf8_lossy(&out)
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    };
+    let raw = |request: String| raw_status(bridge.port, request.as_bytes());
     let hostile_ids = [
         "../../etc/passwd",
         "ACME",
@@ -939,42 +1058,10 @@ fn webhook_slow_loris_is_cut_off() {
     let remote = Remote::new(&[]);
     let bridge = Bridge::start(&remote, &[]);
     let bound = berth::billing::server::READ_TIMEOUT + Duration::from_secs(10);
-    let dribble = |head: &'static str, then: &'static [u8]| {
-        let port = bridge.port;
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let _ = s.write_all(head.as_bytes());
-            let mut buf = [0u8; 4096];
-            let mut answer = Vec::new();
-            for b in then.iter().cycle() {
-                if started.elapsed() > Duration::from_secs(60) {
-                    return (None, answer);
-                }
-                if s.write_all(&[*b]).is_err() {
-                    break;
-                }
-                match s.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        answer.extend_from_slice(&buf[..n]);
-                    }
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::WouldBlock
-                            || e.kind() == std::io::ErrorKind::TimedOut => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = s.read_to_end(&mut answer);
-            (Some(started.elapsed()), answer)
-        })
-    };
-    let headers = dribble("POST /stripe/webhook HTTP/1.1\r\n", b"X-Slow: aaaaaaaa\r\n");
-    let body = dribble(
-        "POST /stripe/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nStripe-Signature: t=1,v1=00\r\n\r\n",
-        b"{",
+    let clients = slow_loris(
+        bridge.port,
+        "/stripe/webhook",
+        "Content-Length: 100000\r\nStripe-Signature: t=1,v1=00\r\n",
     );
     // Meanwhile a genuine event is answered.
     let event = sub_event(
@@ -986,18 +1073,7 @@ fn webhook_slow_loris_is_cut_off() {
         "price_1Starter",
     );
     assert_eq!(bridge.send(&event).0, 200, "{}", bridge.log());
-    for (what, handle) in [("headers", headers), ("body", body)] {
-        let (took, answer) = handle.join().unwrap();
-        let took = took.unwrap_or_else(|| panic!("slow {what}: still connected after 60 s"));
-        assert!(took < bound, "slow {what}: cut off only after {took:?}");
-        let answer = String::from_utf8_lossy(&answer);
-        if what == "body" {
-            assert!(
-                answer.starts_with("HTTP/1.1 408"),
-                "slow body answered {answer:?}"
-            );
-        }
-    }
+    assert_cut_off(clients, bound);
     assert!(!bridge.log().contains("panicked"));
 }
 
@@ -1010,10 +1086,7 @@ fn webhook_connection_flood() {
     let bridge = Bridge::start(&remote, &[]);
     let port = bridge.port;
     let commits = remote.commits();
-    let idle: Vec<TcpStream> = (0..300)
-        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
-        .collect();
-    assert!(idle.len() >= 250, "only {} connections opened", idle.len());
+    let idle = open_idle(port, 300);
     let junk: Vec<_> = (0..200)
         .map(|i| {
             std::thread::spawn(move || {
@@ -1041,22 +1114,396 @@ fn webhook_connection_flood() {
     let statuses: Vec<u16> = junk.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
     // The idle connections are closed by the server (EOF), not left open.
-    let started = Instant::now();
-    for mut s in idle {
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf);
-        assert!(
-            !matches!(&n, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
-            "an idle connection is still open after 30 s"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(45),
-            "idle connections stay open"
-        );
-    }
+    assert_idle_closed(idle);
     let (status, _) = crate::bridge::harness::http(port, "GET", "/healthz", &[], b"");
     assert_eq!(status, 200);
     assert_eq!(remote.commits(), commits + 1, "{}", bridge.log());
     eprintln!("connection flood: 300 idle + 200 junk + 1 genuine, all answered");
+}
+
+// ---- the daemon's HTTP listener ------------------------------------------------------
+
+/// The daemon's bearer token and push-webhook secrets in the tests below: canaries its log
+/// is scanned for.
+const DAEMON_TOKEN: &str = "hostile-daemon-token/Qa1+z=x&c v";
+const DAEMON_GITHUB: &str = "hostile-daemon-github/Wb2+y=u&i o";
+const DAEMON_GITLAB: &str = "hostile-daemon-gitlab/Ec3+t=r&e w";
+
+/// A `berth daemon` following a remote (one tenant on a Dokku host), with a bearer token,
+/// GitHub and GitLab push secrets and a 4 KiB body limit. Polls, full passes and drift scans
+/// are an hour apart, so after its start pass only a verified webhook wakes it.
+fn hostile_daemon(host: &DokkuHost) -> (crate::daemon::Remote, Daemon) {
+    let remote = crate::daemon::Remote::new();
+    remote.write("environments/prod.yaml", &daemon::dokku_env(host, true));
+    remote.write(
+        "tenants/acme.yaml",
+        &daemon::DOKKU_TENANT.replace("THE_LEVEL", "info"),
+    );
+    remote.push("acme");
+    let bare = remote.bare();
+    let args = [
+        &daemon::following(&bare, "3600", "3600")[..],
+        &daemon::GUARDED,
+        &["--max-body", "4096"],
+    ]
+    .concat();
+    let d = Daemon::start(
+        &args,
+        &[
+            ("BERTH_DAEMON_TOKEN", DAEMON_TOKEN),
+            ("BERTH_SECRET_GH", DAEMON_GITHUB),
+            ("BERTH_SECRET_GL", DAEMON_GITLAB),
+            ("BERTH_LOG", "debug"),
+        ],
+    )
+    .with_token(DAEMON_TOKEN);
+    d.wait_for("acme synced and recorded", |s| {
+        daemon::state_of(s, "acme") == "synced"
+            && s["hosts"]["prod/dokku-1"]["applied"]["id"].is_string()
+    });
+    (remote, d)
+}
+
+/// Passes a trigger started, whatever their result.
+fn passes_by(metrics: &str, trigger: &str) -> f64 {
+    let prefix = format!("berth_daemon_passes_total{{trigger=\"{trigger}\",");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The end of every daemon case: still running, `/healthz` 200, no panic and no form of a
+/// secret in its log.
+fn assert_daemon_unharmed(d: &mut Daemon) {
+    assert!(d.alive(), "the daemon died:\n{}", d.log());
+    assert_eq!(d.get("/healthz").0, 200);
+    let log = d.log();
+    assert!(!log.contains("panicked"), "{log}");
+    for secret in [DAEMON_TOKEN, DAEMON_GITHUB, DAEMON_GITLAB] {
+        for form in crate::secrets_scan::forms(secret) {
+            assert!(!log.contains(&form), "the log holds {form:?}:\n{log}");
+        }
+    }
+}
+
+/// `POST /hooks/git` and the token-guarded routes of a running daemon fed forged, missing,
+/// oversized, malformed and hostile requests: each answered with its status, no refused
+/// request wakes a pass (`berth_daemon_passes_total{trigger="webhook"}` stays 0 until the
+/// genuine one), a 401 says nothing but that a token is needed.
+#[test]
+fn daemon_http_refusals() {
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let (remote, mut d) = hostile_daemon(&host);
+    let port = d.port;
+    let github = berth::daemon::webhook::github_signature;
+    let body = br#"{"ref":"refs/heads/main","after":"0000"}"#;
+    let hook = |headers: &[(&str, String)], body: &[u8]| {
+        crate::bridge::harness::http(port, "POST", "/hooks/git", headers, body).0
+    };
+    let sig = |secret: &str, b: &[u8]| vec![("X-Hub-Signature-256", github(secret.as_bytes(), b))];
+    let gitlab = |token: &str| vec![("X-Gitlab-Token", token.to_string())];
+    // Each case: name, status, expected status, whether it reaches verification (counted
+    // as refused).
+    let mut cases: Vec<(String, u16, u16, bool)> = vec![
+        ("forged github signature".into(), hook(&sig("guessed", body), body), 401, true),
+        ("no signature".into(), hook(&[], body), 401, true),
+        (
+            "github signature without sha256=".into(),
+            hook(&[("X-Hub-Signature-256", hex::encode([0u8; 32]))], body),
+            401,
+            true,
+        ),
+        (
+            "github signature not hex".into(),
+            hook(&[("X-Hub-Signature-256", "sha256=zz".into())], body),
+            401,
+            true,
+        ),
+        (
+            "signature of another body".into(),
+            hook(&sig(DAEMON_GITHUB, b"{}"), body),
+            401,
+            true,
+        ),
+        ("wrong gitlab token".into(), hook(&gitlab("guessed"), body), 401, true),
+        (
+            "gitlab token, a prefix of the secret".into(),
+            hook(&gitlab(&DAEMON_GITLAB[..10]), body),
+            401,
+            true,
+        ),
+        (
+            "gitlab token, the secret and one more byte".into(),
+            hook(&gitlab(&format!("{DAEMON_GITLAB}x")), body),
+            401,
+            true,
+        ),
+        (
+            "gitlab token as a github signature".into(),
+            hook(&[("X-Hub-Signature-256", format!("sha256={DAEMON_GITLAB}"))], body),
+            401,
+            true,
+        ),
+        (
+            "declared 10 MiB, never sent".into(),
+            crate::bridge::harness::post_declared_only(port, "/hooks/git", 10 << 20, &sig(DAEMON_GITHUB, body)).0,
+            413,
+            false,
+        ),
+        (
+            "4097 bytes, genuinely signed".into(),
+            {
+                let big = vec![b' '; 4097];
+                hook(&sig(DAEMON_GITHUB, &big), &big)
+            },
+            413,
+            false,
+        ),
+        (
+            "chunked, 8 KiB".into(),
+            raw_status(port, {
+                let chunk = "x".repeat(1024);
+                let mut req = "POST /hooks/git HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nX-Gitlab-Token: guessed\r\n\r\n".to_string();
+                for _ in 0..8 {
+                    req.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+                }
+                req.push_str("0\r\n\r\n");
+                req
+            }.as_bytes()),
+            413,
+            false,
+        ),
+        ("GET on the webhook".into(), d.get("/hooks/git").0, 405, false),
+    ];
+    // Raw requests: name, bytes, expected status, whether verification refuses it.
+    let post = |headers: &str| {
+        format!("POST /hooks/git HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: 0\r\n\r\n").into_bytes()
+    };
+    let raw: [(&str, Vec<u8>, u16, bool); 6] = [
+        ("a 1 MiB header", post(&format!("X-Junk: {}\r\n", "a".repeat(1 << 20))), 431, false),
+        (
+            "a 1 MiB signature header",
+            post(&format!("X-Hub-Signature-256: sha256={}\r\n", "0".repeat(1 << 20))),
+            431,
+            false,
+        ),
+        (
+            "a signature header that is not UTF-8",
+            [&b"POST /hooks/git HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Hub-Signature-256: sha256=\xff\xfe\r\n"[..], b"Content-Length: 0\r\n\r\n"].concat(),
+            401,
+            true,
+        ),
+        (
+            "a path that is not UTF-8",
+            b"POST /hooks/\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            400,
+            false,
+        ),
+        (
+            "GET a path that is not UTF-8",
+            b"GET /\xc3\x28/api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            400,
+            false,
+        ),
+        (
+            "not HTTP",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03 TLS hello\r\n\r\n".to_vec(),
+            400,
+            false,
+        ),
+    ];
+    for (name, bytes, want, refused) in raw {
+        cases.push((name.into(), raw_status(port, &bytes), want, refused));
+    }
+    for path in [
+        "/nope",
+        "/../../etc/passwd",
+        "/api",
+        "/api/status/x",
+        "/hooks",
+        "/%2e%2e/metrics",
+    ] {
+        cases.push((format!("GET {path}"), d.get(path).0, 404, false));
+    }
+    // The token: every guarded route, without it, with a wrong one, with near misses, as a
+    // request from beyond loopback would arrive through a proxy.
+    let wrong = [
+        None,
+        Some("Bearer guessed".to_string()),
+        Some(format!("Bearer {}", &DAEMON_TOKEN[..12])),
+        Some(format!("Bearer {DAEMON_TOKEN}x")),
+        Some(format!("bearer {DAEMON_TOKEN}")),
+        Some(format!("Basic {DAEMON_TOKEN}")),
+        Some(DAEMON_TOKEN.to_string()),
+    ];
+    let mut unauthorized = 0;
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/metrics"),
+        ("GET", "/api/status"),
+        ("GET", "/?state=synced"),
+        ("POST", "/api/pause"),
+        ("POST", "/api/resume"),
+    ] {
+        for auth in &wrong {
+            let mut headers = vec![
+                ("Host", "berth.example.net".to_string()),
+                ("X-Forwarded-For", "203.0.113.9".to_string()),
+            ];
+            if let Some(a) = auth {
+                headers.push(("Authorization", a.clone()));
+            }
+            let (code, response) =
+                crate::bridge::harness::request(port, method, path, &headers, b"");
+            let answer = crate::bridge::harness::body_of(&response);
+            assert_eq!(code, 401, "{method} {path} with {auth:?}: {response}");
+            assert_eq!(
+                answer, r#"{"error":"a bearer token is required"}"#,
+                "{method} {path}: no detail"
+            );
+            assert!(
+                response.contains("www-authenticate: Bearer realm=\"berth daemon\""),
+                "{response}"
+            );
+            unauthorized += 1;
+        }
+    }
+    for path in ["/healthz", "/readyz"] {
+        let (code, _) = crate::bridge::harness::http(port, "GET", path, &[], b"");
+        cases.push((format!("{path} without a token"), code, 200, false));
+    }
+    for (name, got, want, _) in &cases {
+        assert_eq!(got, want, "{name}");
+    }
+    let status = d.status();
+    assert_eq!(
+        status["daemon"]["paused"], false,
+        "pause without the token refused"
+    );
+    let m = d.metrics();
+    let refused = cases.iter().filter(|c| c.3).count();
+    assert_eq!(
+        daemon::metric(&m, "berth_daemon_webhooks_total{forge=\"refused\"}"),
+        refused as f64,
+        "{m}"
+    );
+    assert_eq!(
+        passes_by(&m, "webhook"),
+        0.0,
+        "a refused hook woke a pass:\n{m}"
+    );
+
+    // The control: a new commit, then malformed JSON with a genuine signature — accepted
+    // (the body is never parsed: a push only wakes the daemon), and the commit is applied.
+    remote.write(
+        "tenants/acme.yaml",
+        &daemon::DOKKU_TENANT.replace("THE_LEVEL", "warn"),
+    );
+    let pushed = remote.push("acme logs less");
+    let junk = b"{not json\x00\xff";
+    assert_eq!(hook(&sig(DAEMON_GITHUB, junk), junk), 202);
+    assert_eq!(hook(&gitlab(DAEMON_GITLAB), b"[[["), 202);
+    d.wait_for("the push applied", |s| {
+        s["hosts"]["prod/dokku-1"]["applied"]["id"] == pushed.as_str()
+    });
+    assert_eq!(daemon::config_get(&host, "acme-web", "LOG_LEVEL"), "warn");
+    assert!(passes_by(&d.metrics(), "webhook") >= 1.0);
+    assert_daemon_unharmed(&mut d);
+    eprintln!(
+        "daemon refusals: {} cases ({refused} refused by verification), {unauthorized} unauthorized requests",
+        cases.len()
+    );
+}
+
+/// Slow-loris clients on `/hooks/git` (headers or body dribbled a byte every 200 ms) are cut
+/// off within the read timeout + 10 s; `/healthz` answers meanwhile; no pass is woken.
+#[test]
+fn daemon_slow_loris_is_cut_off() {
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let (_remote, mut d) = hostile_daemon(&host);
+    let bound = berth::billing::server::READ_TIMEOUT + Duration::from_secs(10);
+    let clients = slow_loris(
+        d.port,
+        "/hooks/git",
+        &format!(
+            "Content-Length: 4000\r\nX-Hub-Signature-256: {}\r\n",
+            berth::daemon::webhook::github_signature(DAEMON_GITHUB.as_bytes(), b"{}")
+        ),
+    );
+    let started = Instant::now();
+    assert_eq!(d.get("/healthz").0, 200);
+    let healthz = started.elapsed();
+    assert!(
+        healthz < Duration::from_secs(5),
+        "/healthz took {healthz:?}"
+    );
+    let longest = assert_cut_off(clients, bound);
+    assert_eq!(passes_by(&d.metrics(), "webhook"), 0.0);
+    assert_daemon_unharmed(&mut d);
+    eprintln!("daemon slow loris: cut off within {longest:?}, /healthz meanwhile in {healthz:?}");
+}
+
+/// A flood: 300 idle connections and 200 concurrent forged webhooks; `/healthz` answers
+/// within 5 s during and after it, every forgery is 401, the idle connections are closed
+/// by the daemon, and no pass is woken.
+#[test]
+fn daemon_connection_flood() {
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let (_remote, mut d) = hostile_daemon(&host);
+    let port = d.port;
+    let idle = open_idle(port, 300);
+    let junk: Vec<_> = (0..200)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = format!("{{\"ref\":\"refs/heads/junk{i}\"}}");
+                let sig = berth::daemon::webhook::github_signature(b"guessed", body.as_bytes());
+                crate::bridge::harness::http(
+                    port,
+                    "POST",
+                    "/hooks/git",
+                    &[("X-Hub-Signature-256", sig)],
+                    body.as_bytes(),
+                )
+                .0
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    let mut healthz = || {
+        let started = Instant::now();
+        assert_eq!(
+            crate::bridge::harness::http(port, "GET", "/healthz", &[], b"").0,
+            200
+        );
+        slowest = slowest.max(started.elapsed());
+    };
+    healthz();
+    let statuses: Vec<u16> = junk.into_iter().map(|h| h.join().unwrap()).collect();
+    healthz();
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    let closed = assert_idle_closed(idle);
+    healthz();
+    assert!(
+        slowest < Duration::from_secs(5),
+        "/healthz took {slowest:?}"
+    );
+    let m = d.metrics();
+    assert_eq!(
+        daemon::metric(&m, "berth_daemon_webhooks_total{forge=\"refused\"}"),
+        200.0,
+        "{m}"
+    );
+    assert_eq!(passes_by(&m, "webhook"), 0.0, "{m}");
+    assert_daemon_unharmed(&mut d);
+    eprintln!(
+        "daemon flood: 300 idle + 200 forged, /healthz at most {slowest:?}, idle closed within {closed:?}"
+    );
 }

@@ -26,7 +26,7 @@ const OPENAI_2: &str = "sk-canary-openai-2/Rt5+q=p&k v";
 const WEBHOOK: &str = "whsec_canary-webhook/Jm3+b=c&d";
 
 /// The forms a value could leak in.
-fn forms(secret: &str) -> Vec<String> {
+pub fn forms(secret: &str) -> Vec<String> {
     let b = secret.as_bytes();
     let e = base64::engine::general_purpose::STANDARD;
     let u = base64::engine::general_purpose::URL_SAFE;
@@ -115,6 +115,33 @@ impl Channels {
     fn bytes(&self) -> usize {
         self.seen.values().map(Vec::len).sum()
     }
+
+    /// [`Channels::leaks`], with the figures printed under `what` (for docs/reliability.md).
+    fn scan(&self, what: &str, secrets: &[&str], argvs: usize) -> Vec<String> {
+        let leaks = self.leaks(secrets);
+        eprintln!(
+            "{what}: {} secrets ({} forms each), {} channels, {} bytes, {argvs} process argvs: {} found",
+            secrets.len(),
+            forms(OPENAI_1).len(),
+            self.seen.len(),
+            self.bytes(),
+            leaks.len()
+        );
+        leaks
+    }
+}
+
+/// The scanner can fail: the simulated host's own state holds `secret`, and the scan finds it.
+fn assert_scanner_finds(host: &DokkuHost, secret: &str) {
+    let mut control = Channels::default();
+    control.add(
+        "host state",
+        &std::fs::read(host.state_dir().join("state.json")).unwrap(),
+    );
+    assert!(
+        !control.leaks(&[secret]).is_empty(),
+        "the scanner finds nothing even where the secret is"
+    );
 }
 
 fn memfind(haystack: &[u8], needle: &[u8]) -> bool {
@@ -531,7 +558,7 @@ async fn no_secret_on_any_channel() {
 
     let mut secrets: Vec<&str> = vec![OPENAI_1, OPENAI_2, WEBHOOK];
     secrets.extend(generated.iter().map(String::as_str));
-    let leaks = ch.leaks(&secrets);
+    let leaks = ch.scan("secrets scan", &secrets, argv.len());
     // The host side, for the threat model: Dokku's own command line carries `config:set
     // --encoded` values (base64) to anyone on the host who runs `ps` at the right moment.
     let mut host_side = Channels::default();
@@ -543,15 +570,6 @@ async fn no_secret_on_any_channel() {
         host_argv.len(),
         host_side.leaks(&secrets).len()
     );
-    eprintln!(
-        "secrets scan: {} secrets ({} forms each), {} channels, {} bytes, {} process argvs: {} found",
-        secrets.len(),
-        forms(OPENAI_1).len(),
-        ch.seen.len(),
-        ch.bytes(),
-        argv.len(),
-        leaks.len()
-    );
     assert!(
         argv.len() > 20,
         "the argv watch saw berth's processes: {argv:?}"
@@ -561,14 +579,215 @@ async fn no_secret_on_any_channel() {
         "the argv watch saw the ssh processes berth starts: {argv:?}"
     );
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
-    // The scanner can fail: the host's own state holds the values it was given.
-    let mut control = Channels::default();
-    control.add(
-        "host state",
-        &std::fs::read(host.state_dir().join("state.json")).unwrap(),
+    assert_scanner_finds(&host, OPENAI_2);
+}
+
+/// Canaries of the daemon's own secrets: two push-webhook secrets and the bearer token.
+const GITHUB_PUSH: &str = "gh-canary-push/Hk4+w=e&r t";
+const GITLAB_PUSH: &str = "gl-canary-push/Ux7+n=m&s q";
+const BEARER: &str = "bearer-canary/Pd2+v=f&g h";
+
+/// Every HTTP route of a running daemon, headers and body, into `ch`: the guarded ones with
+/// the token and refused without it or with a wrong one.
+fn scrape_daemon(ch: &mut Channels, d: &crate::daemon::Daemon, phase: &str) {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/status",
+        "/",
+        "/?state=synced",
+        "/?state=degraded",
+    ] {
+        let (code, response) = d.request("GET", path, &[], b"");
+        assert_eq!(code, 200, "{phase} {path}: {response}");
+        ch.add(format!("daemon {phase} GET {path}"), response.as_bytes());
+    }
+    for (name, auth) in [
+        ("no token", None),
+        ("wrong token", Some("Bearer guessed".to_string())),
+        ("token + 1", Some(format!("Bearer {BEARER}x"))),
+    ] {
+        let headers: Vec<(&str, String)> = auth.into_iter().map(|a| ("Authorization", a)).collect();
+        for path in ["/metrics", "/api/status", "/"] {
+            let (code, response) =
+                crate::bridge::harness::request(d.port, "GET", path, &headers, b"");
+            assert_eq!(code, 401, "{phase} {path} {name}: {response}");
+            ch.add(format!("daemon {phase} {name} {path}"), response.as_bytes());
+        }
+    }
+}
+
+/// Push webhooks to a daemon, genuine and forged, every response into `ch`.
+fn daemon_hooks(ch: &mut Channels, d: &crate::daemon::Daemon, phase: &str, pushed: &str) {
+    let body = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{pushed}\"}}");
+    let github = berth::daemon::webhook::github_signature;
+    for (name, header, want) in [
+        (
+            "github",
+            (
+                "X-Hub-Signature-256",
+                github(GITHUB_PUSH.as_bytes(), body.as_bytes()),
+            ),
+            202,
+        ),
+        (
+            "github forged",
+            ("X-Hub-Signature-256", github(b"guessed", body.as_bytes())),
+            401,
+        ),
+        ("gitlab", ("X-Gitlab-Token", GITLAB_PUSH.to_string()), 202),
+        (
+            "gitlab wrong",
+            ("X-Gitlab-Token", format!("{GITLAB_PUSH}x")),
+            401,
+        ),
+    ] {
+        let (code, response) = d.request("POST", "/hooks/git", &[header], body.as_bytes());
+        assert_eq!(code, want, "{phase} {name}: {response}");
+        ch.add(format!("daemon {phase} hook {name}"), response.as_bytes());
+    }
+    let (code, response) =
+        crate::bridge::harness::post_declared_only(d.port, "/hooks/git", (1 << 20) + 1, &[]);
+    assert_eq!(code, 413, "{response}");
+    ch.add(
+        format!("daemon {phase} hook too large"),
+        response.as_bytes(),
     );
+}
+
+/// Issue 16.2 for the daemon: the real `berth daemon` over a Dokku host (sshd + simulator),
+/// canaries for a provider secret (then its rotated value), both push-webhook secrets, the
+/// bearer token and the values generated on the host; passes from empty, a hand drift
+/// healed, file changes woken by webhooks, a restart with the secret rotated — once with
+/// `--log-format json`, once human, both at `BERTH_LOG=trace`. Every HTTP response (headers
+/// and body), both logs and the argv of every process below the daemon are scanned.
+#[test]
+fn no_secret_on_any_daemon_channel() {
+    use crate::daemon::{Daemon, Remote as GitRemote, config_get, state_of, wait_until};
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let remote = GitRemote::new();
+    remote.write(
+        "environments/prod.yaml",
+        &format!(
+            "version: 1\ndomain: example.app\nhosts:\n{}policy: {{ max-destroys: 10 }}\nsecrets: {{ provider: env, names: [openai] }}\n",
+            host.env_host("dokku-1")
+        ),
+    );
+    let tenant = |level: &str| {
+        format!(
+            "environment: prod\napps:\n  web:\n    image: registry.example.app/app:1.4.2\n    env:\n      LOG_LEVEL: {level}\n      SECRET_KEY: {{ generate: 32 }}\n      OPENAI_KEY: {{ secret: openai }}\n    uses: [db]\nservices:\n  db: {{ kind: postgres }}\n"
+        )
+    };
+    remote.write("tenants/acme.yaml", &tenant("info"));
+    remote.push("acme");
+    let applied = |s: &serde_json::Value, commit: &str| {
+        state_of(s, "acme") == "synced" && s["hosts"]["prod/dokku-1"]["applied"]["id"] == commit
+    };
+
+    let mut ch = Channels::default();
+    let mut argv = BTreeSet::new();
+    let mut host_argv = BTreeSet::new();
+    let mut generated: Vec<String> = Vec::new();
+    let mut levels = ["info", "warn", "error"].into_iter();
+    let mut level = levels.next().unwrap();
+    let bare = remote.bare();
+    for (phase, format, openai) in [("json", "json", OPENAI_1), ("human", "human", OPENAI_2)] {
+        let args = [
+            &crate::daemon::following(&bare, "3600", "2")[..],
+            &crate::daemon::GUARDED,
+            &["--log-format", format],
+        ]
+        .concat();
+        let d = Daemon::start(
+            &args,
+            &[
+                ("BERTH_LOG", "trace"),
+                ("BERTH_SECRET_OPENAI", openai),
+                ("BERTH_SECRET_GH", GITHUB_PUSH),
+                ("BERTH_SECRET_GL", GITLAB_PUSH),
+                ("BERTH_DAEMON_TOKEN", BEARER),
+            ],
+        )
+        .with_token(BEARER);
+        let watch = ArgvWatch::start(d.pid());
+        let head = crate::support::head(&remote.work());
+        d.wait_for("the first pass applied", |s| applied(s, &head));
+        // From empty (json), or with the rotated secret the first (deep) pass finds (human).
+        wait_until("the secret value on the host", || {
+            host.state()["apps"]["acme-web"]["env"]["OPENAI_KEY"] == openai
+        });
+        scrape_daemon(&mut ch, &d, &format!("{phase} first pass"));
+        if generated.is_empty() {
+            let state = host.state();
+            generated.extend(
+                state["apps"]["acme-web"]["env"]["SECRET_KEY"]
+                    .as_str()
+                    .map(str::to_string),
+            );
+            for (_, svc) in state["services"].as_object().unwrap() {
+                generated.extend(svc["password"].as_str().map(str::to_string));
+            }
+            assert_eq!(
+                generated.len(),
+                2,
+                "a generated key and a password: {state:#}"
+            );
+        }
+        // Drift by hand, healed by the drift scan.
+        assert!(
+            host.ssh("config:set --no-restart acme-web LOG_LEVEL=debug")
+                .status
+                .success()
+        );
+        wait_until("the hand edit healed", || {
+            config_get(&host, "acme-web", "LOG_LEVEL") == level
+        });
+        scrape_daemon(&mut ch, &d, &format!("{phase} healed"));
+        // A file change, woken by webhooks (the poll is an hour).
+        let next = levels.next().unwrap();
+        remote.write("tenants/acme.yaml", &tenant(next));
+        let pushed = remote.push(&format!("acme logs at {next}"));
+        daemon_hooks(&mut ch, &d, phase, &pushed);
+        d.wait_for("the push applied", |s| applied(s, &pushed));
+        assert_eq!(config_get(&host, "acme-web", "LOG_LEVEL"), next);
+        level = next;
+        scrape_daemon(&mut ch, &d, &format!("{phase} pushed"));
+        let mut d = d;
+        assert_eq!(d.terminate(), Some(0), "{}", d.log());
+        let (seen, host_seen) = watch.finish();
+        argv.extend(seen);
+        host_argv.extend(host_seen);
+        let log = d.log();
+        assert!(log.lines().count() > 20, "{phase}: a trace log:\n{log}");
+        if format == "json" {
+            assert!(
+                log.lines()
+                    .filter(|l| !l.starts_with("berth daemon:"))
+                    .all(|l| l.starts_with('{')),
+                "{log}"
+            );
+        }
+        eprintln!(
+            "daemon {phase} log: {} lines, {} at TRACE",
+            log.lines().count(),
+            log.lines().filter(|l| l.contains("TRACE")).count()
+        );
+        ch.add(format!("daemon {phase} log"), log.as_bytes());
+    }
     assert!(
-        !control.leaks(&[OPENAI_2]).is_empty(),
-        "the scanner finds nothing even where the secret is"
+        argv.iter().any(|a| a.contains("ssh")),
+        "the argv watch saw the daemon's ssh processes: {argv:?}"
     );
+    for line in &argv {
+        ch.add("daemon argv", line.as_bytes());
+    }
+    let mut secrets: Vec<&str> = vec![OPENAI_1, OPENAI_2, GITHUB_PUSH, GITLAB_PUSH, BEARER];
+    secrets.extend(generated.iter().map(String::as_str));
+    eprintln!("daemon: {} host-side argvs seen", host_argv.len());
+    let leaks = ch.scan("daemon secrets scan", &secrets, argv.len());
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+    assert_scanner_finds(&host, OPENAI_2);
 }

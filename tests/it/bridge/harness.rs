@@ -313,6 +313,27 @@ pub fn http(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> (u16, String) {
+    let (status, response) = request(port, method, path, headers, body);
+    (status, body_of(&response))
+}
+
+/// The body of a whole HTTP response.
+pub fn body_of(response: &str) -> String {
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns status and the whole response
+/// (status line, headers and body).
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -328,12 +349,7 @@ pub fn http(
     stream.write_all(request.as_bytes()).unwrap();
     // The server may answer (413) before reading a large body: a broken pipe is fine.
     let _ = stream.write_all(body);
-    let (status, response) = read_response(&mut stream);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    read_response(&mut stream)
 }
 
 /// Status code and the whole response (until the server closes).
@@ -351,13 +367,33 @@ fn read_response(stream: &mut TcpStream) -> (u16, String) {
 
 /// A request that declares a body it never sends: the bridge must answer from the headers.
 pub fn http_declared_only(port: u16, declared: usize, signature: &str) -> (u16, String) {
+    post_declared_only(
+        port,
+        "/stripe/webhook",
+        declared,
+        &[("Stripe-Signature", signature.to_string())],
+    )
+}
+
+/// A `POST path` that declares a body of `declared` bytes and never sends it: the server
+/// must answer from the headers (the read gives up after 30 s).
+pub fn post_declared_only(
+    port: u16,
+    path: &str,
+    declared: usize,
+    headers: &[(&str, String)],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let request = format!(
-        "POST /stripe/webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {declared}\r\nStripe-Signature: {signature}\r\n\r\n"
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {declared}\r\n"
     );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
     stream.write_all(request.as_bytes()).unwrap();
     read_response(&mut stream)
 }
