@@ -34,6 +34,12 @@ fn spawn_apply(repo: &Repo, args: &[&str], stderr: Stdio) -> std::process::Child
         .unwrap()
 }
 
+/// The hosts match the files: `plan --detailed-exitcode` exits 0.
+fn assert_plan_empty(repo: &Repo) {
+    let plan = berth_in(repo, &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -219,12 +225,7 @@ async fn a_saved_plan_is_refused_after_a_hand_change_and_accepted_otherwise() {
     assert_eq!(out.status.code(), Some(0));
     let applied = berth_in(&repo, &["apply", plan_file.to_str().unwrap()]);
     assert_eq!(applied.status.code(), Some(0), "{}", text(&applied));
-    assert_eq!(
-        berth_in(&repo, &["plan", "--detailed-exitcode"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_plan_empty(&repo);
 }
 
 #[test]
@@ -348,12 +349,7 @@ fn sigterm_mid_apply_releases_the_lease_and_a_crashed_lease_expires() {
     let free = berth_in(&repo, &["lock", "status", "--format", "json"]);
     let doc: serde_json::Value = serde_json::from_slice(&free.stdout).unwrap();
     assert_eq!(doc["hosts"][0]["held"], false, "{doc}");
-    assert_eq!(
-        berth_in(&repo, &["plan", "--detailed-exitcode"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_plan_empty(&repo);
 }
 
 /// Ctrl-C in a terminal on `berth apply … 2>&1 | tee log`: the terminal sends SIGINT to the
@@ -414,12 +410,7 @@ fn ctrl_c_on_apply_piped_into_tee_releases_the_lease() {
     );
     let out = berth_in(&repo, &["apply", "--auto-approve"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        berth_in(&repo, &["plan", "--detailed-exitcode"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_plan_empty(&repo);
 }
 
 #[test]
