@@ -30,6 +30,9 @@ use super::secrets::{MissingSecret, SecretProvider};
 use crate::model::live::{HostRef, LiveDocker, LiveHost, LiveNetwork, LiveVolume};
 use crate::plan::{Change, Rollout, Step};
 
+/// How long one Engine API call may go unanswered when the host sets no `timeout:`.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long a started container may take to become healthy.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -59,6 +62,18 @@ pub enum DockerError {
         /// Cause.
         #[source]
         source: BollardError,
+    },
+    /// The Engine accepted a call and did not answer it in time (hung or overloaded).
+    #[error("`{call}` on `{host}` got no answer from the Docker Engine within {} s (tenant `{tenant}`)", waited.as_secs())]
+    Timeout {
+        /// Host.
+        host: HostRef,
+        /// Tenant of the step.
+        tenant: String,
+        /// The call.
+        call: String,
+        /// How long berth waited.
+        waited: Duration,
     },
     /// A container did not become healthy (a replacement was removed and the old container
     /// kept serving).
@@ -199,7 +214,7 @@ impl DockerError {
             _ => false,
         };
         match self {
-            DockerError::Connect { .. } => true,
+            DockerError::Connect { .. } | DockerError::Timeout { .. } => true,
             DockerError::Api { source, .. } => api(source),
             DockerError::Caddy { source, .. } => source.transient,
             _ => false,
@@ -231,6 +246,8 @@ pub struct DockerDriver {
     /// Where published ports of this engine answer (health probes): the endpoint's host, or
     /// loopback for a local socket.
     probe_host: String,
+    /// How long one Engine call may go unanswered.
+    timeout: Duration,
     /// How long a replaced container keeps running after it was switched out, so requests
     /// in flight finish.
     drain: Duration,
@@ -273,6 +290,21 @@ impl DockerDriver {
         endpoint: &str,
         secrets: SecretProvider,
     ) -> Result<Self, DockerError> {
+        Self::connect_with_timeout(host, endpoint, secrets, DEFAULT_API_TIMEOUT).await
+    }
+
+    /// [`DockerDriver::connect`], giving up on any one Engine call after `timeout` (the
+    /// host's `timeout:`): an engine that accepts a request and never answers fails the
+    /// step with [`DockerError::Timeout`] instead of holding the apply.
+    ///
+    /// # Errors
+    /// An unreachable or unusable endpoint (transient).
+    pub async fn connect_with_timeout(
+        host: &HostRef,
+        endpoint: &str,
+        secrets: SecretProvider,
+        timeout: Duration,
+    ) -> Result<Self, DockerError> {
         let connect_error = |source| DockerError::Connect {
             host: host.clone(),
             endpoint: endpoint.to_string(),
@@ -280,7 +312,7 @@ impl DockerDriver {
         };
         let docker = Docker::connect_with_host(endpoint).map_err(connect_error)?;
         let docker = docker
-            .with_timeout(Duration::from_secs(120))
+            .with_timeout(timeout)
             .negotiate_version()
             .await
             .map_err(connect_error)?;
@@ -292,6 +324,7 @@ impl DockerDriver {
             calls: std::sync::atomic::AtomicU64::new(1),
             deep: std::sync::atomic::AtomicBool::new(false),
             probe_host: probe_host(endpoint),
+            timeout,
             drain: Duration::from_secs(1),
             registries: std::collections::BTreeMap::new(),
             caddy: None,
@@ -366,11 +399,19 @@ impl DockerDriver {
 
     fn api(&self, tenant: &str, call: String) -> impl Fn(BollardError) -> DockerError + '_ {
         let tenant = tenant.to_string();
-        move |source| DockerError::Api {
-            host: self.host.clone(),
-            tenant: tenant.clone(),
-            call: call.clone(),
-            source,
+        move |source| match source {
+            BollardError::RequestTimeoutError => DockerError::Timeout {
+                host: self.host.clone(),
+                tenant: tenant.clone(),
+                call: call.clone(),
+                waited: self.timeout,
+            },
+            source => DockerError::Api {
+                host: self.host.clone(),
+                tenant: tenant.clone(),
+                call: call.clone(),
+                source,
+            },
         }
     }
 
