@@ -13,6 +13,9 @@ pub use crate::driver::LeaseRecord;
 use crate::driver::{AnyDriver, Claim, DriverError};
 use crate::model::live::HostRef;
 
+/// Transient failures of a claim retried before the lease is given up on.
+const CLAIM_RETRIES: u32 = 3;
+
 /// Default time to live of a lease.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
 
@@ -80,17 +83,27 @@ pub async fn status(driver: &AnyDriver) -> Result<Option<LeaseRecord>, LeaseErro
 /// Held by someone else, or driver failures.
 pub async fn acquire(driver: &AnyDriver, record: &LeaseRecord, now: u64) -> Result<(), LeaseError> {
     let host = driver.host();
-    for _ in 0..3 {
-        match driver
-            .lease_claim(record)
-            .await
-            .map_err(driver_error(host))?
-        {
+    let mut changed_hands = 0;
+    let mut failures = 0u32;
+    while changed_hands < 3 {
+        // A claim is safe to send again: one whose answer was lost reads back as ours
+        // (below). So a transient failure (a cut connection, which the transport replaces)
+        // is retried a few times before the lease is given up on.
+        let claim = match driver.lease_claim(record).await {
+            Err(e) if e.is_transient() && failures < CLAIM_RETRIES => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(200) * failures).await;
+                continue;
+            }
+            other => other.map_err(driver_error(host))?,
+        };
+        match claim {
             Claim::Taken => return Ok(()),
             // Ours already (a retried claim whose answer was lost).
             Claim::Held(current) if current.token == record.token => return Ok(()),
             Claim::Held(current) if current.expires <= now => {
                 driver.lease_clear().await.map_err(driver_error(host))?;
+                changed_hands += 1;
             }
             Claim::Held(current) => {
                 return Err(LeaseError::Held {

@@ -318,6 +318,209 @@ fn ssh_connections_dropped_at_random_converge() {
     assert_eq!(passwords.len(), 8, "{passwords:?}");
 }
 
+/// `VmRSS` (KiB) and open descriptors of a process.
+fn rss_and_fds(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    (rss, fds)
+}
+
+/// The daemon soak on real transports (issue 16.5): `berth daemon` following a local repo
+/// of 4 Dokku tenants (app, Postgres, Redis each) through [`SshCutter`] — every SSH
+/// connection cut after 1–5 s — for `BERTH_SOAK_SECS` (default 40) seconds, with a hand
+/// `config:set` on the host every 4 s (self-heal on) and a tenant file edited every 6 s.
+/// Asserted: the daemon stays up and never panics, its descriptors do not grow, no service
+/// is ever replaced, and once the cuts stop every hand edit is healed, every file edit is
+/// applied and the plan is empty. Printed: RSS and descriptors over time, passes per minute
+/// by result.
+#[test]
+fn daemon_soak_with_connections_cut_heals_everything() {
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let secs: u64 = std::env::var("BERTH_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let cutter = SshCutter::start(host.port, 0x50a6, 1000, 5000);
+    let repo = Repo::new();
+    let entry = host.env_host("dokku-1").replace(
+        &format!("127.0.0.1:{}", host.port),
+        &format!("127.0.0.1:{}", cutter.port),
+    );
+    repo.write(
+        "environments/prod.yaml",
+        &format!(
+            "version: 1\ndomain: example.app\nhosts:\n{entry}policy: {{ max-destroys: 50, self-heal: true }}\n"
+        ),
+    );
+    let tenants = ["acme", "bolt", "cirrus", "delta"];
+    for t in tenants {
+        repo.write(&format!("tenants/{t}.yaml"), DOKKU_TENANT);
+    }
+    let mut d = crate::daemon::Daemon::start(
+        &[
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--poll",
+            "1",
+            "--full-pass",
+            "2",
+            "--drift-scan",
+            "4",
+            "--backoff",
+            "1",
+            "--backoff-max",
+            "4",
+            "--lease-ttl",
+            "6",
+        ],
+        &[("BERTH_LOG", "info")],
+    );
+    let pid = d.pid();
+    let mut passwords = std::collections::BTreeMap::<String, serde_json::Value>::new();
+    let mut check_services = |when: &str| {
+        for (name, service) in host.state()["services"].as_object().into_iter().flatten() {
+            let seen = passwords
+                .entry(name.clone())
+                .or_insert_with(|| service["password"].clone());
+            assert_eq!(
+                *seen, service["password"],
+                "{when}: service {name} was replaced"
+            );
+        }
+    };
+    let mut desired: std::collections::BTreeMap<&str, String> =
+        tenants.iter().map(|t| (*t, "info".to_string())).collect();
+    let started = Instant::now();
+    let (mut drifts, mut edits) = (0usize, 0usize);
+    let (mut next_drift, mut next_edit, mut next_sample) = (
+        started + Duration::from_secs(4),
+        started + Duration::from_secs(6),
+        started,
+    );
+    let mut samples: Vec<(u64, u64, usize)> = Vec::new();
+    // Hand edits not yet seen healed, and how many were healed while the cuts went on.
+    let mut pending = std::collections::BTreeSet::<&str>::new();
+    let mut healed_during = 0usize;
+    let mut next_look = started;
+    while started.elapsed() < Duration::from_secs(secs) {
+        let now = Instant::now();
+        assert!(d.alive(), "the daemon died:\n{}", d.log());
+        if now >= next_drift {
+            let t = tenants[drifts % tenants.len()];
+            // Straight to sshd, not through the cutter: the hand edit always lands.
+            let out = host.ssh(&format!(
+                "config:set --no-restart {t}-web LOG_LEVEL=by-hand"
+            ));
+            // The app may not exist yet in the first seconds.
+            if out.status.success() {
+                drifts += 1;
+                pending.insert(t);
+            }
+            next_drift = now + Duration::from_secs(4);
+        }
+        if now >= next_edit {
+            let t = tenants[(edits + 1) % tenants.len()];
+            edits += 1;
+            let level = format!("info{edits}");
+            repo.write(
+                &format!("tenants/{t}.yaml"),
+                &DOKKU_TENANT.replace("LOG_LEVEL: info", &format!("LOG_LEVEL: {level}")),
+            );
+            desired.insert(t, level);
+            next_edit = now + Duration::from_secs(6);
+        }
+        if now >= next_sample {
+            let (rss, fds) = rss_and_fds(pid);
+            samples.push((started.elapsed().as_secs(), rss, fds));
+            next_sample += Duration::from_secs(5);
+        }
+        if now >= next_look {
+            pending.retain(|t| {
+                let level = crate::daemon::config_get(&host, &format!("{t}-web"), "LOG_LEVEL");
+                let healed = level != "by-hand";
+                healed_during += usize::from(healed);
+                !healed
+            });
+            next_look = now + Duration::from_secs(1);
+        }
+        check_services("during the soak");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cuts = cutter.cuts.load(Ordering::SeqCst);
+    let connections = cutter.connections.load(Ordering::SeqCst);
+    let during = d.metrics();
+    cutter.disarm();
+    // Healthy path again: everything converges.
+    let healed = Instant::now();
+    let healed_all =
+        |level_of: &dyn Fn(&str) -> String| desired.iter().all(|(t, want)| level_of(t) == *want);
+    loop {
+        let level_of = |t: &str| crate::daemon::config_get(&host, &format!("{t}-web"), "LOG_LEVEL");
+        if healed_all(&level_of) {
+            let plan = berth_in(repo.path(), &["plan", "--detailed-exitcode"]);
+            if plan.status.code() == Some(0) {
+                break;
+            }
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(90),
+            "not converged 90 s after the cuts stopped: {:?}\nlog tail:\n{}",
+            desired.keys().map(|t| (t, level_of(t))).collect::<Vec<_>>(),
+            d.log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let converged_after = healed.elapsed();
+    check_services("after the soak");
+    assert_eq!(passwords.len(), 2 * tenants.len(), "{passwords:?}");
+    let log = d.log();
+    assert!(!log.contains("panicked"), "{log}");
+    // Descriptors: the last sample against the first one after the fleet was applied.
+    let warm = samples.iter().find(|s| s.0 >= 10).unwrap_or(&samples[0]);
+    let last = samples.last().unwrap();
+    assert!(
+        last.2 <= warm.2 + 8,
+        "descriptors grew from {} to {}: {samples:?}",
+        warm.2,
+        last.2
+    );
+    assert!(cuts > 0 && drifts > 0 && edits > 0);
+    assert!(
+        healed_during > 0,
+        "no hand edit was healed while connections were being cut"
+    );
+    eprintln!(
+        "daemon soak, {secs} s, 4 Dokku tenants, SSH cut after 1-5 s: {cuts} of {connections} connections cut, {drifts} hand edits ({healed_during} healed while the cuts went on), {edits} file edits; converged {:.1} s after the cuts stopped",
+        converged_after.as_secs_f64()
+    );
+    eprintln!("  t (s)  RSS (MiB)  fds");
+    for (t, rss, fds) in &samples {
+        eprintln!("  {t:>5}  {:>9.1}  {fds:>3}", *rss as f64 / 1024.0);
+    }
+    for line in during
+        .lines()
+        .filter(|l| l.starts_with("berth_daemon_passes_total{"))
+    {
+        eprintln!("  {line}");
+    }
+    if std::env::var_os("BERTH_SOAK_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    let _ = d.terminate();
+}
+
 // ---- the Docker Engine API behind a fault-injecting proxy ------------------------------
 
 /// What the proxy does with the next requests.

@@ -160,6 +160,9 @@ impl TransportError {
 /// client, so a few connections multiply the reads a wave can run at once.
 pub const CONNECTIONS: usize = 3;
 
+/// How long a master connection may take to show it is alive after a failed command.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One master connection and its channel budget.
 struct Lane {
     session: tokio::sync::RwLock<Arc<Session>>,
@@ -223,6 +226,8 @@ pub struct TransportStats {
     pub refusals: u64,
     /// The lowest channel limit any connection went down to.
     pub lowest_limit: usize,
+    /// Master connections replaced after they died.
+    pub reconnects: u64,
 }
 
 /// The connections to one Dokku host.
@@ -233,6 +238,7 @@ pub struct Transport {
     next: AtomicUsize,
     commands: AtomicU64,
     refusals: AtomicU64,
+    reconnects: AtomicU64,
     lowest_limit: AtomicUsize,
     timeout: Duration,
     _files: tempfile::TempDir,
@@ -321,6 +327,7 @@ impl Transport {
             next: AtomicUsize::new(0),
             commands: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
             lowest_limit: AtomicUsize::new(MAX_CHANNELS),
             timeout: Duration::from_secs(u64::from(target.timeout_secs.max(1))),
             _files: files,
@@ -340,6 +347,7 @@ impl Transport {
             commands: self.commands.load(Ordering::Relaxed),
             refusals: self.refusals.load(Ordering::Relaxed),
             lowest_limit: self.lowest_limit.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
         }
     }
 
@@ -408,13 +416,14 @@ impl Transport {
                 }
                 child.wait_with_output().await
             };
-            let result = tokio::time::timeout(self.timeout, exec)
-                .await
-                .map_err(|_| TransportError::Timeout {
+            let Ok(result) = tokio::time::timeout(self.timeout, exec).await else {
+                self.replace_if_dead(lane, &session).await;
+                return Err(TransportError::Timeout {
                     host: self.host.clone(),
                     command: command.display.clone(),
                     secs: self.timeout.as_secs(),
-                })?;
+                });
+            };
             match result {
                 Ok(output) => {
                     lane.succeeded();
@@ -441,6 +450,9 @@ impl Transport {
                     }
                 }
                 Err(source) => {
+                    // This command failed for good (whether it ran cannot be told), but a
+                    // dead master connection would fail every later one as well.
+                    self.replace_if_dead(lane, &session).await;
                     return Err(TransportError::Channel {
                         host: self.host.clone(),
                         command: command.display.clone(),
@@ -454,6 +466,22 @@ impl Transport {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
+    }
+
+    /// After a failed command: when the master connection `session` no longer answers (the
+    /// network path was cut, sshd restarted), open a fresh one for the commands that follow,
+    /// so a long-lived driver (the daemon's) recovers by itself once the host is reachable
+    /// again. A failed reconnect leaves the lane as it was: the next failure tries again.
+    async fn replace_if_dead(&self, lane: &Lane, session: &Arc<Session>) {
+        let alive = tokio::time::timeout(CHECK_TIMEOUT, session.check())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !alive {
+            let reconnected = self.reconnect(lane, session).await.is_ok();
+            self.reconnects
+                .fetch_add(u64::from(reconnected), Ordering::Relaxed);
+            tracing::debug!(host = %self.host, reconnected, "master connection lost");
+        }
     }
 
     /// Replace the master connection `stale` with a new one (unless another task already did).
