@@ -1132,6 +1132,9 @@ impl Hooks for DaemonHooks<'_> {
                 tracing::info!(%host, holder = %held.holder, purpose = %held.purpose, "host busy: left for the next pass");
             }
             Notice::LeaseLost { host } => tracing::warn!(%host, "lease lost: no new step starts"),
+            Notice::LeaseReclaimed { host } => {
+                tracing::info!(%host, "took back a lease an earlier pass could not release");
+            }
             Notice::RecordFailed { host, error } => {
                 tracing::warn!(%host, %error, "cannot record the applied commit");
             }

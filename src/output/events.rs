@@ -243,7 +243,7 @@ pub fn notice_body(notice: &Notice<'_>) -> Option<EventBody> {
             ports: ports.iter().copied().collect(),
             plan: super::plan::render_json(plan),
         },
-        Notice::LeaseTaken { .. } => return None,
+        Notice::LeaseTaken { .. } | Notice::LeaseReclaimed { .. } => return None,
     })
 }
 

@@ -118,6 +118,9 @@ impl<'p> Progress<'p> {
                 crate::clock::describe_unix(held.expires)
             )),
             Notice::LeaseTaken { .. } => {}
+            Notice::LeaseReclaimed { host } => self.printer.status(&format!(
+                "took back the lease on {host} that an earlier pass could not release"
+            )),
             Notice::LeaseLost { host } => self.printer.warn(&format!(
                 "the lease on {host} is no longer ours: in-flight steps finish, nothing new starts"
             )),

@@ -25,6 +25,11 @@ pub enum Notice<'a> {
         /// Host.
         host: &'a HostRef,
     },
+    /// A pass took back a lease in its own name that an earlier pass could not release.
+    LeaseReclaimed {
+        /// Host.
+        host: &'a HostRef,
+    },
     /// The lease of a host is no longer ours: no new step starts.
     LeaseLost {
         /// Host.

@@ -142,9 +142,23 @@ pub async fn still_ours(driver: &AnyDriver, token: &str, now: u64) -> Result<boo
 /// # Errors
 /// Driver failures.
 pub async fn release(driver: &AnyDriver, token: &str) -> Result<(), LeaseError> {
-    match status(driver).await? {
-        Some(info) if info.token == token => release_any(driver).await,
-        _ => Ok(()),
+    // Reading and clearing are both safe to repeat: a transient failure (a cut
+    // connection) is retried, so a lease is not left for its whole time to live by one.
+    let mut failures = 0u32;
+    loop {
+        let attempt = async {
+            match status(driver).await? {
+                Some(info) if info.token == token => release_any(driver).await,
+                _ => Ok(()),
+            }
+        };
+        match attempt.await {
+            Err(e) if e.is_transient() && failures < CLAIM_RETRIES => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(200) * failures).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -248,6 +248,48 @@ async fn a_refusal_of_the_whole_plan_is_reported_and_nothing_runs() {
     assert!(!outcome.hosts[&host()].recorded);
 }
 
+/// A lease in the pass's own name (an earlier pass whose release was cut) is taken back at
+/// once instead of leaving the host busy for the lease's whole time to live; another
+/// holder's lease with the same purpose is not.
+#[tokio::test]
+async fn a_lease_an_earlier_pass_left_behind_is_taken_back() {
+    let world = World::new();
+    let repo = git_repo(&[("a", "")]);
+    let s = session(&repo, &world).await;
+    let settings = PassSettings {
+        holder: "daemon@ops pid 42".into(),
+        ..PassSettings::default()
+    };
+    let leftover = berth::driver::LeaseRecord {
+        holder: settings.holder.clone(),
+        purpose: "daemon pass".into(),
+        started: berth::clock::now_unix(),
+        expires: berth::clock::now_unix() + 1800,
+        token: "an-earlier-pass".into(),
+    };
+    world.state().leases.insert(host(), leftover.clone());
+    let outcome = pass(&s, &settings).await;
+    assert_eq!(outcome.hosts[&host()].busy, None);
+    assert_eq!(result(&outcome, "a"), TenantPass::Converged);
+    assert!(
+        world.state().live.hosts.contains_key(&host()),
+        "the pass applied"
+    );
+    assert!(
+        !world.state().leases.contains_key(&host()),
+        "released at the end of the pass"
+    );
+
+    // Another daemon's (or process's) lease is left alone.
+    let theirs = berth::driver::LeaseRecord {
+        holder: "daemon@ops pid 43".into(),
+        ..leftover
+    };
+    world.state().leases.insert(host(), theirs.clone());
+    let outcome = pass(&s, &settings).await;
+    assert_eq!(outcome.hosts[&host()].busy.as_ref(), Some(&theirs));
+}
+
 #[tokio::test]
 async fn a_busy_host_waits_for_the_next_pass_and_held_tenants_are_left_alone() {
     let world = World::new();
