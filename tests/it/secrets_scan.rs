@@ -791,3 +791,144 @@ fn no_secret_on_any_daemon_channel() {
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
     assert_scanner_finds(&host, OPENAI_2);
 }
+
+/// The environment of container `name` on the local engine, as `KEY=value` lines (empty
+/// when it does not exist).
+fn container_env(name: &str) -> BTreeMap<String, String> {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{json .Config.Env}}", name])
+        .output()
+        .unwrap();
+    let env: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    env.iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn container_running(name: &str) -> bool {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "true"
+}
+
+/// [`no_secret_on_any_daemon_channel`] on a Docker host (the local engine): the daemon
+/// applies from empty, heals a container stopped by hand, applies pushes woken by webhooks,
+/// and after a restart rolls out the rotated provider secret — `--log-format json`, then
+/// human, at `BERTH_LOG=trace`. Scanned: every HTTP response, both logs, the argv of every
+/// process below the daemon. The control: the containers' own environment holds the
+/// values, and the scanner finds them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_on_any_daemon_channel_docker() {
+    use crate::daemon::{Daemon, Remote as GitRemote, state_of, wait_until};
+    let Some(docker) = dockerhost::docker().await else {
+        return;
+    };
+    dockerhost::images(&docker).await;
+    let run = Run::new();
+    let id = run.tenant("dsc");
+    let web = format!("{id}-web-1");
+    let remote = GitRemote::new();
+    remote.write(&format!("environments/{}.yaml", run.env), &run.env_file());
+    let tenant = |level: &str| {
+        format!(
+            "environment: {}\napps:\n  web:\n    image: berth-stub:v1\n    env:\n      LOG_LEVEL: {level}\n      SECRET_KEY: {{ generate: 32 }}\n      OPENAI_KEY: {{ secret: openai }}\n    uses: [db]\nservices:\n  db: {{ kind: postgres, image: berth-stub:v1, command: [\"/stub\", \"serve\", \"--port\", \"5432\"] }}\n",
+            run.env
+        )
+    };
+    remote.write(&format!("tenants/{id}.yaml"), &tenant("info"));
+    remote.push("a tenant");
+    let host_key = format!("{}/local", run.env);
+    let applied = |s: &serde_json::Value, commit: &str| {
+        state_of(s, &id) == "synced" && s["hosts"][&host_key]["applied"]["id"] == commit
+    };
+    let mut ch = Channels::default();
+    let mut argv = BTreeSet::new();
+    let mut generated: Vec<String> = Vec::new();
+    let mut levels = ["info", "warn", "error"].into_iter();
+    levels.next();
+    let bare = remote.bare();
+    for (phase, format, openai) in [("json", "json", OPENAI_1), ("human", "human", OPENAI_2)] {
+        let args = [
+            &crate::daemon::following(&bare, "3600", "2")[..],
+            &crate::daemon::GUARDED,
+            &["--log-format", format],
+        ]
+        .concat();
+        let d = Daemon::start(
+            &args,
+            &[
+                ("BERTH_LOG", "trace"),
+                ("BERTH_SECRET_OPENAI", openai),
+                ("BERTH_SECRET_GH", GITHUB_PUSH),
+                ("BERTH_SECRET_GL", GITLAB_PUSH),
+                ("BERTH_DAEMON_TOKEN", BEARER),
+            ],
+        )
+        .with_token(BEARER);
+        let watch = ArgvWatch::start(d.pid());
+        let head = crate::support::head(&remote.work());
+        d.wait_for("the first pass applied", |s| applied(s, &head));
+        wait_until("the secret value in the container", || {
+            container_env(&web).get("OPENAI_KEY").map(String::as_str) == Some(openai)
+        });
+        scrape_daemon(&mut ch, &d, &format!("docker {phase} first pass"));
+        if generated.is_empty() {
+            generated.extend(container_env(&web).get("SECRET_KEY").cloned());
+            generated.extend(
+                container_env(&format!("{id}-db"))
+                    .get("POSTGRES_PASSWORD")
+                    .cloned(),
+            );
+            assert_eq!(generated.len(), 2, "a generated key and a password");
+        }
+        // Drift by hand: the container stopped, started again by the drift scan.
+        assert!(
+            Command::new("docker")
+                .args(["stop", "-t", "1", &web])
+                .status()
+                .unwrap()
+                .success()
+        );
+        wait_until("the stopped container healed", || container_running(&web));
+        scrape_daemon(&mut ch, &d, &format!("docker {phase} healed"));
+        let next = levels.next().unwrap();
+        remote.write(&format!("tenants/{id}.yaml"), &tenant(next));
+        let pushed = remote.push(&format!("logs at {next}"));
+        daemon_hooks(&mut ch, &d, &format!("docker {phase}"), &pushed);
+        d.wait_for("the push applied", |s| applied(s, &pushed));
+        assert_eq!(
+            container_env(&web).get("LOG_LEVEL").map(String::as_str),
+            Some(next)
+        );
+        scrape_daemon(&mut ch, &d, &format!("docker {phase} pushed"));
+        let mut d = d;
+        assert_eq!(d.terminate(), Some(0), "{}", d.log());
+        let (seen, _) = watch.finish();
+        argv.extend(seen);
+        let log = d.log();
+        assert!(log.lines().count() > 10, "{phase}: a trace log:\n{log}");
+        ch.add(format!("docker daemon {phase} log"), log.as_bytes());
+    }
+    for line in &argv {
+        ch.add("docker daemon argv", line.as_bytes());
+    }
+    let mut secrets: Vec<&str> = vec![OPENAI_1, OPENAI_2, GITHUB_PUSH, GITLAB_PUSH, BEARER];
+    secrets.extend(generated.iter().map(String::as_str));
+    let leaks = ch.scan("docker daemon secrets scan", &secrets, argv.len());
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+    // The control: the container's environment holds the rotated value and a generated one.
+    let mut control = Channels::default();
+    let inspect = Command::new("docker")
+        .args(["inspect", &web])
+        .output()
+        .unwrap();
+    control.add("docker inspect", &inspect.stdout);
+    assert!(
+        !control.leaks(&[OPENAI_2]).is_empty(),
+        "the scanner finds nothing"
+    );
+    assert!(!control.leaks(&[generated[0].as_str()]).is_empty());
+}
