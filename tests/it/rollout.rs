@@ -386,3 +386,147 @@ async fn purge_waits_for_retention_unless_purge_now_names_the_tenant() {
     );
     rig.assert_converged();
 }
+
+/// Engine events about this run (`docker events` between two times, read after the fact):
+/// every event whose JSON names the run's environment or `extra`.
+fn events_between(since: f64, until: f64, run: &Run, extra: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &format!("{since:.3}"),
+            "--until",
+            &format!("{until:.3}"),
+            "--format",
+            "{{json .}}",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&run.env) || l.contains(extra))
+        .map(str::to_string)
+        .collect()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Issue 11.2 on the engine's own record: an apply whose preflight finds a missing secret
+/// and an image no registry has, and then one with a host that cannot be reached, exit 1
+/// with every problem in one report — and the Docker Engine logs no event for the run but
+/// the lease volume's (no container, volume or network created, started, stopped or
+/// removed, no image pulled) while a pending rollout of a running tenant waits; the tenant
+/// keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_preflight_makes_no_engine_event() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let web = |image: &str| {
+        format!("apps:\n  web:\n    image: {image}\n    ports: [{{ container: 8080 }}]\n")
+    };
+    let keep = rig.tenant("pfk", &web("berth-stub:v1"));
+    let o = berth(&rig.repo, &["apply", "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let kept = id_of(&format!("{keep}-web-1"));
+    let apply = || {
+        Command::new(crate::support::berth_bin())
+            .args(["apply", "--auto-approve", "--repo"])
+            .arg(rig.repo.path())
+            .env("NO_COLOR", "1")
+            .env_remove("BERTH_SECRET_OPENAI")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // A rollout waits (v1 → v2) while one tenant lacks its secret and another's image exists
+    // nowhere.
+    rig.tenant("pfk", &web("berth-stub:v2"));
+    rig.tenant(
+        "pfs",
+        "apps:\n  web:\n    image: berth-stub:v1\n    env: { KEY: { secret: openai } }\n",
+    );
+    rig.tenant("pfi", "apps:\n  web:\n    image: berth-stub:nope\n");
+    let since = unix_now();
+    let o = apply();
+    let said = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(said.contains("preflight found 2 problems"), "{said}");
+    assert!(
+        said.contains("BERTH_SECRET_OPENAI") && said.contains("berth-stub:nope"),
+        "{said}"
+    );
+
+    // A host that cannot be reached: refused before any host is touched, naming it.
+    let env_path = format!("environments/{}.yaml", rig.run.env);
+    let env = std::fs::read_to_string(rig.repo.path().join(&env_path)).unwrap();
+    rig.repo.write(
+        &env_path,
+        &env.replacen(
+            "hosts:\n",
+            "hosts:\n  gone:\n    docker: { endpoint: \"tcp://127.0.0.1:9\", timeout: 5 }\n",
+            1,
+        ),
+    );
+    std::fs::remove_file(
+        rig.repo
+            .path()
+            .join(format!("tenants/{}.yaml", rig.run.tenant("pfs"))),
+    )
+    .unwrap();
+    std::fs::remove_file(
+        rig.repo
+            .path()
+            .join(format!("tenants/{}.yaml", rig.run.tenant("pfi"))),
+    )
+    .unwrap();
+    rig.tenant(
+        "pfg",
+        "host: gone\napps:\n  web:\n    image: berth-stub:v1\n",
+    );
+    let o = apply();
+    let said = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("{}/gone", rig.run.env)),
+        "the unreachable host is named: {said}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    // The host's lease is taken and released around preflight (a volume of its own); not
+    // one other object of the run is touched.
+    let events: Vec<String> = events_between(since, unix_now(), &rig.run, "berth-stub:nope")
+        .into_iter()
+        .filter(|e| !e.contains(&format!("\"berth-lease-{}\"", rig.run.env)))
+        .collect();
+    assert!(events.is_empty(), "the engine saw: {events:#?}");
+    assert_eq!(
+        id_of(&format!("{keep}-web-1")),
+        kept,
+        "the running tenant is untouched"
+    );
+    assert!(running(&format!("{keep}-web-1")));
+
+    // The control: with the problems gone the rollout runs, and the engine logs it.
+    rig.repo.write(&env_path, &env);
+    std::fs::remove_file(
+        rig.repo
+            .path()
+            .join(format!("tenants/{}.yaml", rig.run.tenant("pfg"))),
+    )
+    .unwrap();
+    let since = unix_now();
+    let o = berth(&rig.repo, &["apply", "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let events = events_between(since, unix_now(), &rig.run, "berth-stub:nope");
+    assert!(
+        events.iter().any(|e| e.contains("\"create\"")),
+        "the watch sees a real rollout: {events:#?}"
+    );
+}
