@@ -257,6 +257,30 @@ impl DriverError {
     }
 }
 
+tokio::task_local! {
+    /// The lease deadline (unix seconds) of the steps running in this task.
+    static LEASE_DEADLINE: std::sync::Arc<std::sync::atomic::AtomicU64>;
+}
+
+/// Run `steps` (an executor run) fenced by `deadline`, the unix second after which the
+/// leases may no longer be ours: a driver asks [`lease_expired`] between the commands of a
+/// step and stops there, so a holder paused past its lease (`SIGSTOP`, a frozen VM) and
+/// resumed sends nothing more to a host someone else now holds.
+pub async fn fenced<F: std::future::Future>(
+    deadline: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    steps: F,
+) -> F::Output {
+    LEASE_DEADLINE.scope(deadline, steps).await
+}
+
+/// Whether the lease deadline of the running steps has passed (never outside [`fenced`]).
+#[must_use]
+pub fn lease_expired() -> bool {
+    LEASE_DEADLINE
+        .try_with(|d| crate::clock::now_unix() >= d.load(std::sync::atomic::Ordering::SeqCst))
+        .unwrap_or(false)
+}
+
 /// Every message of an error's source chain, joined with `: `.
 #[must_use]
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -103,14 +103,15 @@ impl Hooks for Unattended {
 pub struct StopSignal {
     flag: AtomicBool,
     /// Unix seconds after which the leases may no longer be ours (`u64::MAX`: no deadline).
-    deadline: AtomicU64,
+    /// Shared with the drivers while steps run ([`crate::driver::fenced`]).
+    deadline: std::sync::Arc<AtomicU64>,
 }
 
 impl Default for StopSignal {
     fn default() -> Self {
         StopSignal {
             flag: AtomicBool::new(false),
-            deadline: AtomicU64::new(u64::MAX),
+            deadline: std::sync::Arc::new(AtomicU64::new(u64::MAX)),
         }
     }
 }
@@ -135,5 +136,10 @@ impl StopSignal {
 
     pub(super) fn set_deadline(&self, unix: u64) {
         self.deadline.store(unix, Ordering::SeqCst);
+    }
+
+    /// The lease deadline, for drivers to check between the commands of a step.
+    pub(super) fn deadline_handle(&self) -> std::sync::Arc<AtomicU64> {
+        self.deadline.clone()
     }
 }

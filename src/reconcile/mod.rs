@@ -1032,8 +1032,14 @@ impl Session {
             narrow,
         } = rounds;
         let stopped = || stop.is_stopped();
-        let report =
-            crate::execute::execute(&plan, &self.drivers, exec, reporter, &stopped, skip).await;
+        // Steps run fenced by the lease deadline: a holder paused past it stops between the
+        // commands of a step, not only between steps.
+        let fence = stop.deadline_handle();
+        let report = crate::driver::fenced(
+            fence.clone(),
+            crate::execute::execute(&plan, &self.drivers, exec, reporter, &stopped, skip),
+        )
+        .await;
         let mut replans: Vec<(Plan, Report)> = Vec::new();
         let mut held_total: BTreeMap<HostRef, BTreeSet<u16>> = BTreeMap::new();
         for _ in 0..REPLAN_ROUNDS {
@@ -1068,13 +1074,16 @@ impl Session {
                     plan: &next,
                 });
             }
-            let next_report = crate::execute::execute(
-                &next,
-                &self.drivers,
-                exec,
-                reporter,
-                &stopped,
-                &BTreeSet::new(),
+            let next_report = crate::driver::fenced(
+                fence.clone(),
+                crate::execute::execute(
+                    &next,
+                    &self.drivers,
+                    exec,
+                    reporter,
+                    &stopped,
+                    &BTreeSet::new(),
+                ),
             )
             .await;
             replans.push((next, next_report));

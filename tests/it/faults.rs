@@ -1377,6 +1377,18 @@ fn a_paused_lease_holder_starts_nothing_when_resumed() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(!first.status.success(), "the resumed apply claims success");
+    // The lease deadline is checked between the commands of a step: each step in flight
+    // finishes at most the one command that was on the wire, per object it works on.
+    let mut per_object = std::collections::BTreeMap::<String, usize>::new();
+    for argv in &late {
+        *per_object
+            .entry(argv.get(1).cloned().unwrap_or_default())
+            .or_default() += 1;
+    }
+    assert!(
+        per_object.values().all(|n| *n <= 1),
+        "a step went on sending after its lease ran out: {late:?}"
+    );
     let plan = berth_in(repo.path(), &["plan", "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
     assert_eq!(host.state()["services"], services, "a service was replaced");

@@ -73,6 +73,19 @@ pub enum DokkuError {
         /// The command, secrets redacted.
         command: String,
     },
+    /// The lease deadline passed in the middle of a step (the holder was paused past it):
+    /// the rest of the step is not sent, the host may be someone else's now.
+    #[error(
+        "the lease on `{host}` ran out in the middle of a step of tenant `{tenant}`; `{command}` and the rest of the step were not sent"
+    )]
+    LeaseExpired {
+        /// Host.
+        host: HostRef,
+        /// Tenant of the step.
+        tenant: String,
+        /// The first command not sent, secrets redacted.
+        command: String,
+    },
     /// The host runs a Dokku berth cannot drive.
     #[error("Dokku on `{host}` is {found}; berth needs {}.{}.{} or newer", MIN_VERSION.0, MIN_VERSION.1, MIN_VERSION.2)]
     UnsupportedVersion {
@@ -860,7 +873,14 @@ impl DokkuDriver {
             Some(l) => Some(l.lock().await),
             None => None,
         };
-        for cmd in &commands {
+        for (n, cmd) in commands.iter().enumerate() {
+            if n > 0 && crate::driver::lease_expired() {
+                return Err(DokkuError::LeaseExpired {
+                    host,
+                    tenant: step.tenant.clone(),
+                    command: cmd.display.clone(),
+                });
+            }
             let out = self
                 .transport
                 .run(cmd)
