@@ -52,7 +52,7 @@ fn removal_in_progress(e: &BollardError) -> bool {
     )
 }
 /// Label of a secret volume holding its value.
-const SECRET_VALUE_LABEL: &str = "io.berth.secret-value";
+pub(super) const SECRET_VALUE_LABEL: &str = "io.berth.secret-value";
 /// A container without a health check counts as started once it has run this long.
 const START_GRACE: Duration = Duration::from_secs(1);
 

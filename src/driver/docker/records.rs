@@ -53,6 +53,7 @@ pub(super) fn is_record_volume(name: &str) -> bool {
     name.starts_with("berth-lease-")
         || name.starts_with("berth-applied-")
         || name.starts_with("berth-cancelled.")
+        || name.starts_with(super::adopted::PREFIX)
 }
 
 /// The cancellation a record volume carries for `environment`, if it is one.
