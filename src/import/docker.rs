@@ -99,11 +99,17 @@ pub fn service_kind_of(image: &str) -> Option<ServiceKind> {
     }
 }
 
-/// Env a container has that its image did not give it.
+/// The `PATH` the Engine gives a container whose image sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Env a container has that neither its image nor the Engine gave it.
 fn own_env(c: &ContainerDetail) -> BTreeMap<&String, &LiveValue> {
     c.env
         .iter()
         .filter(|(k, v)| c.from_image.env.get(*k) != Some(*v))
+        .filter(|(k, v)| {
+            !(*k == "PATH" && v.0 == DEFAULT_PATH && !c.from_image.env.contains_key("PATH"))
+        })
         .collect()
 }
 

@@ -141,9 +141,12 @@ impl DockerDriver {
             let Some(name) = convert::container_name(summary) else {
                 continue;
             };
-            if live.docker.containers.get(&name).is_some_and(|c| c.owner.is_some())
-                || convert::managed_owner(summary.labels.as_ref(), &self.host).is_some()
-            {
+            // berth's, for this environment or another one sharing the engine.
+            let berths = summary
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key("io.berth.managed"));
+            if berths || live.docker.containers.get(&name).is_some_and(|c| c.owner.is_some()) {
                 out.managed.insert(name);
                 continue;
             }
