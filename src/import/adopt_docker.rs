@@ -235,7 +235,11 @@ pub(super) async fn adopt(
                 expected(driver, value, &sources, &back, inventory).await?,
             );
         }
-        let stack: BTreeSet<&str> = adopted.iter().copied().chain(back.values().copied()).collect();
+        let stack: BTreeSet<&str> = adopted
+            .iter()
+            .copied()
+            .chain(back.values().copied())
+            .collect();
         let outside: BTreeSet<String> = detail
             .networks
             .keys()
@@ -274,7 +278,10 @@ pub(super) async fn adopt(
     }
     for t in &imported.tenants {
         for to in t.containers.values() {
-            if !records.get(&t.id).is_some_and(|r| r.iter().any(|c| c.name == *to)) {
+            if !records
+                .get(&t.id)
+                .is_some_and(|r| r.iter().any(|c| c.name == *to))
+            {
                 not_exact.push(format!(
                     "container `{to}` of `{}` is not in the plan as berth's",
                     t.id

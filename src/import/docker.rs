@@ -69,10 +69,7 @@ struct Member<'a> {
 fn reading(name: &str, c: &ContainerDetail) -> Option<(String, String, u32, bool)> {
     if let Some(project) = c.labels.get(PROJECT) {
         let role = c.labels.get(SERVICE)?.clone();
-        let number = c
-            .labels
-            .get(NUMBER)
-            .map_or(Some(1), |n| n.parse().ok())?;
+        let number = c.labels.get(NUMBER).map_or(Some(1), |n| n.parse().ok())?;
         return Some((project.clone(), role, number, true));
     }
     let (rest, number) = match name.rsplit_once('-') {
@@ -114,7 +111,10 @@ fn own_env(c: &ContainerDetail) -> BTreeMap<&String, &LiveValue> {
 }
 
 /// Labels a container has that neither its image, compose nor berth gave it.
-fn own_labels(labels: &BTreeMap<String, String>, image: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+fn own_labels(
+    labels: &BTreeMap<String, String>,
+    image: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     labels
         .iter()
         .filter(|(k, v)| {
@@ -128,7 +128,9 @@ fn own_labels(labels: &BTreeMap<String, String>, image: &BTreeMap<String, String
 
 /// The command a container runs when it is not its image's.
 fn own_command(c: &ContainerDetail) -> Option<&Vec<String>> {
-    c.command.as_ref().filter(|cmd| Some(*cmd) != c.from_image.command.as_ref())
+    c.command
+        .as_ref()
+        .filter(|cmd| Some(*cmd) != c.from_image.command.as_ref())
 }
 
 fn command_text(cmd: &[String]) -> String {
@@ -162,7 +164,12 @@ fn restart_text(restart: &(String, i64)) -> Option<&'static str> {
 
 /// The link env a service gives an app that uses it, as the value berth would build from
 /// what the service container holds.
-fn link_value(tenant: &str, role: &str, kind: ServiceKind, c: &ContainerDetail) -> Option<(String, String)> {
+fn link_value(
+    tenant: &str,
+    role: &str,
+    kind: ServiceKind,
+    c: &ContainerDetail,
+) -> Option<(String, String)> {
     match kind {
         ServiceKind::Postgres => {
             let password = c.env.get("POSTGRES_PASSWORD")?;
@@ -175,10 +182,7 @@ fn link_value(tenant: &str, role: &str, kind: ServiceKind, c: &ContainerDetail) 
                 format!("postgres://postgres:{}@{role}:5432/{db}", password.0),
             ))
         }
-        ServiceKind::Redis => Some((
-            url_key("REDIS", role, kind),
-            format!("redis://{role}:6379"),
-        )),
+        ServiceKind::Redis => Some((url_key("REDIS", role, kind), format!("redis://{role}:6379"))),
         ServiceKind::Container => None,
     }
 }
@@ -208,7 +212,10 @@ pub fn docker(input: &DockerInput<'_>) -> Result<super::translate::Imported, Vec
                 message: format!("there is no container `{name}` on host `{}`", input.host),
                 hint: match crate::spec::schema_check::did_you_mean(name, &known) {
                     Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("the containers berth does not manage are: {}", known.join(", ")),
+                    None => format!(
+                        "the containers berth does not manage are: {}",
+                        known.join(", ")
+                    ),
                 },
             });
         }
@@ -220,7 +227,9 @@ pub fn docker(input: &DockerInput<'_>) -> Result<super::translate::Imported, Vec
             continue;
         }
         if c.labels.get(ONEOFF).is_some_and(|v| v == "True") {
-            warnings.push(format!("container `{name}` is a one-off (`docker compose run`): left out"));
+            warnings.push(format!(
+                "container `{name}` is a one-off (`docker compose run`): left out"
+            ));
             continue;
         }
         let Some((tenant, role, number, _)) = reading(name, c) else {
@@ -255,7 +264,8 @@ pub fn docker(input: &DockerInput<'_>) -> Result<super::translate::Imported, Vec
                 .containers
                 .iter()
                 .filter(|(n, c)| {
-                    c.labels.get(PROJECT) == Some(tenant) && !members.iter().any(|m| m.name == n.as_str())
+                    c.labels.get(PROJECT) == Some(tenant)
+                        && !members.iter().any(|m| m.name == n.as_str())
                 })
                 .map(|(n, _)| n.as_str())
                 .collect();
@@ -404,7 +414,10 @@ fn tenant_file(
         body.push_str(&format!("{indent}image: {}\n", quoted(&c.image)));
         if role.kind.is_none() {
             if role.replicas.len() > 1 {
-                body.push_str(&format!("{indent}processes: {{ web: {} }}\n", role.replicas.len()));
+                body.push_str(&format!(
+                    "{indent}processes: {{ web: {} }}\n",
+                    role.replicas.len()
+                ));
             }
             body.push_str(&format!("{indent}domains: []\n"));
         }
@@ -481,9 +494,8 @@ fn tenant_file(
         let mut uses = Vec::new();
         for (key, value) in own_env(c) {
             if role.kind.is_none()
-                && let Some((service, _)) = links
-                    .iter()
-                    .find(|(_, (k, v))| k == key && *v == value.0)
+                && let Some((service, _)) =
+                    links.iter().find(|(_, (k, v))| k == key && *v == value.0)
             {
                 uses.push((*service).to_string());
                 continue;
@@ -494,7 +506,8 @@ fn tenant_file(
             {
                 continue;
             }
-            let data_credential = role.kind == Some(ServiceKind::Postgres) && key == "POSTGRES_PASSWORD";
+            let data_credential =
+                role.kind == Some(ServiceKind::Postgres) && key == "POSTGRES_PASSWORD";
             let written = if data_credential || looks_secret(key, &value.0) {
                 match secret_value(
                     &SecretSource {
@@ -597,14 +610,21 @@ fn tenant_file(
             ));
         }
         if !c.running {
-            warnings.push(format!("container `{}` is stopped; the next plan starts it", m.name));
+            warnings.push(format!(
+                "container `{}` is stopped; the next plan starts it",
+                m.name
+            ));
         }
         let section = &mut sections[usize::from(role.kind.is_some())].1;
         section.push_str(&format!("  {}:\n{body}", scalar(name)));
     }
     for (is_service, section) in &sections {
         if !section.is_empty() {
-            text.push_str(if *is_service { "services:\n" } else { "apps:\n" });
+            text.push_str(if *is_service {
+                "services:\n"
+            } else {
+                "apps:\n"
+            });
             text.push_str(section);
         }
     }
@@ -636,7 +656,10 @@ pub fn differences(
 ) -> Vec<String> {
     let mut out = Vec::new();
     if spec.image != c.image {
-        out.push(format!("image: `{}` on the host, `{}` in the file", c.image, spec.image));
+        out.push(format!(
+            "image: `{}` on the host, `{}` in the file",
+            c.image, spec.image
+        ));
     }
     let command = spec.command.as_ref().or(c.from_image.command.as_ref());
     if command != c.command.as_ref() {
@@ -687,7 +710,11 @@ pub fn differences(
         crate::model::RestartPolicy::UnlessStopped => "unless-stopped",
         crate::model::RestartPolicy::OnFailure => "on-failure",
     };
-    let have = if c.restart.0.is_empty() { "no" } else { c.restart.0.as_str() };
+    let have = if c.restart.0.is_empty() {
+        "no"
+    } else {
+        c.restart.0.as_str()
+    };
     if restart != have || c.restart.1 != 0 {
         out.push(format!("restart policy: `{have}` on the host, `{restart}` in the file (`docker update --restart {restart}` changes it in place)"));
     }
@@ -772,7 +799,10 @@ mod tests {
             reading("acme-corp-web-2", &c),
             Some(("acme-corp".into(), "web".into(), 2, false))
         );
-        assert_eq!(reading("acme-db", &c), Some(("acme".into(), "db".into(), 1, false)));
+        assert_eq!(
+            reading("acme-db", &c),
+            Some(("acme".into(), "db".into(), 1, false))
+        );
         assert_eq!(reading("legacy", &c), None);
         let mut compose = ContainerDetail::default();
         compose.labels.insert(PROJECT.into(), "acme".into());
@@ -781,6 +811,153 @@ mod tests {
         assert_eq!(
             reading("whatever", &compose),
             Some(("acme".into(), "worker".into(), 3, true))
+        );
+    }
+
+    fn environment() -> Environment {
+        Environment {
+            name: "prod".into(),
+            domain: Some("example.app".into()),
+            hosts: BTreeMap::new(),
+            tiers: BTreeMap::new(),
+            dokku_app_template: "{tenant}-{app}".into(),
+            policy: crate::model::Policy::default(),
+            secrets: crate::model::Secrets::default(),
+            stripe_prices: BTreeMap::new(),
+            stripe_new_tenant: None,
+            shared: None,
+            registries: BTreeMap::new(),
+        }
+    }
+
+    fn container(image: &str, env: &[(&str, &str)]) -> ContainerDetail {
+        ContainerDetail {
+            id: format!("id-{image}"),
+            image: image.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), LiveValue((*v).to_string())))
+                .collect(),
+            running: true,
+            restart: ("unless-stopped".into(), 0),
+            ..ContainerDetail::default()
+        }
+    }
+
+    #[test]
+    fn plain_containers_named_with_container_become_a_tenant_with_berths_names() {
+        let mut inventory = DockerInventory::default();
+        let pw = "Qm7xT2pLw9Rk4ZsV8nB3yH6cJ1dF5gA0";
+        let mut db = container(
+            "postgres:16",
+            &[("POSTGRES_PASSWORD", pw), ("POSTGRES_DB", "acme")],
+        );
+        db.mounts = vec![(
+            "volume".into(),
+            "acme_db-data".into(),
+            "/var/lib/postgresql/data".into(),
+        )];
+        inventory.containers.insert("acme-db".into(), db);
+        let mut web = container(
+            "registry.example/app:2",
+            &[
+                (
+                    "DATABASE_URL",
+                    &format!("postgres://postgres:{pw}@db:5432/acme"),
+                ),
+                ("MODE", "live"),
+            ],
+        );
+        web.restart = (String::new(), 0);
+        web.mounts = vec![("bind".into(), "/srv/uploads".into(), "/app/uploads".into())];
+        inventory.containers.insert("acme-web".into(), web);
+        inventory
+            .containers
+            .insert("other-web".into(), container("x:1", &[]));
+        let env = environment();
+        let names = vec!["acme-web".to_string(), "acme-db".to_string()];
+        let out = docker(&DockerInput {
+            environment: &env,
+            host: "docker-1",
+            inventory: &inventory,
+            containers: &names,
+            schema: None,
+        })
+        .unwrap();
+        assert_eq!(out.tenants.len(), 1);
+        let t = &out.tenants[0];
+        assert_eq!(t.id, "acme");
+        assert_eq!(t.containers["acme-web"], "acme-web-1");
+        assert_eq!(t.containers["acme-db"], "acme-db");
+        assert_eq!(t.volumes, ["acme_db-data"]);
+        assert!(t.secrets.is_empty());
+        for line in [
+            "  web:\n    image: \"registry.example/app:2\"\n    domains: []\n    restart: no\n    env:\n      MODE: \"live\"\n    uses: [db]\n",
+            "  db:\n    kind: postgres\n    image: \"postgres:16\"\n    env:\n      POSTGRES_PASSWORD: { generate: 32 }\n",
+        ] {
+            assert!(t.text.contains(line), "{line:?} not in\n{}", t.text);
+        }
+        assert!(
+            !t.text.contains(pw) && !t.text.contains("storage"),
+            "{}",
+            t.text
+        );
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains("mounts bind `/srv/uploads`")),
+            "{:?}",
+            out.warnings
+        );
+        // Unnamed plain containers are never swept in; a bad reading is a problem.
+        let out = docker(&DockerInput {
+            containers: &["other-web".to_string(), "nope".to_string()],
+            ..DockerInput {
+                environment: &env,
+                host: "docker-1",
+                inventory: &inventory,
+                containers: &[],
+                schema: None,
+            }
+        })
+        .unwrap_err();
+        assert!(
+            out.iter()
+                .any(|p| p.message.contains("no container `nope`")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn differences_name_fields_never_values() {
+        let c = container("app:1", &[("KEY", "live-value")]);
+        let spec = ContainerSpec {
+            name: "acme-web-1".into(),
+            image: "app:1".into(),
+            command: None,
+            env: BTreeMap::from([("KEY".to_string(), ConfigValue::literal("file-value"))]),
+            ports: Vec::new(),
+            memory: Some(64 << 20),
+            nano_cpus: None,
+            restart: crate::model::RestartPolicy::Always,
+            health: None,
+            network: "acme_net".into(),
+            aliases: Vec::new(),
+            mounts: Vec::new(),
+            labels: BTreeMap::new(),
+        };
+        let env = BTreeMap::from([("KEY".to_string(), Ok("file-value".to_string()))]);
+        let d = differences(&spec, &env, &c, &BTreeSet::new());
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d.iter().any(|x| x == "env KEY differs"));
+        assert!(d.iter().any(|x| x == "memory limit differs"));
+        assert!(
+            d.iter()
+                .any(|x| x.contains("docker update --restart always"))
+        );
+        assert!(
+            !d.iter()
+                .any(|x| x.contains("live-value") || x.contains("file-value"))
         );
     }
 }

@@ -341,7 +341,11 @@ pub async fn import(
         .get(&host.host)
         .ok_or_else(|| ImportError::UnknownHost { host: host.clone() })?;
     let on_docker = matches!(host_spec.target, HostTarget::Docker { .. });
-    match (on_docker, request.apps.is_empty(), request.containers.is_empty()) {
+    match (
+        on_docker,
+        request.apps.is_empty(),
+        request.containers.is_empty(),
+    ) {
         (true, false, _) => {
             return Err(ImportError::WrongSelector {
                 host: host.clone(),
@@ -377,8 +381,7 @@ pub async fn import(
     };
     let mut inventory = None;
     let imported = if on_docker {
-        let Some(crate::driver::AnyDriver::Docker(driver)) = session.drivers.hosts.get(host)
-        else {
+        let Some(crate::driver::AnyDriver::Docker(driver)) = session.drivers.hosts.get(host) else {
             return Err(ImportError::UnknownHost { host: host.clone() });
         };
         let read = driver.inventory().await?;

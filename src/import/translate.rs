@@ -768,6 +768,48 @@ mod tests {
     }
 
     #[test]
+    fn generated_values_are_those_berths_generator_could_have_made() {
+        assert!(looks_generated("Qm7xT2pLw9Rk4ZsV8nB3yH6cJ1dF5gA0"));
+        for not in [
+            "hunter2",                          // short
+            "0123456789abcdef0123456789abcdef", // hex: one case only
+            "sk_live_51HxYzAbCdEfGhIjKlMnOpQr", // a vendor's token
+            "ghp_Ab1Cd2Ef3Gh4Ij5Kl6Mn7Op8Qr9",  // ditto
+            "AKIAIOSFODNN7EXAMPLE",             // upper case and digits only
+            "correcthorsebatterystaple",        // no digit, one case
+        ] {
+            assert!(!looks_generated(not), "{not}");
+        }
+        let mut secrets = Vec::new();
+        let at = |key, data_credential| SecretSource {
+            tenant: "acme",
+            scope: "db",
+            object: "acme-db-1",
+            key,
+            data_credential,
+        };
+        let weak = LiveValue("postgres-pw".into());
+        assert_eq!(
+            secret_value(&at("POSTGRES_PASSWORD", true), &weak, &mut secrets).unwrap(),
+            "{ generate: 11 }"
+        );
+        assert_eq!(
+            secret_value(&at("API_KEY", false), &weak, &mut secrets).unwrap(),
+            "{ secret: acme-api-key }"
+        );
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(
+            secret_value(
+                &at("POSTGRES_PASSWORD", true),
+                &LiveValue("short".into()),
+                &mut secrets
+            )
+            .unwrap(),
+            "{ secret: acme-postgres-password }"
+        );
+    }
+
+    #[test]
     fn scalars_are_quoted_when_yaml_would_read_them_otherwise() {
         assert_eq!(scalar("web"), "web");
         assert_eq!(scalar("acme.example.app"), "acme.example.app");

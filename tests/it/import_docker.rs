@@ -70,7 +70,15 @@ fn provision(t: &str, port: u16) -> Script {
         networks: vec![net.clone()],
     };
     let project = format!("com.docker.compose.project={t}");
-    docker(&["network", "create", "--label", &project, "--label", "com.docker.compose.network=default", &net]);
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        &project,
+        "--label",
+        "com.docker.compose.network=default",
+        &net,
+    ]);
     for v in &script.volumes {
         docker(&["volume", "create", "--label", &project, v]);
     }
@@ -150,7 +158,15 @@ fn snapshot(t: &str) -> Vec<String> {
             out.push(format!("volume {v}"));
         }
     }
-    for n in docker(&["network", "ls", "--no-trunc", "--format", "{{.ID}} {{.Name}}"]).lines() {
+    for n in docker(&[
+        "network",
+        "ls",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Name}}",
+    ])
+    .lines()
+    {
         if n.contains(t) {
             out.push(format!("network {n}"));
         }
@@ -193,7 +209,10 @@ fn plan_steps(repo: &Repo, secrets: &[(String, &str)]) -> Vec<(String, String)> 
                 .or_else(|| change["container"].as_str())
                 .or_else(|| change["volume"].as_str())
                 .unwrap_or_default();
-            (change["kind"].as_str().unwrap().to_string(), name.to_string())
+            (
+                change["kind"].as_str().unwrap().to_string(),
+                name.to_string(),
+            )
         })
         .collect();
     steps.sort();
@@ -225,10 +244,16 @@ async fn a_script_made_docker_stack_is_imported_adopted_plans_empty_and_keeps_it
     let secrets_path = repo.path().join("secrets.env");
     let secrets_file = secrets_path.to_str().unwrap();
     let token_name = format!("{t}-api-token");
-    let token_var = format!("BERTH_SECRET_{}", token_name.to_uppercase().replace('-', "_"));
+    let token_var = format!(
+        "BERTH_SECRET_{}",
+        token_name.to_uppercase().replace('-', "_")
+    );
     let provider = [(token_var.clone(), API_TOKEN)];
     let before = snapshot(&t);
-    assert_eq!(before.iter().filter(|l| l.starts_with("container")).count(), 3);
+    assert_eq!(
+        before.iter().filter(|l| l.starts_with("container")).count(),
+        3
+    );
 
     // Undeclared secret names: refused, nothing written.
     repo.write(&env_path, &env_file(&run, "openai"));
@@ -236,7 +261,11 @@ async fn a_script_made_docker_stack_is_imported_adopted_plans_empty_and_keeps_it
     with_file.extend(["--secrets-file", secrets_file]);
     let out = berth(&repo, &with_file, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("does not declare the secret"), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not declare the secret"),
+        "{}",
+        text(&out)
+    );
     assert!(text(&out).contains(&token_name), "{}", text(&out));
     assert!(!repo.path().join("tenants").exists());
 
@@ -264,12 +293,25 @@ async fn a_script_made_docker_stack_is_imported_adopted_plans_empty_and_keeps_it
     ] {
         assert!(file.contains(line), "{line:?} not in\n{file}");
     }
-    assert!(!file.contains("DATABASE_URL") && !file.contains("storage"), "{file}");
+    assert!(
+        !file.contains("DATABASE_URL") && !file.contains("storage"),
+        "{file}"
+    );
     let values = std::fs::read_to_string(&secrets_path).unwrap();
-    assert!(values.contains(&format!("{token_var}='{API_TOKEN}'")), "{values}");
-    assert!(!values.contains(DB_PASSWORD) && !values.contains(SECRET_KEY_BASE), "{values}");
+    assert!(
+        values.contains(&format!("{token_var}='{API_TOKEN}'")),
+        "{values}"
+    );
+    assert!(
+        !values.contains(DB_PASSWORD) && !values.contains(SECRET_KEY_BASE),
+        "{values}"
+    );
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(&secrets_path).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&secrets_path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let out = berth(&repo, &["validate"], &[]);
     assert!(out.status.success(), "{}\n{file}", text(&out));
@@ -277,14 +319,22 @@ async fn a_script_made_docker_stack_is_imported_adopted_plans_empty_and_keeps_it
     // Still foreign: the plan refuses to take the containers over.
     let out = berth(&repo, &["plan"], &provider);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("exists but is not berth's"), "{}", text(&out));
+    assert!(
+        text(&out).contains("exists but is not berth's"),
+        "{}",
+        text(&out)
+    );
 
     // A reviewed (edited) file is never overwritten.
     let file_path = format!("tenants/{t}.yaml");
     repo.write(&file_path, &format!("{file}# reviewed\n"));
     let out = berth(&repo, &with_file, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains(&format!("tenant file `{file_path}` exists")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("tenant file `{file_path}` exists")),
+        "{}",
+        text(&out)
+    );
     repo.write(&file_path, &file);
     assert_eq!(snapshot(&t), before);
 
@@ -293,7 +343,11 @@ async fn a_script_made_docker_stack_is_imported_adopted_plans_empty_and_keeps_it
     adopt.push("--adopt");
     let out = berth(&repo, &adopt, &provider);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("adopted"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("adopted"),
+        "{}",
+        text(&out)
+    );
     for secret in [DB_PASSWORD, SECRET_KEY_BASE, API_TOKEN] {
         assert!(!text(&out).contains(secret), "{}", text(&out));
     }
@@ -312,13 +366,21 @@ async fn a_script_made_docker_stack_is_imported_adopted_plans_empty_and_keeps_it
     let mut b = running(&before);
     a.sort();
     b.sort();
-    assert_eq!(a, b, "adoption restarted or replaced a container:\n{after:#?}");
+    assert_eq!(
+        a, b,
+        "adoption restarted or replaced a container:\n{after:#?}"
+    );
     let db_name = format!("/{t}-db");
     assert!(
-        after.iter().any(|l| l.split(' ').nth(2) == Some(db_name.as_str())),
+        after
+            .iter()
+            .any(|l| l.split(' ').nth(2) == Some(db_name.as_str())),
         "{after:#?}"
     );
-    assert_eq!(dockerhost::inspect(&format!("{t}-db"), "{{.State.Running}}"), "true");
+    assert_eq!(
+        dockerhost::inspect(&format!("{t}-db"), "{{.State.Running}}"),
+        "true"
+    );
 
     let out = berth(&repo, &["plan", "--detailed-exitcode"], &provider);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -348,13 +410,20 @@ async fn a_script_made_docker_stack_is_imported_adopted_plans_empty_and_keeps_it
         [("recreate-container".to_string(), format!("{t}-db"))]
     );
     // … and applying it replaces the database container, keeping its volume and password.
-    let out = berth(&repo, &["apply", "--auto-approve", "--attempts", "1"], &provider);
+    let out = berth(
+        &repo,
+        &["apply", "--auto-approve", "--attempts", "1"],
+        &provider,
+    );
     assert!(out.status.success(), "{}", text(&out));
     for secret in [DB_PASSWORD, SECRET_KEY_BASE, API_TOKEN] {
         assert!(!text(&out).contains(secret), "{}", text(&out));
     }
     assert_ne!(dockerhost::inspect(&format!("{t}-db"), "{{.Id}}"), db_id);
-    assert_eq!(dockerhost::inspect(&format!("{t}-web-1"), "{{.Id}}"), web_id);
+    assert_eq!(
+        dockerhost::inspect(&format!("{t}-web-1"), "{{.Id}}"),
+        web_id
+    );
     assert_eq!(
         dockerhost::env_of(&format!("{t}-db"), "POSTGRES_PASSWORD").as_deref(),
         Some(DB_PASSWORD)
@@ -373,11 +442,32 @@ async fn a_script_made_docker_stack_is_imported_adopted_plans_empty_and_keeps_it
     let out = berth(&repo, &["plan", "--detailed-exitcode"], &provider);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The adopted app still reaches the new database by its name, on berth's network.
-    let reached = docker(&["exec", &format!("{t}-web-1"), "/stub", "client", "db", "5432", "1"]);
-    assert!(reached.contains("failed=0") && !reached.contains("ok=0"), "{reached}");
+    let reached = docker(&[
+        "exec",
+        &format!("{t}-web-1"),
+        "/stub",
+        "client",
+        "db",
+        "5432",
+        "1",
+    ]);
+    assert!(
+        reached.contains("failed=0") && !reached.contains("ok=0"),
+        "{reached}"
+    );
 
     // Adopted: importing the containers again is refused.
-    let out = berth(&repo, &["import", "--host", &host, "--container", &format!("{t}-web-1")], &[]);
+    let out = berth(
+        &repo,
+        &[
+            "import",
+            "--host",
+            &host,
+            "--container",
+            &format!("{t}-web-1"),
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("is already berth's"), "{}", text(&out));
 }
@@ -401,10 +491,17 @@ async fn docker_import_refuses_bad_names_unknown_containers_hosts_and_inexact_st
     // Compose's default restart policy is none: berth runs apps `unless-stopped` unless the
     // file says `restart: no`, which import writes. A label berth does not write stops
     // adoption.
-    let mut args: Vec<String> = ["run", "-d", "--name", &format!("{t}-web-1"), "--network", &net]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect();
+    let mut args: Vec<String> = [
+        "run",
+        "-d",
+        "--name",
+        &format!("{t}-web-1"),
+        "--network",
+        &net,
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
     args.extend(compose_labels(&t, "web"));
     args.extend(["-l".into(), "traefik.enable=true".into()]);
     args.push("berth-stub:v1".into());
@@ -429,19 +526,35 @@ async fn docker_import_refuses_bad_names_unknown_containers_hosts_and_inexact_st
     let bad_web = format!("{bad}-web-1");
     let out = import(&["--container", &bad_web]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("both must be DNS labels"), "{}", text(&out));
+    assert!(
+        text(&out).contains("both must be DNS labels"),
+        "{}",
+        text(&out)
+    );
     assert!(!repo.path().join("tenants").exists());
 
     let typo = format!("{t}-wbe-1");
     let out = import(&["--container", &typo]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains(&format!("did you mean `{t}-web-1`?")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("did you mean `{t}-web-1`?")),
+        "{}",
+        text(&out)
+    );
 
     let out = import(&["--app", "x"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("is a docker host: `--app` does not apply"), "{}", text(&out));
+    assert!(
+        text(&out).contains("is a docker host: `--app` does not apply"),
+        "{}",
+        text(&out)
+    );
 
-    let out = berth(&repo, &["import", "--host", &format!("{}/nope", run.env)], &[]);
+    let out = berth(
+        &repo,
+        &["import", "--host", &format!("{}/nope", run.env)],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains(&host), "{}", text(&out));
 
@@ -451,7 +564,10 @@ async fn docker_import_refuses_bad_names_unknown_containers_hosts_and_inexact_st
     let out = import(&["--container", &web, "--adopt"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
-    assert!(said.contains("carries labels berth does not write (traefik.enable)"), "{said}");
+    assert!(
+        said.contains("carries labels berth does not write (traefik.enable)"),
+        "{said}"
+    );
     assert!(said.contains("not adopted"), "{said}");
     assert!(said.contains("labels differ"), "{said}");
     let file = std::fs::read_to_string(repo.path().join(format!("tenants/{t}.yaml"))).unwrap();

@@ -146,7 +146,13 @@ impl DockerDriver {
                 .labels
                 .as_ref()
                 .is_some_and(|l| l.contains_key("io.berth.managed"));
-            if berths || live.docker.containers.get(&name).is_some_and(|c| c.owner.is_some()) {
+            if berths
+                || live
+                    .docker
+                    .containers
+                    .get(&name)
+                    .is_some_and(|c| c.owner.is_some())
+            {
                 out.managed.insert(name);
                 continue;
             }
@@ -258,7 +264,11 @@ impl DockerDriver {
             if super::records::is_record_volume(&v.name) {
                 continue;
             }
-            let owned = live.docker.volumes.get(&v.name).is_some_and(|l| l.owner.is_some());
+            let owned = live
+                .docker
+                .volumes
+                .get(&v.name)
+                .is_some_and(|l| l.owner.is_some());
             let mut labels: BTreeMap<String, String> = v.labels.into_iter().collect();
             if owned {
                 labels.insert("io.berth.managed".into(), "true".into());
@@ -296,7 +306,10 @@ impl DockerDriver {
     ) -> Result<(), DockerError> {
         self.count();
         self.docker
-            .rename_container(from, RenameContainerOptionsBuilder::default().name(to).build())
+            .rename_container(
+                from,
+                RenameContainerOptionsBuilder::default().name(to).build(),
+            )
             .await
             .map_err(self.api(tenant, format!("rename container {from}")))
     }
@@ -325,7 +338,10 @@ impl DockerDriver {
                 },
             )
             .await
-            .map_err(self.api(tenant, format!("connect container {container} to {network}")))
+            .map_err(self.api(
+                tenant,
+                format!("connect container {container} to {network}"),
+            ))
     }
 
     /// Write (or replace) `tenant`'s adoption record.
@@ -341,7 +357,10 @@ impl DockerDriver {
         let name = record_name(&self.host.environment, tenant);
         let mut labels = HashMap::from([
             (TENANT_LABEL.to_string(), tenant.to_string()),
-            ("io.berth.environment".to_string(), self.host.environment.clone()),
+            (
+                "io.berth.environment".to_string(),
+                self.host.environment.clone(),
+            ),
             ("io.berth.host".to_string(), self.host.host.clone()),
         ]);
         for c in containers {
@@ -355,7 +374,10 @@ impl DockerDriver {
         self.count();
         match self
             .docker
-            .remove_volume(&name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .remove_volume(
+                &name,
+                None::<bollard::query_parameters::RemoveVolumeOptions>,
+            )
             .await
         {
             Err(e) if !not_found(&e) => {
