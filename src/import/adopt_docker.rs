@@ -21,13 +21,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::ImportError;
 use super::docker::{Expected, differences};
 use super::translate::Imported;
+use crate::driver::AnyDriver;
 use crate::driver::docker::DockerDriver;
 use crate::driver::docker::adopted::AdoptedContainer;
-use crate::driver::{AnyDriver, LeaseRecord};
 use crate::model::desired::{ConfigValue, LABEL_PREFIX, SPEC_LABEL};
 use crate::model::live::{DockerInventory, HostRef};
 use crate::plan::{Change, Step};
-use crate::reconcile::{PlanSettings, Session, SessionError, Source};
+use crate::reconcile::{PlanSettings, Session, Source};
 
 /// The steps adoption may take from the plan.
 fn allowed(step: &Step, adopted: &BTreeSet<&str>) -> bool {
@@ -301,26 +301,16 @@ pub(super) async fn adopt(
                 Change::CreateNetwork { .. } | Change::CreateVolume { .. }
             )
     });
+    let defects = crate::plan::check::check(&made, &live);
+    if !defects.is_empty() {
+        return Err(crate::reconcile::SessionError::Malformed { defects }.into());
+    }
     let driver_any = session
         .drivers
         .hosts
         .get(host)
         .ok_or_else(|| ImportError::UnknownHost { host: host.clone() })?;
-    let now = crate::clock::now_unix();
-    let record = LeaseRecord {
-        holder: crate::reconcile::holder(),
-        purpose: "import".into(),
-        started: now,
-        expires: now + 300,
-        token: crate::plan::short_hash_of(&format!(
-            "import {} {}",
-            crate::reconcile::holder(),
-            crate::clock::now_rfc3339()
-        )),
-    };
-    crate::reconcile::lease::acquire(driver_any, &record, now)
-        .await
-        .map_err(SessionError::from)?;
+    let record = super::acquire_lease(driver_any).await?;
     let result = async {
         let mut done = Vec::new();
         let mut failed = Vec::new();
@@ -337,27 +327,7 @@ pub(super) async fn adopt(
         if !failed.is_empty() {
             return Err(failed);
         }
-        let report = crate::execute::execute(
-            &made,
-            &session.drivers,
-            &crate::execute::ExecOptions::default(),
-            &crate::execute::Silent,
-            &|| false,
-            &BTreeSet::new(),
-        )
-        .await;
-        for s in &made.steps {
-            match report.outcomes.get(&s.id) {
-                Some(crate::execute::Outcome::Succeeded) => done.push(describe(s)),
-                Some(crate::execute::Outcome::Failed { error, .. }) => {
-                    failed.push(format!("{}: {error}", describe(s)));
-                }
-                _ => failed.push(format!("{}: not run", describe(s))),
-            }
-        }
-        if !failed.is_empty() {
-            return Err(failed);
-        }
+        done.extend(super::execute_steps(&made, session).await?);
         for (tenant, network, container, aliases) in &connects {
             match driver
                 .connect_container(tenant, network, container, aliases)

@@ -389,9 +389,11 @@ fn tenant_file(
     if let Some(schema) = input.schema {
         text.push_str(&format!("# yaml-language-server: $schema={schema}\n"));
     }
-    let listed: Vec<&str> = members.iter().map(|m| m.name).collect();
+    // Roles, not container names: adoption renames containers, and importing again after
+    // a review (or a failed adoption) must write the very same text.
+    let listed: Vec<&str> = roles.keys().copied().collect();
     text.push_str(&format!(
-        "# Imported by `berth import` from Docker host `{}/{}` (containers {}).\n",
+        "# Imported by `berth import` from Docker host `{}/{}` (stack `{tenant}`: {}).\n",
         env.name,
         input.host,
         listed.join(", ")

@@ -259,7 +259,7 @@ impl ImportError {
                 "the tenant files are written and nothing was marked: edit them until `berth plan` (with the objects still foreign) shows no difference but ownership, or adopt by applying that change".into()
             }
             ImportError::AdoptFailed { .. } => {
-                "the tenant files are written; run `berth import --adopt` again for the same apps or containers (what was done is not undone, and is found done)".into()
+                "the tenant files are written and what was done stays done: run `berth import --adopt` again (renamed containers go by berth's names now)".into()
             }
         })
     }
@@ -639,6 +639,17 @@ async fn adopt(
     let Some(driver) = session.drivers.hosts.get(host) else {
         return Err(ImportError::UnknownHost { host: host.clone() });
     };
+    let record = acquire_lease(driver).await?;
+    let result = execute_steps(&markers, session).await;
+    let _ = crate::reconcile::lease::release(driver, &record.token).await;
+    result.map_err(|failed| ImportError::AdoptFailed {
+        host: host.clone(),
+        failed,
+    })
+}
+
+/// Take the host's lease for adoption (five minutes: adoption writes a few records).
+async fn acquire_lease(driver: &crate::driver::AnyDriver) -> Result<LeaseRecord, ImportError> {
     let now = crate::clock::now_unix();
     let record = LeaseRecord {
         holder: crate::reconcile::holder(),
@@ -654,8 +665,16 @@ async fn adopt(
     crate::reconcile::lease::acquire(driver, &record, now)
         .await
         .map_err(SessionError::from)?;
+    Ok(record)
+}
+
+/// Run adoption's plan steps: the steps done, or every failure.
+async fn execute_steps(
+    plan: &crate::plan::Plan,
+    session: &Session,
+) -> Result<Vec<String>, Vec<String>> {
     let report = crate::execute::execute(
-        &markers,
+        plan,
         &session.drivers,
         &crate::execute::ExecOptions::default(),
         &crate::execute::Silent,
@@ -663,8 +682,7 @@ async fn adopt(
         &BTreeSet::new(),
     )
     .await;
-    let _ = crate::reconcile::lease::release(driver, &record.token).await;
-    let failed: Vec<String> = markers
+    let failed: Vec<String> = plan
         .steps
         .iter()
         .filter_map(|s| match report.outcomes.get(&s.id) {
@@ -675,11 +693,9 @@ async fn adopt(
             _ => Some(format!("{}: not run", describe(s))),
         })
         .collect();
-    if !failed.is_empty() {
-        return Err(ImportError::AdoptFailed {
-            host: host.clone(),
-            failed,
-        });
+    if failed.is_empty() {
+        Ok(plan.steps.iter().map(describe).collect())
+    } else {
+        Err(failed)
     }
-    Ok(markers.steps.iter().map(describe).collect())
 }

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use bollard::models::{EndpointSettings, NetworkConnectRequest, VolumeCreateRequest};
+use bollard::models::{EndpointSettings, NetworkConnectRequest};
 use bollard::query_parameters::{ListContainersOptionsBuilder, RenameContainerOptionsBuilder};
 
 use super::{DockerDriver, DockerError, convert, not_found};
@@ -357,10 +357,6 @@ impl DockerDriver {
         let name = record_name(&self.host.environment, tenant);
         let mut labels = HashMap::from([
             (TENANT_LABEL.to_string(), tenant.to_string()),
-            (
-                "io.berth.environment".to_string(),
-                self.host.environment.clone(),
-            ),
             ("io.berth.host".to_string(), self.host.host.clone()),
         ]);
         for c in containers {
@@ -371,29 +367,9 @@ impl DockerDriver {
         for v in volumes {
             labels.insert(format!("{VOLUME}{v}"), "true".into());
         }
-        self.count();
-        match self
-            .docker
-            .remove_volume(
-                &name,
-                None::<bollard::query_parameters::RemoveVolumeOptions>,
-            )
-            .await
-        {
-            Err(e) if !not_found(&e) => {
-                return Err(self.api(tenant, format!("remove volume {name}"))(e));
-            }
-            _ => {}
-        }
-        self.count();
-        self.docker
-            .create_volume(VolumeCreateRequest {
-                name: Some(name.clone()),
-                labels: Some(labels),
-                ..VolumeCreateRequest::default()
-            })
-            .await
-            .map_err(self.api(tenant, format!("create volume {name}")))?;
+        // Volume labels cannot change: a new record replaces the old one.
+        self.remove_volume_if_there(&name).await?;
+        self.create_labelled(&name, labels).await?;
         Ok(())
     }
 }

@@ -108,7 +108,7 @@ impl DockerDriver {
         format!("berth-applied-{}", self.host().environment)
     }
 
-    async fn create_labelled(
+    pub(super) async fn create_labelled(
         &self,
         name: &str,
         mut labels: HashMap<String, String>,
@@ -131,7 +131,7 @@ impl DockerDriver {
         Ok(volume.labels)
     }
 
-    async fn remove_volume_if_there(&self, name: &str) -> Result<(), DockerError> {
+    pub(super) async fn remove_volume_if_there(&self, name: &str) -> Result<(), DockerError> {
         self.count();
         match self
             .docker
