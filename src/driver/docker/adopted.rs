@@ -14,13 +14,13 @@
 //! Observation reads the record from the volume list it makes anyway (no extra call): a
 //! container whose name *and id* match is the tenant's, with the recorded hash; once berth
 //! replaces it (a new id, its own labels) the entry no longer applies. The inventory and the
-//! adoption calls (rename, network connect, record) live here too: `berth import` is their
-//! only user.
+//! adoption calls (network connect, record) live here too: `berth import` is their only
+//! user (renames are the lifecycle's `rename_container`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bollard::models::{EndpointSettings, NetworkConnectRequest};
-use bollard::query_parameters::{ListContainersOptionsBuilder, RenameContainerOptionsBuilder};
+use bollard::query_parameters::ListContainersOptionsBuilder;
 
 use super::{DockerDriver, DockerError, convert, not_found};
 use crate::model::live::{ContainerDetail, DockerInventory, ImageDefaults, LiveDocker, LiveValue};
@@ -292,26 +292,6 @@ impl DockerDriver {
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(self.api(IMPORT, format!("inspect volume {volume}"))(e)),
         }
-    }
-
-    /// Rename a container (running or not: nothing restarts).
-    ///
-    /// # Errors
-    /// Engine failures.
-    pub async fn rename_container(
-        &self,
-        tenant: &str,
-        from: &str,
-        to: &str,
-    ) -> Result<(), DockerError> {
-        self.count();
-        self.docker
-            .rename_container(
-                from,
-                RenameContainerOptionsBuilder::default().name(to).build(),
-            )
-            .await
-            .map_err(self.api(tenant, format!("rename container {from}")))
     }
 
     /// Attach a running container to `network` with `aliases` (nothing restarts).

@@ -459,7 +459,17 @@ impl DockerDriver {
         }
     }
 
-    async fn rename(&self, tenant: &str, from: &str, to: &str) -> Result<(), DockerError> {
+    /// Rename a container (running or not: nothing restarts). Replacements use it, and
+    /// `berth import --adopt` gives adopted service containers berth's names with it.
+    ///
+    /// # Errors
+    /// Engine failures.
+    pub async fn rename_container(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), DockerError> {
         self.count();
         self.docker
             .rename_container(
@@ -555,7 +565,7 @@ impl DockerDriver {
         }
         self.stop(tenant, &spec.name).await?;
         self.remove(tenant, &spec.name).await?;
-        self.rename(tenant, &next, &spec.name).await
+        self.rename_container(tenant, &next, &spec.name).await
     }
 
     /// Stop-first replacement with rollback (module docs).
@@ -595,7 +605,7 @@ impl DockerDriver {
             }
         }
         self.remove(tenant, &spec.name).await?;
-        self.rename(tenant, &next, &spec.name).await
+        self.rename_container(tenant, &next, &spec.name).await
     }
 
     /// Point the host's Caddy routes from container `old` (or its address `known`, when it
