@@ -133,6 +133,25 @@ fn own_command(c: &ContainerDetail) -> Option<&Vec<String>> {
         .filter(|cmd| Some(*cmd) != c.from_image.command.as_ref())
 }
 
+/// An argument that looks like it carries a credential (`--requirepass x`,
+/// `--password=x`, a URL with a password): never written into a tenant file.
+fn credential_argument(args: &[String]) -> Option<&str> {
+    const WORDS: [&str; 6] = [
+        "password",
+        "passwd",
+        "requirepass",
+        "secret",
+        "token",
+        "credential",
+    ];
+    args.iter()
+        .find(|a| {
+            let lower = a.to_ascii_lowercase();
+            WORDS.iter().any(|w| lower.contains(w)) || super::translate::url_with_credentials(a)
+        })
+        .map(String::as_str)
+}
+
 fn command_text(cmd: &[String]) -> String {
     let items: Vec<String> = cmd.iter().map(|c| quoted(c)).collect();
     format!("[{}]", items.join(", "))
@@ -430,6 +449,18 @@ fn tenant_file(
             ));
         }
         if let Some(cmd) = own_command(c) {
+            if let Some(arg) = credential_argument(cmd) {
+                let word: String = arg.chars().take_while(|c| *c != '=').take(24).collect();
+                problems.push(Problem {
+                    subject: format!("container `{}`", m.name),
+                    message: format!(
+                        "the command of `{}` carries what looks like a credential (`{word}…`); berth would have to write it into the tenant file",
+                        m.name
+                    ),
+                    hint: "pass it through the env on the host (`REDIS_PASSWORD`, …), or leave the stack out".into(),
+                });
+                continue;
+            }
             body.push_str(&format!("{indent}command: {}\n", command_text(cmd)));
         }
         if c.memory > 0 {
@@ -477,6 +508,10 @@ fn tenant_file(
             && Some(h) != c.from_image.health.as_ref()
         {
             match h.0.split_first() {
+                _ if credential_argument(&h.0).is_some() => warnings.push(format!(
+                    "container `{}`'s health check carries what looks like a credential: left out of the file",
+                    m.name
+                )),
                 Some((cmd, rest)) if cmd == "CMD" && !rest.is_empty() => body.push_str(&format!(
                     "{indent}health: {{ command: {}, interval: {}, timeout: {}, retries: {} }}\n",
                     command_text(rest),
@@ -508,8 +543,12 @@ fn tenant_file(
             {
                 continue;
             }
-            let data_credential =
-                role.kind == Some(ServiceKind::Postgres) && key == "POSTGRES_PASSWORD";
+            // A data service's own password: berth would generate it itself.
+            let data_credential = matches!(
+                (role.kind, key.as_str()),
+                (Some(ServiceKind::Postgres), "POSTGRES_PASSWORD")
+                    | (Some(ServiceKind::Redis), "REDIS_PASSWORD")
+            );
             let written = if data_credential || looks_secret(key, &value.0) {
                 match secret_value(
                     &SecretSource {
@@ -960,6 +999,60 @@ mod tests {
         assert!(
             !d.iter()
                 .any(|x| x.contains("live-value") || x.contains("file-value"))
+        );
+    }
+
+    #[test]
+    fn credentials_on_a_command_line_are_never_written() {
+        let mut inventory = DockerInventory::default();
+        let mut redis = container("redis:7", &[("REDIS_PASSWORD", "letmein-please")]);
+        redis.command = Some(vec![
+            "redis-server".into(),
+            "--requirepass".into(),
+            "letmein-please".into(),
+        ]);
+        redis.labels.insert(PROJECT.into(), "acme".into());
+        redis.labels.insert(SERVICE.into(), "cache".into());
+        inventory.containers.insert("acme-cache-1".into(), redis);
+        let env = environment();
+        let problems = docker(&DockerInput {
+            environment: &env,
+            host: "docker-1",
+            inventory: &inventory,
+            containers: &[],
+            schema: None,
+        })
+        .unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("carries what looks like a credential")),
+            "{problems:?}"
+        );
+        assert!(!format!("{problems:?}").contains("letmein"), "{problems:?}");
+        // Without it on the command line, the env password is the service's own: generated.
+        inventory
+            .containers
+            .get_mut("acme-cache-1")
+            .unwrap()
+            .command = None;
+        let out = docker(&DockerInput {
+            environment: &env,
+            host: "docker-1",
+            inventory: &inventory,
+            containers: &[],
+            schema: None,
+        })
+        .unwrap();
+        let text = &out.tenants[0].text;
+        assert!(text.contains("REDIS_PASSWORD: { generate: 14 }"), "{text}");
+        assert!(!text.contains("letmein"), "{text}");
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains("does not look random")),
+            "{:?}",
+            out.warnings
         );
     }
 }

@@ -115,7 +115,7 @@ pub fn looks_secret(key: &str, value: &str) -> bool {
 }
 
 /// `scheme://user:pass@host/…` or `scheme://token@host`.
-fn url_with_credentials(value: &str) -> bool {
+pub(super) fn url_with_credentials(value: &str) -> bool {
     let Some((scheme, rest)) = value.split_once("://") else {
         return false;
     };
