@@ -456,6 +456,59 @@ async fn a_script_made_docker_stack_is_imported_adopted_plans_empty_and_keeps_it
         "{reached}"
     );
 
+    // The app too: replaced (stop-first: it publishes a host port), its generated
+    // `SECRET_KEY_BASE` and its referenced token kept, its port the same.
+    let port = dockerhost::inspect(
+        &format!("{t}-web-1"),
+        "{{(index (index .HostConfig.PortBindings \"8080/tcp\") 0).HostPort}}",
+    );
+    repo.write(
+        &file_path,
+        &edited.replace("LOG_LEVEL: \"info\"", "LOG_LEVEL: \"debug\""),
+    );
+    assert_eq!(
+        plan_steps(&repo, &provider),
+        [("recreate-container".to_string(), format!("{t}-web-1"))]
+    );
+    let out = berth(
+        &repo,
+        &["apply", "--auto-approve", "--attempts", "1"],
+        &provider,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let web = format!("{t}-web-1");
+    assert_ne!(dockerhost::inspect(&web, "{{.Id}}"), web_id);
+    assert_eq!(
+        dockerhost::env_of(&web, "LOG_LEVEL").as_deref(),
+        Some("debug")
+    );
+    assert_eq!(
+        dockerhost::env_of(&web, "SECRET_KEY_BASE").as_deref(),
+        Some(SECRET_KEY_BASE)
+    );
+    assert_eq!(
+        dockerhost::env_of(&web, "API_TOKEN").as_deref(),
+        Some(API_TOKEN)
+    );
+    assert_eq!(
+        dockerhost::env_of(&web, "DATABASE_URL"),
+        Some(format!("postgres://postgres:{DB_PASSWORD}@db:5432/appdb"))
+    );
+    assert_eq!(
+        dockerhost::inspect(
+            &web,
+            "{{(index (index .HostConfig.PortBindings \"8080/tcp\") 0).HostPort}}"
+        ),
+        port
+    );
+    let reached = docker(&["exec", &web, "/stub", "client", "cache", "6379", "1"]);
+    assert!(
+        reached.contains("failed=0") && !reached.contains("ok=0"),
+        "{reached}"
+    );
+    let out = berth(&repo, &["plan", "--detailed-exitcode"], &provider);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
     // Adopted: importing the containers again is refused.
     let out = berth(
         &repo,
