@@ -1055,4 +1055,44 @@ mod tests {
             out.warnings
         );
     }
+
+    #[test]
+    fn a_compose_stack_is_imported_whole_or_not_at_all() {
+        let mut inventory = DockerInventory::default();
+        for role in ["web", "worker"] {
+            let mut c = container("app:1", &[]);
+            c.labels.insert(PROJECT.into(), "acme".into());
+            c.labels.insert(SERVICE.into(), role.into());
+            inventory.containers.insert(format!("acme-{role}-1"), c);
+        }
+        inventory.managed.insert("bolt-web-1".into());
+        let env = environment();
+        let input = |containers: &'static [&'static str]| {
+            let names: Vec<String> = containers.iter().map(|c| (*c).to_string()).collect();
+            docker(&DockerInput {
+                environment: &env,
+                host: "docker-1",
+                inventory: &inventory,
+                containers: &names,
+                schema: None,
+            })
+        };
+        let problems = input(&["acme-web-1"]).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p
+                .message
+                .contains("not named with `--container`: acme-worker-1")),
+            "{problems:?}"
+        );
+        let problems = input(&["bolt-web-1"]).unwrap_err();
+        assert!(
+            problems[0].message.contains("is already berth's"),
+            "{problems:?}"
+        );
+        let out = input(&["acme-web-1", "acme-worker-1"]).unwrap();
+        assert_eq!(out.tenants[0].containers.len(), 2);
+        // Without `--container`: every compose project.
+        let out = input(&[]).unwrap();
+        assert_eq!(out.tenants[0].apps.len(), 2);
+    }
 }
