@@ -15,6 +15,7 @@ pub mod memory;
 pub mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use self::docker::{DockerDriver, DockerError};
 use self::dokku::{DokkuDriver, DokkuError};
@@ -514,17 +515,26 @@ impl Connector {
                             .map(AnyDriver::Dokku)
                             .map_err(DriverError::Dokku)
                     }
-                    (Connector::Real, HostTarget::Docker { endpoint }) => {
-                        DockerDriver::connect(&key, endpoint, secrets.clone())
-                            .await
-                            .map(|d| {
-                                AnyDriver::Docker(
-                                    d.with_registries(env.registries.clone())
-                                        .with_caddy(host.caddy.as_ref()),
-                                )
-                            })
-                            .map_err(DriverError::Docker)
-                    }
+                    (
+                        Connector::Real,
+                        HostTarget::Docker {
+                            endpoint,
+                            timeout_secs,
+                        },
+                    ) => DockerDriver::connect_with_timeout(
+                        &key,
+                        endpoint,
+                        secrets.clone(),
+                        Duration::from_secs(u64::from(*timeout_secs)),
+                    )
+                    .await
+                    .map(|d| {
+                        AnyDriver::Docker(
+                            d.with_registries(env.registries.clone())
+                                .with_caddy(host.caddy.as_ref()),
+                        )
+                    })
+                    .map_err(DriverError::Docker),
                 };
                 let driver = driver.map_err(|source| ConnectError {
                     host: key.clone(),

@@ -153,6 +153,8 @@ pub enum HostTarget {
     Docker {
         /// `unix://…`, `tcp://…`, `ssh://…`.
         endpoint: String,
+        /// Seconds before one Engine API call is abandoned.
+        timeout_secs: u32,
     },
 }
 

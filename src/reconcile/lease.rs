@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 pub use crate::driver::LeaseRecord;
-use crate::driver::{AnyDriver, Claim, DriverError, error_chain};
+use crate::driver::{AnyDriver, Claim, DriverError};
 use crate::model::live::HostRef;
 
 /// Default time to live of a lease.
@@ -34,7 +34,7 @@ pub enum LeaseError {
         host: HostRef,
     },
     /// The driver failed.
-    #[error("cannot manage the lease on host `{host}`: {}", error_chain(source))]
+    #[error("cannot manage the lease on host `{host}`")]
     Driver {
         /// Host.
         host: HostRef,

@@ -136,6 +136,11 @@ pub struct DokkuHostSpec {
 pub struct DockerHostSpec {
     /// `unix:///var/run/docker.sock`, `tcp://host:2375` or `ssh://user@host`.
     pub endpoint: String,
+    /// Seconds berth waits for the Engine to answer one API call before it calls the engine
+    /// hung and fails the step (default 120). A container stop is given its 10 s grace on
+    /// top; an image pull may take as long as it needs while progress keeps arriving.
+    #[serde(default)]
+    pub timeout: Option<u32>,
 }
 
 /// Reverse proxy flavour for domain routing on Docker hosts.

@@ -459,8 +459,19 @@ pub(super) fn check_host(
                     ),
                 );
             }
+            if docker.timeout == Some(0) {
+                cx.error(
+                    parsed,
+                    "berth::invalid-timeout",
+                    &["hosts", name, "docker", "timeout"],
+                    "a timeout of 0 s fails every Engine call".into(),
+                    "zero",
+                    Some("leave it out for the default (120 s), or give seconds".into()),
+                );
+            }
             HostTarget::Docker {
                 endpoint: docker.endpoint.clone(),
+                timeout_secs: docker.timeout.unwrap_or(120),
             }
         }
         (Some(_), Some(_)) => {

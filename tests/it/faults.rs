@@ -151,6 +151,173 @@ fn sshd_killed_mid_apply_then_rerun_converges() {
     }
 }
 
+// ---- SSH connections dropped at random ----------------------------------------------
+
+/// A loopback TCP proxy in front of sshd that, while armed, cuts every connection (both
+/// directions shut down at once, as a dead network path or a NAT timeout does) after a
+/// pseudo-random lifetime in `[min, max)` ms, from a fixed seed so a failure can be replayed.
+struct SshCutter {
+    port: u16,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    cuts: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+}
+
+impl SshCutter {
+    fn start(upstream: u16, seed: u64, min_ms: u64, max_ms: u64) -> SshCutter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let cuts = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let (a, c, n) = (armed.clone(), cuts.clone(), connections.clone());
+        std::thread::spawn(move || {
+            let mut state = seed | 1;
+            for client in listener.incoming().flatten() {
+                // xorshift64: one lifetime per connection.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let life = Duration::from_millis(min_ms + state % (max_ms - min_ms));
+                n.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server.try_clone().unwrap(), client.try_clone().unwrap());
+                let (a, c) = (a.clone(), c.clone());
+                std::thread::spawn(move || {
+                    std::thread::sleep(life);
+                    if a.load(Ordering::SeqCst) {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        let _ = server.shutdown(std::net::Shutdown::Both);
+                    }
+                });
+            }
+        });
+        SshCutter {
+            port,
+            armed,
+            cuts,
+            connections,
+        }
+    }
+
+    fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Every SSH connection berth makes to a Dokku host cut after 0.4–2.5 s (pseudo-random,
+/// fixed seed), applies repeated until the plan is empty: every failed run names the host,
+/// none panics or hangs, no service is ever replaced (same password from its creation on),
+/// and the fleet converges while the cuts go on; then, with the path healthy, the plan is
+/// empty.
+#[test]
+fn ssh_connections_dropped_at_random_converge() {
+    let Some(host) = DokkuHost::start() else {
+        return;
+    };
+    let seed = std::env::var("BERTH_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_u64);
+    let cutter = SshCutter::start(host.port, seed, 400, 2500);
+    let repo = Repo::new();
+    let entry = host.env_host("dokku-1").replace(
+        &format!("127.0.0.1:{}", host.port),
+        &format!("127.0.0.1:{}", cutter.port),
+    );
+    repo.write(
+        "environments/prod.yaml",
+        &format!(
+            "version: 1\ndomain: example.app\nhosts:\n{entry}policy: {{ max-destroys: 50 }}\n"
+        ),
+    );
+    for t in ["acme", "bolt", "cirrus", "delta"] {
+        repo.write(&format!("tenants/{t}.yaml"), DOKKU_TENANT);
+    }
+    let mut passwords = std::collections::BTreeMap::<String, serde_json::Value>::new();
+    let mut check_services = |round: usize| {
+        let state = host.state();
+        for (name, service) in state["services"].as_object().into_iter().flatten() {
+            let seen = passwords
+                .entry(name.clone())
+                .or_insert_with(|| service["password"].clone());
+            assert_eq!(
+                *seen, service["password"],
+                "round {round}: service {name} was replaced"
+            );
+        }
+    };
+    let mut failed = 0;
+    let mut converged = None;
+    for round in 1..=20 {
+        let started = Instant::now();
+        let o = berth_in(
+            repo.path(),
+            &[
+                "apply",
+                "--auto-approve",
+                "--attempts",
+                "1",
+                "--lease-ttl",
+                "3",
+                "--lock-timeout",
+                "20",
+            ],
+        );
+        no_panic(&o, &format!("round {round}"));
+        check_services(round);
+        if o.status.success() {
+            let plan = berth_in(repo.path(), &["plan", "--detailed-exitcode"]);
+            no_panic(&plan, &format!("plan of round {round}"));
+            if plan.status.code() == Some(0) {
+                converged = Some(round);
+                break;
+            }
+        } else {
+            failed += 1;
+            let out = text(&o);
+            assert!(
+                out.contains("prod/dokku-1"),
+                "round {round}: the error names no host: {out}"
+            );
+            eprintln!(
+                "ssh cut, round {round} after {:.1} s: {}",
+                started.elapsed().as_secs_f64(),
+                out.lines()
+                    .filter(|l| l.contains("error") || l.contains("failed"))
+                    .take(1)
+                    .collect::<Vec<_>>()
+                    .join("")
+            );
+        }
+    }
+    let cuts = cutter.cuts.load(Ordering::SeqCst);
+    let connections = cutter.connections.load(Ordering::SeqCst);
+    eprintln!(
+        "ssh connections dropped at random (seed {seed:#x}): converged in round {converged:?}, {failed} runs failed, {cuts} of {connections} connections cut"
+    );
+    assert!(cuts > 0, "no connection was cut: the test tested nothing");
+    assert!(
+        converged.is_some(),
+        "the fleet never converged while connections were cut"
+    );
+    cutter.disarm();
+    let plan = berth_in(repo.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    check_services(0);
+    assert_eq!(passwords.len(), 8, "{passwords:?}");
+}
+
 // ---- the Docker Engine API behind a fault-injecting proxy ------------------------------
 
 /// What the proxy does with the next requests.
@@ -162,11 +329,19 @@ enum Fault {
     Reset = 2,
     Delay = 3,
     Garbage = 4,
+    /// Read the request and never answer (the engine took it and hung before acting).
+    Hang = 5,
+    /// Pass the request to the engine, which acts on it, and never answer (the engine hung
+    /// after acting, or the answer was lost).
+    HangAfter = 6,
 }
 
+/// How long a hung connection is held before the proxy lets it go.
+const HANG: Duration = Duration::from_secs(60);
+
 /// A loopback HTTP proxy in front of `/var/run/docker.sock`, one request per connection,
-/// that passes, fails (500), resets, delays (300 ms) or answers garbage, from request number
-/// `from` on.
+/// that passes, fails (500), resets, delays (300 ms), answers garbage or hangs (before or
+/// after the engine acted), from request number `from` on.
 struct DockerProxy {
     port: u16,
     fault: Arc<AtomicU8>,
@@ -268,6 +443,10 @@ fn proxy_connection(
             return Ok(());
         }
         3 => std::thread::sleep(Duration::from_millis(300)),
+        5 => {
+            std::thread::sleep(HANG);
+            return Ok(());
+        }
         4 => {
             let msg = b"{\"Id\": [1, 2, 3, not json";
             write!(
@@ -301,6 +480,12 @@ fn proxy_connection(
         let mut c = client.try_clone()?;
         let mut e = engine.try_clone()?;
         std::thread::spawn(move || std::io::copy(&mut c, &mut e));
+    }
+    if mode == 6 {
+        // The engine acts and answers; the answer goes nowhere.
+        std::io::copy(&mut engine, &mut std::io::sink())?;
+        std::thread::sleep(HANG);
+        return Ok(());
     }
     std::io::copy(&mut engine, &mut client)?;
     Ok(())
@@ -369,6 +554,37 @@ fn data_containers(run: &Run) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// With the proxy passing again: the rerun applies, the plan is empty, and the volumes and
+/// data containers are the ones recorded before the faults (`kept`).
+fn rerun_converges_keeping_data(
+    proxy: &DockerProxy,
+    run: &Run,
+    root: &Path,
+    kept: (&[String], &[String]),
+    fault: Fault,
+) {
+    proxy.set(Fault::Pass, 0);
+    let o = berth_in(root, &["apply", "--auto-approve", "--lock-timeout", "30"]);
+    assert!(o.status.success(), "rerun after {fault:?}: {}", text(&o));
+    let o = berth_in(root, &["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "not converged after {fault:?}: {}",
+        text(&o)
+    );
+    assert_eq!(
+        volumes(run),
+        kept.0,
+        "a volume was replaced after {fault:?}"
+    );
+    assert_eq!(
+        data_containers(run),
+        kept.1,
+        "a data container was replaced after {fault:?}"
+    );
 }
 
 /// The Engine API failing (500), resetting connections, answering garbage and answering
@@ -461,22 +677,7 @@ async fn docker_api_faults_then_rerun_converges() {
             );
         }
         survived += 1;
-        proxy.set(Fault::Pass, 0);
-        let o = berth_in(&root, &["apply", "--auto-approve", "--lock-timeout", "30"]);
-        assert!(o.status.success(), "rerun after {fault:?}: {}", text(&o));
-        let o = berth_in(&root, &["plan", "--detailed-exitcode"]);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "not converged after {fault:?}: {}",
-            text(&o)
-        );
-        assert_eq!(volumes(&run), vols, "a volume was replaced after {fault:?}");
-        assert_eq!(
-            data_containers(&run),
-            data,
-            "a data container was replaced after {fault:?}"
-        );
+        rerun_converges_keeping_data(&proxy, &run, &root, (&vols, &data), fault);
         // Flip the image back and forth so every round has a rollout to break.
         let t = std::fs::read_to_string(&file).unwrap();
         let next = if t.contains("berth-stub:v2") {
@@ -490,6 +691,147 @@ async fn docker_api_faults_then_rerun_converges() {
         "docker API faults: {survived} faulted runs survived, {} requests proxied",
         proxy.requests.load(Ordering::SeqCst)
     );
+}
+
+/// The Engine API hanging — a request taken and never answered, before the engine acted on
+/// it and after — at the start of a plan and in the middle of a rollout, with the host's
+/// `timeout: 3`: each run ends within a bound with an error that names the host and says the
+/// engine did not answer; the rerun converges, and no volume or data container is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_engine_hangs_then_rerun_converges() {
+    let Some(docker) = dockerhost::docker().await else {
+        return;
+    };
+    dockerhost::images(&docker).await;
+    let proxy = DockerProxy::start();
+    let run = Run::new();
+    let tenant = run.tenant("hng");
+    let endpoint = format!("{}, timeout: 3", proxy.endpoint());
+    let repo = docker_repo(&run, &endpoint, &tenant);
+    let root = repo.path().to_path_buf();
+    // No published port: the rollout is start-first, so the old container must keep
+    // serving whatever call hangs (a published port is stop-first, and a hung engine cannot
+    // start the old container again until it answers: the rerun does).
+    let file = root.join(format!("tenants/{tenant}.yaml"));
+    let t = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        t.replacen("    ports: [{ container: 8080 }]\n", "", 1),
+    )
+    .unwrap();
+    let o = berth_in(&root, &["apply", "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let vols = volumes(&run);
+    let data = data_containers(&run);
+    assert!(!vols.is_empty() && data.len() >= 2, "{vols:?} {data:?}");
+
+    // A plan whose engine hangs after the version negotiation.
+    proxy.set(Fault::Hang, 1);
+    let started = Instant::now();
+    let o = berth_in(&root, &["plan"]);
+    let took = started.elapsed();
+    no_panic(&o, "plan on a hung engine");
+    assert!(!o.status.success(), "a plan on a hung engine: {}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("/local") && out.contains("no answer from the Docker Engine within 3 s"),
+        "the error says neither the host nor the hang: {out}"
+    );
+    assert!(took < Duration::from_secs(30), "the plan took {took:?}");
+    eprintln!("docker hang: plan failed after {:.1} s", took.as_secs_f64());
+
+    // Rollouts that hang part-way, before and after the engine acted on the call.
+    for (round, (fault, after)) in [
+        (Fault::Hang, 8),
+        (Fault::HangAfter, 12),
+        (Fault::HangAfter, 16),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = std::fs::read_to_string(&file).unwrap();
+        let (from, to) = if round % 2 == 0 {
+            ("v1", "v2")
+        } else {
+            ("v2", "v1")
+        };
+        std::fs::write(
+            &file,
+            t.replacen(
+                &format!("berth-stub:{from}"),
+                &format!("berth-stub:{to}"),
+                1,
+            ),
+        )
+        .unwrap();
+        proxy.set(fault, after);
+        let started = Instant::now();
+        let o = berth_in(
+            &root,
+            &[
+                "apply",
+                "--auto-approve",
+                "--attempts",
+                "1",
+                "--lease-ttl",
+                "4",
+            ],
+        );
+        let took = started.elapsed();
+        no_panic(&o, &format!("{fault:?} after {after}"));
+        let out = text(&o);
+        assert!(
+            !o.status.success(),
+            "{fault:?} after {after}: the apply succeeded on a hung engine: {out}"
+        );
+        assert!(
+            out.contains("/local") && out.contains(&tenant),
+            "{fault:?} after {after}: the error names no host or tenant: {out}"
+        );
+        assert!(
+            took < Duration::from_secs(80),
+            "{fault:?} after {after}: the apply took {took:?}"
+        );
+        eprintln!(
+            "docker {fault:?} after {after} requests: failed after {:.1} s: {}",
+            took.as_secs_f64(),
+            out.lines()
+                .filter(|l| l.contains("no answer"))
+                .take(1)
+                .collect::<Vec<_>>()
+                .join("")
+        );
+        // The tenant kept serving: its web container still runs under its own name.
+        let running = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("name=^/{tenant}-web-1$"),
+                "--filter",
+                "status=running",
+            ])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&running.stdout).trim().is_empty() {
+            let all = Command::new("docker")
+                .args([
+                    "ps",
+                    "-a",
+                    "--filter",
+                    &format!("name={tenant}"),
+                    "--format",
+                    "{{.Names}} {{.Status}}",
+                ])
+                .output()
+                .unwrap();
+            panic!(
+                "{fault:?} after {after}: the tenant's web container is not running:\n{}\n{out}",
+                String::from_utf8_lossy(&all.stdout)
+            );
+        }
+        rerun_converges_keeping_data(&proxy, &run, &root, (&vols, &data), fault);
+    }
 }
 
 // ---- the bridge's git remote -----------------------------------------------------------

@@ -1128,9 +1128,10 @@ fn webhook_connection_flood() {
 const DAEMON_TOKEN: &str = "hostile-daemon-token/Qa1+z=x&c v";
 const DAEMON_GITHUB: &str = "hostile-daemon-github/Wb2+y=u&i o";
 const DAEMON_GITLAB: &str = "hostile-daemon-gitlab/Ec3+t=r&e w";
+const DAEMON_GITEA: &str = "hostile-daemon-gitea/Qz7+k=v&s m";
 
 /// A `berth daemon` following a remote (one tenant on a Dokku host), with a bearer token,
-/// GitHub and GitLab push secrets and a 4 KiB body limit. Polls, full passes and drift scans
+/// GitHub, GitLab and Gitea push secrets and a 4 KiB body limit. Polls, full passes and drift scans
 /// are an hour apart, so after its start pass only a verified webhook wakes it.
 fn hostile_daemon(host: &DokkuHost) -> (crate::daemon::Remote, Daemon) {
     let remote = crate::daemon::Remote::new();
@@ -1144,7 +1145,7 @@ fn hostile_daemon(host: &DokkuHost) -> (crate::daemon::Remote, Daemon) {
     let args = [
         &daemon::following(&bare, "3600", "3600")[..],
         &daemon::GUARDED,
-        &["--max-body", "4096"],
+        &["--gitea-secret", "gt", "--max-body", "4096"],
     ]
     .concat();
     let d = Daemon::start(
@@ -1153,6 +1154,7 @@ fn hostile_daemon(host: &DokkuHost) -> (crate::daemon::Remote, Daemon) {
             ("BERTH_DAEMON_TOKEN", DAEMON_TOKEN),
             ("BERTH_SECRET_GH", DAEMON_GITHUB),
             ("BERTH_SECRET_GL", DAEMON_GITLAB),
+            ("BERTH_SECRET_GT", DAEMON_GITEA),
             ("BERTH_LOG", "debug"),
         ],
     )
@@ -1181,7 +1183,7 @@ fn assert_daemon_unharmed(d: &mut Daemon) {
     assert_eq!(d.get("/healthz").0, 200);
     let log = d.log();
     assert!(!log.contains("panicked"), "{log}");
-    for secret in [DAEMON_TOKEN, DAEMON_GITHUB, DAEMON_GITLAB] {
+    for secret in [DAEMON_TOKEN, DAEMON_GITHUB, DAEMON_GITLAB, DAEMON_GITEA] {
         for form in crate::secrets_scan::forms(secret) {
             assert!(!log.contains(&form), "the log holds {form:?}:\n{log}");
         }
@@ -1206,6 +1208,12 @@ fn daemon_http_refusals() {
     };
     let sig = |secret: &str, b: &[u8]| vec![("X-Hub-Signature-256", github(secret.as_bytes(), b))];
     let gitlab = |token: &str| vec![("X-Gitlab-Token", token.to_string())];
+    let gitea = |secret: &str, b: &[u8]| {
+        vec![(
+            "X-Gitea-Signature",
+            berth::daemon::webhook::gitea_signature(secret.as_bytes(), b),
+        )]
+    };
     // Each case: name, status, expected status, whether it reaches verification (counted
     // as refused).
     let mut cases: Vec<(String, u16, u16, bool)> = vec![
@@ -1239,6 +1247,49 @@ fn daemon_http_refusals() {
         (
             "gitlab token, the secret and one more byte".into(),
             hook(&gitlab(&format!("{DAEMON_GITLAB}x")), body),
+            401,
+            true,
+        ),
+        ("forged gitea signature".into(), hook(&gitea("guessed", body), body), 401, true),
+        (
+            "gitea signature of another body".into(),
+            hook(&gitea(DAEMON_GITEA, b"{}"), body),
+            401,
+            true,
+        ),
+        (
+            "gitea signature made with the github secret".into(),
+            hook(&gitea(DAEMON_GITHUB, body), body),
+            401,
+            true,
+        ),
+        (
+            "gitea signature in github's sha256= form".into(),
+            hook(
+                &[(
+                    "X-Gitea-Signature",
+                    format!("sha256={}", berth::daemon::webhook::gitea_signature(DAEMON_GITEA.as_bytes(), body)),
+                )],
+                body,
+            ),
+            401,
+            true,
+        ),
+        (
+            "gitea signature, empty".into(),
+            hook(&[("X-Gitea-Signature", String::new())], body),
+            401,
+            true,
+        ),
+        (
+            "gitea signature truncated by one byte".into(),
+            hook(
+                &[(
+                    "X-Gitea-Signature",
+                    berth::daemon::webhook::gitea_signature(DAEMON_GITEA.as_bytes(), body)[..62].to_string(),
+                )],
+                body,
+            ),
             401,
             true,
         ),
@@ -1407,6 +1458,7 @@ fn daemon_http_refusals() {
     let junk = b"{not json\x00\xff";
     assert_eq!(hook(&sig(DAEMON_GITHUB, junk), junk), 202);
     assert_eq!(hook(&gitlab(DAEMON_GITLAB), b"[[["), 202);
+    assert_eq!(hook(&gitea(DAEMON_GITEA, b"\xff"), b"\xff"), 202);
     d.wait_for("the push applied", |s| {
         s["hosts"]["prod/dokku-1"]["applied"]["id"] == pushed.as_str()
     });

@@ -132,8 +132,10 @@ hosts:
   web:
     docker: { endpoint: \"ftp://x\" }
     ports: 30000-20000
+  hung:
+    docker: { endpoint: \"tcp://h:2375\", timeout: 0 }
 stripe: { prices: { price_1: gold } }
-"], ["berth::host-kind", "berth::invalid-ssh", "berth::invalid-host-key", "berth::invalid-endpoint", "berth::invalid-port-range", "berth::unknown-reference"]);
+"], ["berth::host-kind", "berth::invalid-ssh", "berth::invalid-host-key", "berth::invalid-endpoint", "berth::invalid-port-range", "berth::invalid-timeout", "berth::unknown-reference"]);
 
 #[test]
 fn base_environment_alone_is_valid() {

@@ -7,6 +7,7 @@
 
 use base64::Engine as _;
 use bollard::auth::DockerCredentials;
+use bollard::errors::Error as BollardError;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 
@@ -94,12 +95,31 @@ impl DockerDriver {
             .build();
         self.count();
         let mut stream = self.docker.create_image(Some(options), None, credentials);
-        while let Some(item) = stream.next().await {
+        // A pull may take long, but it reports progress: silence for the host's timeout
+        // means a hung engine or registry.
+        loop {
+            let Ok(next) = tokio::time::timeout(self.timeout, stream.next()).await else {
+                return Err(DockerError::Timeout {
+                    host: self.host.clone(),
+                    tenant: tenant.to_string(),
+                    call: format!("pull image {image}"),
+                    waited: self.timeout,
+                });
+            };
+            let Some(item) = next else { break };
             match item {
                 Ok(info) => {
                     if let Some(detail) = info.error_detail.and_then(|d| d.message) {
                         return Err(self.pull_error(tenant, image, detail));
                     }
+                }
+                Err(BollardError::RequestTimeoutError) => {
+                    return Err(DockerError::Timeout {
+                        host: self.host.clone(),
+                        tenant: tenant.to_string(),
+                        call: format!("pull image {image}"),
+                        waited: self.timeout,
+                    });
                 }
                 Err(e) => return Err(self.pull_error(tenant, image, engine_message(&e))),
             }

@@ -37,6 +37,9 @@ use crate::driver::secrets::generate;
 use crate::model::desired::{ConfigValue, ContainerHealth, ContainerSpec, HEALTH_LABEL, Probe};
 use crate::plan::NewSecret;
 
+/// Seconds a stopped container gets between SIGTERM and SIGKILL.
+const STOP_GRACE_SECS: u16 = 10;
+
 /// Suffix of a replacement container while it runs beside the one it replaces.
 pub(super) const NEXT_SUFFIX: &str = "-berth-next";
 
@@ -400,11 +403,20 @@ impl DockerDriver {
 
     pub(super) async fn stop(&self, tenant: &str, name: &str) -> Result<(), DockerError> {
         self.count();
-        match self
+        // The engine answers a stop once the container is down: up to its grace after the
+        // signal, so the call may take that much longer than any other.
+        let docker = self
             .docker
+            .clone()
+            .with_timeout(self.timeout + Duration::from_secs(u64::from(STOP_GRACE_SECS)));
+        match docker
             .stop_container(
                 name,
-                Some(StopContainerOptionsBuilder::default().t(10).build()),
+                Some(
+                    StopContainerOptionsBuilder::default()
+                        .t(i32::from(STOP_GRACE_SECS))
+                        .build(),
+                ),
             )
             .await
         {

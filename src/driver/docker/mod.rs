@@ -31,6 +31,9 @@ use super::secrets::{MissingSecret, SecretProvider};
 use crate::model::live::{HostRef, LiveDocker, LiveHost, LiveNetwork, LiveVolume};
 use crate::plan::{Change, Rollout, Step};
 
+/// How long one Engine API call may go unanswered when the host sets no `timeout:`.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long a started container may take to become healthy.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -60,6 +63,18 @@ pub enum DockerError {
         /// Cause.
         #[source]
         source: BollardError,
+    },
+    /// The Engine accepted a call and did not answer it in time (hung or overloaded).
+    #[error("`{call}` on `{host}` got no answer from the Docker Engine within {} s (tenant `{tenant}`)", waited.as_secs())]
+    Timeout {
+        /// Host.
+        host: HostRef,
+        /// Tenant of the step.
+        tenant: String,
+        /// The call.
+        call: String,
+        /// How long berth waited.
+        waited: Duration,
     },
     /// A container did not become healthy (a replacement was removed and the old container
     /// kept serving).
@@ -200,7 +215,7 @@ impl DockerError {
             _ => false,
         };
         match self {
-            DockerError::Connect { .. } => true,
+            DockerError::Connect { .. } | DockerError::Timeout { .. } => true,
             DockerError::Api { source, .. } => api(source),
             DockerError::Caddy { source, .. } => source.transient,
             _ => false,
@@ -232,6 +247,8 @@ pub struct DockerDriver {
     /// Where published ports of this engine answer (health probes): the endpoint's host, or
     /// loopback for a local socket.
     probe_host: String,
+    /// How long one Engine call may go unanswered.
+    timeout: Duration,
     /// How long a replaced container keeps running after it was switched out, so requests
     /// in flight finish.
     drain: Duration,
@@ -274,6 +291,21 @@ impl DockerDriver {
         endpoint: &str,
         secrets: SecretProvider,
     ) -> Result<Self, DockerError> {
+        Self::connect_with_timeout(host, endpoint, secrets, DEFAULT_API_TIMEOUT).await
+    }
+
+    /// [`DockerDriver::connect`], giving up on any one Engine call after `timeout` (the
+    /// host's `timeout:`): an engine that accepts a request and never answers fails the
+    /// step with [`DockerError::Timeout`] instead of holding the apply.
+    ///
+    /// # Errors
+    /// An unreachable or unusable endpoint (transient).
+    pub async fn connect_with_timeout(
+        host: &HostRef,
+        endpoint: &str,
+        secrets: SecretProvider,
+        timeout: Duration,
+    ) -> Result<Self, DockerError> {
         let connect_error = |source| DockerError::Connect {
             host: host.clone(),
             endpoint: endpoint.to_string(),
@@ -281,7 +313,7 @@ impl DockerDriver {
         };
         let docker = Docker::connect_with_host(endpoint).map_err(connect_error)?;
         let docker = docker
-            .with_timeout(Duration::from_secs(120))
+            .with_timeout(timeout)
             .negotiate_version()
             .await
             .map_err(connect_error)?;
@@ -293,6 +325,7 @@ impl DockerDriver {
             calls: std::sync::atomic::AtomicU64::new(1),
             deep: std::sync::atomic::AtomicBool::new(false),
             probe_host: probe_host(endpoint),
+            timeout,
             drain: Duration::from_secs(1),
             registries: std::collections::BTreeMap::new(),
             caddy: None,
@@ -367,11 +400,19 @@ impl DockerDriver {
 
     fn api(&self, tenant: &str, call: String) -> impl Fn(BollardError) -> DockerError + '_ {
         let tenant = tenant.to_string();
-        move |source| DockerError::Api {
-            host: self.host.clone(),
-            tenant: tenant.clone(),
-            call: call.clone(),
-            source,
+        move |source| match source {
+            BollardError::RequestTimeoutError => DockerError::Timeout {
+                host: self.host.clone(),
+                tenant: tenant.clone(),
+                call: call.clone(),
+                waited: self.timeout,
+            },
+            source => DockerError::Api {
+                host: self.host.clone(),
+                tenant: tenant.clone(),
+                call: call.clone(),
+                source,
+            },
         }
     }
 
