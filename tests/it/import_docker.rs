@@ -557,6 +557,7 @@ async fn docker_import_refuses_bad_names_unknown_containers_hosts_and_inexact_st
     .collect();
     args.extend(compose_labels(&t, "web"));
     args.extend(["-l".into(), "traefik.enable=true".into()]);
+    args.extend(["-e".into(), format!("STRIPE_KEY={API_TOKEN}")]);
     args.push("berth-stub:v1".into());
     docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let mut args: Vec<String> = ["create", "--name", &format!("{bad}-web-1")]
@@ -568,7 +569,10 @@ async fn docker_import_refuses_bad_names_unknown_containers_hosts_and_inexact_st
     docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
 
     let repo = Repo::new();
-    repo.write(&format!("environments/{}.yaml", run.env), &run.env_file());
+    repo.write(
+        &format!("environments/{}.yaml", run.env),
+        &env_file(&run, &format!("openai, {t}-stripe-key")),
+    );
     let host = format!("{}/local", run.env);
     let import = |extra: &[&str]| {
         let mut args = vec!["import", "--host", host.as_str()];
@@ -625,5 +629,22 @@ async fn docker_import_refuses_bad_names_unknown_containers_hosts_and_inexact_st
     assert!(said.contains("labels differ"), "{said}");
     let file = std::fs::read_to_string(repo.path().join(format!("tenants/{t}.yaml"))).unwrap();
     assert!(file.contains("    restart: no\n"), "{file}");
+    // No `--secrets-file`: the referenced value is shown once, on stderr only.
+    assert!(
+        file.contains(&format!("STRIPE_KEY: {{ secret: {t}-stripe-key }}")),
+        "{file}"
+    );
+    assert!(!file.contains(API_TOKEN), "{file}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(API_TOKEN),
+        "{said}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches(API_TOKEN)
+            .count(),
+        1,
+        "{said}"
+    );
     assert_eq!(snapshot(&t), before, "a refused adoption changed the host");
 }
