@@ -855,21 +855,7 @@ mod tests {
         );
     }
 
-    fn environment() -> Environment {
-        Environment {
-            name: "prod".into(),
-            domain: Some("example.app".into()),
-            hosts: BTreeMap::new(),
-            tiers: BTreeMap::new(),
-            dokku_app_template: "{tenant}-{app}".into(),
-            policy: crate::model::Policy::default(),
-            secrets: crate::model::Secrets::default(),
-            stripe_prices: BTreeMap::new(),
-            stripe_new_tenant: None,
-            shared: None,
-            registries: BTreeMap::new(),
-        }
-    }
+    use crate::import::translate::tests::environment;
 
     fn container(image: &str, env: &[(&str, &str)]) -> ContainerDetail {
         ContainerDetail {

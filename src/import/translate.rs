@@ -733,7 +733,7 @@ fn tenant_file(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -826,7 +826,8 @@ mod tests {
         assert_eq!(secret_name("acme", "__X..Y__"), "acme-x-y");
     }
 
-    fn environment() -> Environment {
+    /// A `prod` environment with one tier (also the Docker translation's tests').
+    pub(in crate::import) fn environment() -> Environment {
         Environment {
             name: "prod".into(),
             domain: Some("example.app".into()),
