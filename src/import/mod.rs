@@ -186,7 +186,7 @@ pub enum ImportError {
         source: std::io::Error,
     },
     /// Adoption would change more than markers.
-    #[error("not adopted: the plan for the imported tenants would change more than berth's markers:\n{}", steps.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"))]
+    #[error("not adopted: the host is not exactly what the imported files say (the plan would change more than ownership):\n{}", steps.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"))]
     NotExact {
         /// The steps and refusals, described.
         steps: Vec<String>,
@@ -256,7 +256,7 @@ impl ImportError {
             }
             ImportError::Write { .. } => return None,
             ImportError::NotExact { .. } => {
-                "the tenant files are written and nothing was marked: edit them until `berth plan` (with the objects still foreign) shows no difference but ownership, or adopt by applying that change".into()
+                "the tenant files are written and nothing on the host was changed: fix the host until the differences above are gone and adopt again, or move that tenant beside the old one (docs/migrating.md)".into()
             }
             ImportError::AdoptFailed { .. } => {
                 "the tenant files are written and what was done stays done: run `berth import --adopt` again (renamed containers go by berth's names now)".into()
