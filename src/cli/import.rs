@@ -1,5 +1,6 @@
-//! `berth import --host H [--app NAME …] [--adopt] [--secrets-file PATH]`: tenant files for
-//! the apps a script made on a Dokku host (docs/migrating.md).
+//! `berth import --host H [--app NAME … | --container NAME …] [--adopt] [--secrets-file PATH]`:
+//! tenant files for the apps a script made on a Dokku host, or the compose-style stacks on a
+//! Docker host (docs/migrating.md).
 
 use std::path::PathBuf;
 
@@ -16,11 +17,17 @@ pub struct ImportArgs {
     /// The host to read: `environment/host`, or `host` when the name is unique.
     #[arg(long)]
     pub host: String,
-    /// Only this Dokku app (repeatable); default: every app berth does not manage.
+    /// Dokku: only this app (repeatable); default: every app berth does not manage.
     #[arg(long = "app", value_name = "NAME")]
     pub apps: Vec<String>,
-    /// Mark the imported apps and services as berth's, once the plan shows they match the
-    /// files exactly (writes berth's markers on the host, nothing else).
+    /// Docker: only this container (repeatable; a compose stack is named whole, a plain
+    /// container reads as `<tenant>-<role>[-<n>]`); default: every compose project berth
+    /// does not manage.
+    #[arg(long = "container", value_name = "NAME")]
+    pub containers: Vec<String>,
+    /// Mark the imported objects as berth's, once the plan shows they match the files
+    /// exactly (Dokku: berth's markers; Docker: berth's network, secret volumes and an
+    /// adoption record; nothing restarts).
     #[arg(long)]
     pub adopt: bool,
     /// Write the secret values to this file (created with mode 0600) instead of showing
@@ -80,6 +87,7 @@ pub fn run(args: &ImportArgs, printer: &Printer) -> anyhow::Result<u8> {
     let request = ImportRequest {
         host,
         apps: args.apps.clone(),
+        containers: args.containers.clone(),
         adopt: args.adopt,
         force: args.force,
         secrets_file: args.secrets_file.clone(),

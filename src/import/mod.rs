@@ -17,10 +17,12 @@
 //!    not describe the host exactly and nothing is marked. The markers are written under the
 //!    host's lease, like any apply.
 //!
-//! Dokku hosts only: Docker containers carry their labels from creation (an Engine cannot
-//! label a running container), so adopting a Docker stack needs a recreate; see
-//! docs/migrating.md.
+//! On a Docker host the same steps read compose-style stacks ([`docker`]) and adoption
+//! writes berth's network, secret volumes and an adoption record instead of markers
+//! ([`adopt_docker`]): an Engine cannot label a running container.
 
+mod adopt_docker;
+pub mod docker;
 pub mod translate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +46,8 @@ pub struct ImportRequest {
     pub host: HostRef,
     /// Dokku app names; empty: every app on the host that is nobody's.
     pub apps: Vec<String>,
+    /// Docker container names; empty: every compose project on the host that is nobody's.
+    pub containers: Vec<String>,
     /// Mark the imported objects as berth's.
     pub adopt: bool,
     /// Overwrite existing tenant files and secrets file.
@@ -111,12 +115,19 @@ pub enum ImportError {
         /// The host.
         host: HostRef,
     },
-    /// A Docker host.
-    #[error("host `{host}` is a Docker host; `berth import` reads Dokku hosts only")]
-    DockerHost {
+    /// `--app` on a Docker host, or `--container` on a Dokku host.
+    #[error("host `{host}` is a {kind} host: `{flag}` does not apply")]
+    WrongSelector {
         /// The host.
         host: HostRef,
+        /// `dokku` or `docker`.
+        kind: &'static str,
+        /// The flag given.
+        flag: &'static str,
     },
+    /// Reading the Docker Engine or adopting there.
+    #[error(transparent)]
+    Docker(#[from] crate::driver::docker::DockerError),
     /// Apps or services that cannot be described.
     #[error("{} on `{host}` cannot be imported:\n{}", plural(problems.len(), "object"), problems.iter().map(|p| format!("  {}\n    hint: {}", p.message, p.hint)).collect::<Vec<_>>().join("\n"))]
     Untranslatable {
@@ -126,10 +137,12 @@ pub enum ImportError {
         problems: Vec<Problem>,
     },
     /// Nothing to import.
-    #[error("host `{host}` has no app berth does not manage already")]
+    #[error("host `{host}` has no {what} berth does not manage already")]
     Nothing {
         /// The host.
         host: HostRef,
+        /// `app` (Dokku) or `compose stack` (Docker).
+        what: &'static str,
     },
     /// A tenant file exists.
     #[error("tenant file `{path}` exists; berth import never overwrites a tenant file")]
@@ -173,7 +186,7 @@ pub enum ImportError {
         source: std::io::Error,
     },
     /// Adoption would change more than markers.
-    #[error("not adopted: the plan for the imported tenants would change more than berth's markers:\n{}", steps.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"))]
+    #[error("not adopted: the host is not exactly what the imported files say (the plan would change more than ownership):\n{}", steps.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"))]
     NotExact {
         /// The steps and refusals, described.
         steps: Vec<String>,
@@ -205,9 +218,14 @@ impl ImportError {
             ImportError::UnknownHost { .. } => {
                 "`--host` takes `environment/host` (or `host` when unique) from an environment file".into()
             }
-            ImportError::DockerHost { .. } => {
-                "Docker stacks are moved by recreating them under berth (docs/migrating.md)".into()
+            ImportError::WrongSelector { kind, .. } => {
+                if *kind == "docker" {
+                    "name Docker containers with `--container`".into()
+                } else {
+                    "name Dokku apps with `--app`".into()
+                }
             }
+            ImportError::Docker(_) => return None,
             ImportError::Untranslatable { .. } => {
                 "nothing was written; fix the objects above or leave them out with `--app`".into()
             }
@@ -238,10 +256,10 @@ impl ImportError {
             }
             ImportError::Write { .. } => return None,
             ImportError::NotExact { .. } => {
-                "the tenant files are written and nothing was marked: edit them until `berth plan` (with the objects still foreign) shows no difference but ownership, or adopt by applying that change".into()
+                "the tenant files are written and nothing on the host was changed: fix the host until the differences above are gone and adopt again, or move that tenant beside the old one (docs/migrating.md)".into()
             }
             ImportError::AdoptFailed { .. } => {
-                "the tenant files are written; run `berth import --adopt` again for the same apps with `--force`".into()
+                "the tenant files are written and what was done stays done: run `berth import --adopt` again (renamed containers go by berth's names now)".into()
             }
         })
     }
@@ -322,8 +340,27 @@ pub async fn import(
         .hosts
         .get(&host.host)
         .ok_or_else(|| ImportError::UnknownHost { host: host.clone() })?;
-    if matches!(host_spec.target, HostTarget::Docker { .. }) {
-        return Err(ImportError::DockerHost { host: host.clone() });
+    let on_docker = matches!(host_spec.target, HostTarget::Docker { .. });
+    match (
+        on_docker,
+        request.apps.is_empty(),
+        request.containers.is_empty(),
+    ) {
+        (true, false, _) => {
+            return Err(ImportError::WrongSelector {
+                host: host.clone(),
+                kind: "docker",
+                flag: "--app",
+            });
+        }
+        (false, _, false) => {
+            return Err(ImportError::WrongSelector {
+                host: host.clone(),
+                kind: "dokku",
+                flag: "--container",
+            });
+        }
+        _ => {}
     }
     let only = BTreeSet::from([host.clone()]);
     let mut session = Session::connect(
@@ -333,28 +370,50 @@ pub async fn import(
         Some(&only),
     )
     .await?;
-    let live = session.observe(None).await?;
-    let Some(observed) = live.hosts.get(host) else {
-        return Err(ImportError::UnknownHost { host: host.clone() });
-    };
     let repo = &source.repo;
     let schema = repo
         .join("schema/tenant.schema.json")
         .is_file()
         .then_some("../schema/tenant.schema.json");
-    let imported = translate::dokku(&translate::DokkuInput {
-        environment: env,
-        host: &host.host,
-        live: &observed.dokku,
-        apps: &request.apps,
-        schema,
-    })
-    .map_err(|problems| ImportError::Untranslatable {
+    let untranslatable = |problems| ImportError::Untranslatable {
         host: host.clone(),
         problems,
-    })?;
+    };
+    let mut inventory = None;
+    let imported = if on_docker {
+        let Some(crate::driver::AnyDriver::Docker(driver)) = session.drivers.hosts.get(host) else {
+            return Err(ImportError::UnknownHost { host: host.clone() });
+        };
+        let read = driver.inventory().await?;
+        let imported = docker::docker(&docker::DockerInput {
+            environment: env,
+            host: &host.host,
+            inventory: &read,
+            containers: &request.containers,
+            schema,
+        })
+        .map_err(untranslatable)?;
+        inventory = Some(read);
+        imported
+    } else {
+        let live = session.observe(None).await?;
+        let Some(observed) = live.hosts.get(host) else {
+            return Err(ImportError::UnknownHost { host: host.clone() });
+        };
+        translate::dokku(&translate::DokkuInput {
+            environment: env,
+            host: &host.host,
+            live: &observed.dokku,
+            apps: &request.apps,
+            schema,
+        })
+        .map_err(untranslatable)?
+    };
     if imported.tenants.is_empty() {
-        return Err(ImportError::Nothing { host: host.clone() });
+        return Err(ImportError::Nothing {
+            host: host.clone(),
+            what: if on_docker { "compose stack" } else { "app" },
+        });
     }
     // Refusals before anything is written.
     let all_secrets: Vec<&ImportedSecret> =
@@ -496,7 +555,13 @@ pub async fn import(
         adopt_error: None,
     };
     if request.adopt {
-        match adopt(&mut session, source, host, &imported).await {
+        let adopted = match &inventory {
+            Some(inventory) => {
+                adopt_docker::adopt(&mut session, source, host, &imported, inventory).await
+            }
+            None => adopt(&mut session, source, host, &imported).await,
+        };
+        match adopted {
             Ok(steps) => outcome.adopted = steps,
             Err(e) => outcome.adopt_error = Some(Box::new(e)),
         }
@@ -574,6 +639,17 @@ async fn adopt(
     let Some(driver) = session.drivers.hosts.get(host) else {
         return Err(ImportError::UnknownHost { host: host.clone() });
     };
+    let record = acquire_lease(driver).await?;
+    let result = execute_steps(&markers, session).await;
+    let _ = crate::reconcile::lease::release(driver, &record.token).await;
+    result.map_err(|failed| ImportError::AdoptFailed {
+        host: host.clone(),
+        failed,
+    })
+}
+
+/// Take the host's lease for adoption (five minutes: adoption writes a few records).
+async fn acquire_lease(driver: &crate::driver::AnyDriver) -> Result<LeaseRecord, ImportError> {
     let now = crate::clock::now_unix();
     let record = LeaseRecord {
         holder: crate::reconcile::holder(),
@@ -589,8 +665,16 @@ async fn adopt(
     crate::reconcile::lease::acquire(driver, &record, now)
         .await
         .map_err(SessionError::from)?;
+    Ok(record)
+}
+
+/// Run adoption's plan steps: the steps done, or every failure.
+async fn execute_steps(
+    plan: &crate::plan::Plan,
+    session: &Session,
+) -> Result<Vec<String>, Vec<String>> {
     let report = crate::execute::execute(
-        &markers,
+        plan,
         &session.drivers,
         &crate::execute::ExecOptions::default(),
         &crate::execute::Silent,
@@ -598,8 +682,7 @@ async fn adopt(
         &BTreeSet::new(),
     )
     .await;
-    let _ = crate::reconcile::lease::release(driver, &record.token).await;
-    let failed: Vec<String> = markers
+    let failed: Vec<String> = plan
         .steps
         .iter()
         .filter_map(|s| match report.outcomes.get(&s.id) {
@@ -610,11 +693,9 @@ async fn adopt(
             _ => Some(format!("{}: not run", describe(s))),
         })
         .collect();
-    if !failed.is_empty() {
-        return Err(ImportError::AdoptFailed {
-            host: host.clone(),
-            failed,
-        });
+    if failed.is_empty() {
+        Ok(plan.steps.iter().map(describe).collect())
+    } else {
+        Err(failed)
     }
-    Ok(markers.steps.iter().map(describe).collect())
 }

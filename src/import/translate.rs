@@ -75,12 +75,16 @@ pub struct ImportedTenant {
     pub id: String,
     /// The file text.
     pub text: String,
-    /// Dokku app name → app name in the file.
+    /// Dokku app or Docker container → app (or service) name in the file.
     pub apps: BTreeMap<String, String>,
-    /// Service keys (`postgres:acme-db`) the file describes.
+    /// Service keys (`postgres:acme-db`, Dokku) or service names (Docker) the file describes.
     pub services: Vec<String>,
     /// Secret values the file refers to.
     pub secrets: Vec<ImportedSecret>,
+    /// Docker: container on the host → the name berth gives it (renamed on adoption).
+    pub containers: BTreeMap<String, String>,
+    /// Docker: the data volumes the file describes.
+    pub volumes: Vec<String>,
 }
 
 /// What a translation produced.
@@ -111,7 +115,7 @@ pub fn looks_secret(key: &str, value: &str) -> bool {
 }
 
 /// `scheme://user:pass@host/…` or `scheme://token@host`.
-fn url_with_credentials(value: &str) -> bool {
+pub(super) fn url_with_credentials(value: &str) -> bool {
     let Some((scheme, rest)) = value.split_once("://") else {
         return false;
     };
@@ -179,12 +183,12 @@ fn readings(template: &str, name: &str, linked: &[&str]) -> Vec<(String, String)
 }
 
 /// Double-quoted YAML (JSON's escapes are valid YAML double-quoted escapes).
-fn quoted(text: &str) -> String {
+pub(super) fn quoted(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// A scalar written plain when YAML reads it back as the same string, quoted otherwise.
-fn scalar(text: &str) -> String {
+pub(super) fn scalar(text: &str) -> String {
     let plain = !text.is_empty()
         && text
             .chars()
@@ -206,7 +210,7 @@ fn scalar(text: &str) -> String {
 }
 
 /// `{ web: 2, worker: 1 }`.
-fn flow_map(map: &BTreeMap<String, u32>) -> String {
+pub(super) fn flow_map(map: &BTreeMap<String, u32>) -> String {
     let items: Vec<String> = map
         .iter()
         .map(|(k, v)| format!("{}: {v}", scalar(k)))
@@ -214,7 +218,7 @@ fn flow_map(map: &BTreeMap<String, u32>) -> String {
     format!("{{ {} }}", items.join(", "))
 }
 
-fn flow_list(items: &[String]) -> String {
+pub(super) fn flow_list(items: &[String]) -> String {
     let items: Vec<String> = items.iter().map(|i| scalar(i)).collect();
     format!("[{}]", items.join(", "))
 }
@@ -226,7 +230,7 @@ fn memory_of(live: &str) -> Option<(String, bool)> {
     Some((format!("{mib}M"), format!("{mib}m") == live))
 }
 
-fn cpus_text(cpus: f64) -> String {
+pub(super) fn cpus_text(cpus: f64) -> String {
     let text = format!("{cpus:.3}");
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
@@ -285,7 +289,7 @@ fn port_of(live: &LiveDokkuApp) -> Option<u16> {
 }
 
 /// Secret name for a key of a tenant: `acme-secret-key`.
-fn secret_name(prefix: &str, key: &str) -> String {
+pub(super) fn secret_name(prefix: &str, key: &str) -> String {
     let mut name = format!("{prefix}-");
     let mut dash = true;
     for c in key.chars() {
@@ -298,6 +302,72 @@ fn secret_name(prefix: &str, key: &str) -> String {
         }
     }
     name.trim_end_matches('-').to_string()
+}
+
+/// Whether a value is one berth's own generator could have made: 16 to 256 ASCII letters
+/// and digits, with lower case, upper case and a digit (what `{ generate: N }` makes).
+/// Hex strings, tokens with `_`/`-` or a vendor prefix (`sk_live_…`, `ghp_…`) do not count:
+/// they may be a third party's credential, which berth must not keep only on the host.
+#[must_use]
+pub fn looks_generated(value: &str) -> bool {
+    (16..=256).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric())
+        && value.bytes().any(|b| b.is_ascii_lowercase())
+        && value.bytes().any(|b| b.is_ascii_uppercase())
+        && value.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// Where a secret-looking value was found.
+pub(super) struct SecretSource<'a> {
+    /// Tenant id.
+    pub tenant: &'a str,
+    /// App or service name in the file (disambiguates secret names).
+    pub scope: &'a str,
+    /// The object on the host (Dokku app, container).
+    pub object: &'a str,
+    /// The env key.
+    pub key: &'a str,
+    /// A data service's own credential (a Postgres password): berth generates it itself.
+    pub data_credential: bool,
+}
+
+/// The file text for a secret-looking value: `{ generate: N }` when berth would treat it
+/// as generated (kept on the host, never written anywhere), else a `{ secret: … }`
+/// reference whose value is added to `secrets`.
+pub(super) fn secret_value(
+    at: &SecretSource<'_>,
+    value: &LiveValue,
+    secrets: &mut Vec<ImportedSecret>,
+) -> Result<String, Problem> {
+    let length = value.0.len();
+    let generated = looks_generated(&value.0)
+        || (at.data_credential && (8..=256).contains(&length) && !value.0.contains('\n'));
+    if generated {
+        return Ok(format!("{{ generate: {length} }}"));
+    }
+    let mut name = secret_name(at.tenant, at.key);
+    if secrets.iter().any(|s| s.name == name && s.value != *value) {
+        name = secret_name(&format!("{}-{}", at.tenant, at.scope), at.key);
+    }
+    if name.len() > 64 {
+        return Err(Problem {
+            subject: format!("`{}`", at.object),
+            message: format!(
+                "config key `{}` would need secret name `{name}`, longer than 64 characters",
+                at.key
+            ),
+            hint: "shorten the key on the host, or import without this object".into(),
+        });
+    }
+    if !secrets.iter().any(|s| s.name == name) {
+        secrets.push(ImportedSecret {
+            name: name.clone(),
+            app: at.object.to_string(),
+            key: at.key.to_string(),
+            value: value.clone(),
+        });
+    }
+    Ok(format!("{{ secret: {name} }}"))
 }
 
 /// Translate the apps of one Dokku host into tenant files.
@@ -562,33 +632,28 @@ fn tenant_file(
             text.push_str("    env:\n");
         }
         for (key, value) in env_keys {
-            if looks_secret(key, &value.0) {
-                let mut name = secret_name(tenant, key);
-                if secrets.iter().any(|s| s.name == name && s.value != *value) {
-                    name = secret_name(&format!("{tenant}-{app_name}"), key);
-                }
-                if name.len() > 64 {
-                    problems.push(Problem {
-                        subject: format!("app `{dokku_name}`"),
-                        message: format!(
-                            "config key `{key}` would need secret name `{name}`, longer than 64 characters"
-                        ),
-                        hint: "shorten the key on the host, or import without this app".into(),
-                    });
-                    continue;
-                }
-                text.push_str(&format!("      {}: {{ secret: {name} }}\n", scalar(key)));
-                if !secrets.iter().any(|s| s.name == name) {
-                    secrets.push(ImportedSecret {
-                        name,
-                        app: (*dokku_name).clone(),
-                        key: key.clone(),
-                        value: value.clone(),
-                    });
+            let written = if looks_secret(key, &value.0) {
+                match secret_value(
+                    &SecretSource {
+                        tenant,
+                        scope: app_name,
+                        object: dokku_name,
+                        key,
+                        data_credential: false,
+                    },
+                    value,
+                    &mut secrets,
+                ) {
+                    Ok(text) => text,
+                    Err(p) => {
+                        problems.push(p);
+                        continue;
+                    }
                 }
             } else {
-                text.push_str(&format!("      {}: {}\n", scalar(key), quoted(&value.0)));
-            }
+                quoted(&value.0)
+            };
+            text.push_str(&format!("      {}: {written}\n", scalar(key)));
         }
         let mut uses: Vec<String> = Vec::new();
         for (key, service) in &live.services {
@@ -662,11 +727,13 @@ fn tenant_file(
         apps: app_map,
         services: service_keys,
         secrets,
+        containers: BTreeMap::new(),
+        volumes: Vec::new(),
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -701,6 +768,48 @@ mod tests {
     }
 
     #[test]
+    fn generated_values_are_those_berths_generator_could_have_made() {
+        assert!(looks_generated("Qm7xT2pLw9Rk4ZsV8nB3yH6cJ1dF5gA0"));
+        for not in [
+            "hunter2",                          // short
+            "0123456789abcdef0123456789abcdef", // hex: one case only
+            "sk_live_51HxYzAbCdEfGhIjKlMnOpQr", // a vendor's token
+            "ghp_Ab1Cd2Ef3Gh4Ij5Kl6Mn7Op8Qr9",  // ditto
+            "AKIAIOSFODNN7EXAMPLE",             // upper case and digits only
+            "correcthorsebatterystaple",        // no digit, one case
+        ] {
+            assert!(!looks_generated(not), "{not}");
+        }
+        let mut secrets = Vec::new();
+        let at = |key, data_credential| SecretSource {
+            tenant: "acme",
+            scope: "db",
+            object: "acme-db-1",
+            key,
+            data_credential,
+        };
+        let weak = LiveValue("postgres-pw".into());
+        assert_eq!(
+            secret_value(&at("POSTGRES_PASSWORD", true), &weak, &mut secrets).unwrap(),
+            "{ generate: 11 }"
+        );
+        assert_eq!(
+            secret_value(&at("API_KEY", false), &weak, &mut secrets).unwrap(),
+            "{ secret: acme-api-key }"
+        );
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(
+            secret_value(
+                &at("POSTGRES_PASSWORD", true),
+                &LiveValue("short".into()),
+                &mut secrets
+            )
+            .unwrap(),
+            "{ secret: acme-postgres-password }"
+        );
+    }
+
+    #[test]
     fn scalars_are_quoted_when_yaml_would_read_them_otherwise() {
         assert_eq!(scalar("web"), "web");
         assert_eq!(scalar("acme.example.app"), "acme.example.app");
@@ -717,7 +826,8 @@ mod tests {
         assert_eq!(secret_name("acme", "__X..Y__"), "acme-x-y");
     }
 
-    fn environment() -> Environment {
+    /// A `prod` environment with one tier (also the Docker translation's tests').
+    pub(in crate::import) fn environment() -> Environment {
         Environment {
             name: "prod".into(),
             domain: Some("example.app".into()),

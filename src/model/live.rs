@@ -519,3 +519,71 @@ impl LiveHost {
         self.objects().any(|o| o.owner.is_some())
     }
 }
+
+/// What `berth import` reads from a Docker Engine: every container berth does not manage
+/// here, inspected, with the images they run, and the volumes and networks. Never part of
+/// an observation (a plan reads list calls only).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DockerInventory {
+    /// Containers berth does not manage for this environment, by name.
+    pub containers: BTreeMap<String, ContainerDetail>,
+    /// Containers berth manages here (names only): never imported.
+    pub managed: BTreeSet<String>,
+    /// Every volume (berth's records left out): name → labels.
+    pub volumes: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every network: name → whether berth manages it for this environment.
+    pub networks: BTreeMap<String, bool>,
+}
+
+/// One container as an inspect shows it (with what its image brings, so that the two can be
+/// told apart). Env values may be secrets: `Debug` never shows them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerDetail {
+    /// Container id.
+    pub id: String,
+    /// The image reference it was created from (`Config.Image`).
+    pub image: String,
+    /// Image id it runs.
+    pub image_id: String,
+    /// Entrypoint in effect.
+    pub entrypoint: Option<Vec<String>>,
+    /// Command in effect.
+    pub command: Option<Vec<String>>,
+    /// Env in effect (the image's included).
+    pub env: BTreeMap<String, LiveValue>,
+    /// Labels (the image's included).
+    pub labels: BTreeMap<String, String>,
+    /// Whether it runs.
+    pub running: bool,
+    /// Restart policy name (`""` = none) and its retry count.
+    pub restart: (String, i64),
+    /// Memory limit, bytes (0 = none).
+    pub memory: i64,
+    /// CPU limit, nano-CPUs (0 = none).
+    pub nano_cpus: i64,
+    /// Published ports: `(container port, protocol, host ip, host port)`.
+    pub ports: Vec<(u16, String, String, u16)>,
+    /// Mounts: `(kind, volume name or host path, destination)`; kind `volume`, `bind`, …
+    pub mounts: Vec<(String, String, String)>,
+    /// Networks it is attached to, with its aliases there.
+    pub networks: BTreeMap<String, Vec<String>>,
+    /// Docker health check in effect: test, interval, timeout (seconds), retries.
+    pub health: Option<(Vec<String>, u64, u64, i64)>,
+    /// What the image itself sets: entrypoint, command, env, labels, health check.
+    pub from_image: ImageDefaults,
+}
+
+/// Config an image brings to every container made from it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageDefaults {
+    /// Entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Command.
+    pub command: Option<Vec<String>>,
+    /// Env.
+    pub env: BTreeMap<String, LiveValue>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Health check.
+    pub health: Option<(Vec<String>, u64, u64, i64)>,
+}

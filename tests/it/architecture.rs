@@ -279,6 +279,7 @@ const PURE_FILES: &[&str] = &[
     "daemon/status.rs",
     "daemon/page.rs",
     "import/translate.rs",
+    "import/docker.rs",
 ];
 
 /// The layer of the pure bridge files.

@@ -8,6 +8,9 @@ use crate::sshd::DokkuHost;
 use crate::support::{Repo, berth_in, text};
 
 const SECRET: &str = "s3cr3t-Imported-Value-7f2e";
+/// A value berth's generator could have made: imported as `{ generate: 32 }`, kept on the
+/// host, written nowhere.
+const GENERATED: &str = "Zx8Kq2Lm5Nw7Pr3Ts6Vy9Bc4Df1Gh0Jk";
 
 fn env_file(host: &DokkuHost, names: &str) -> String {
     format!(
@@ -30,7 +33,9 @@ fn provision(host: &DokkuHost) {
         "redis:create acme-cache",
         "redis:link acme-cache acme-web",
         "domains:add acme-web acme.example.app",
-        &format!("config:set acme-web SECRET_KEY={SECRET} LOG_LEVEL=info"),
+        &format!(
+            "config:set acme-web SECRET_KEY={SECRET} SESSION_SECRET={GENERATED} LOG_LEVEL=info"
+        ),
         "resource:limit --memory 512m --cpu 0.5 acme-web",
         "git:from-image acme-web registry.example.app/app:1.4.2",
         "ps:scale acme-web web=1",
@@ -95,6 +100,7 @@ fn a_hand_made_dokku_app_is_imported_adopted_and_plans_empty() {
     let out = import(&repo, &["--app", "acme-web", "--secrets-file", secrets_arg]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains(SECRET), "{}", text(&out));
+    assert!(!text(&out).contains(GENERATED), "{}", text(&out));
     assert!(stdout(&out).contains("tenants/acme.yaml"), "{}", text(&out));
 
     // Importing changed nothing on the host.
@@ -112,6 +118,8 @@ fn a_hand_made_dokku_app_is_imported_adopted_and_plans_empty() {
         "{file}"
     );
     assert!(file.contains("LOG_LEVEL: \"info\""), "{file}");
+    assert!(file.contains("SESSION_SECRET: { generate: 32 }"), "{file}");
+    assert!(!file.contains(GENERATED), "{file}");
     assert!(file.contains("tier: starter"), "{file}");
     assert!(file.contains("uses: [cache, db]"), "{file}");
     assert!(
@@ -125,6 +133,7 @@ fn a_hand_made_dokku_app_is_imported_adopted_and_plans_empty() {
         values.contains(&format!("BERTH_SECRET_ACME_SECRET_KEY='{SECRET}'")),
         "{values}"
     );
+    assert!(!values.contains(GENERATED), "{values}");
 
     let out = berth_in(&repo, &["validate"]);
     assert!(out.status.success(), "{}\n{file}", text(&out));
@@ -314,19 +323,22 @@ fn import_refuses_bad_names_unknown_hosts_and_shows_secrets_once_without_a_file(
 }
 
 #[test]
-fn a_docker_host_is_refused_before_anything_is_read() {
+fn container_selection_is_refused_on_a_dokku_host_before_anything_is_read() {
     let repo = Repo::new();
     repo.write(
-        "environments/local.yaml",
-        "version: 1\nhosts:\n  docker-1: { docker: { endpoint: unix:///var/run/docker.sock } }\n",
+        "environments/prod.yaml",
+        "version: 1\nhosts:\n  dokku-1: { dokku: { ssh: dokku@127.0.0.1:1, host-key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\" } }\n",
     );
-    let out = berth_in(&repo, &["import", "--host", "docker-1"]);
+    let out = berth_in(
+        &repo,
+        &["import", "--host", "dokku-1", "--container", "acme-web-1"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("host `local/docker-1` is a Docker host"),
+        text(&out).contains("host `prod/dokku-1` is a dokku host: `--container` does not apply"),
         "{}",
         text(&out)
     );
-    assert!(text(&out).contains("docs/migrating.md"), "{}", text(&out));
+    assert!(text(&out).contains("--app"), "{}", text(&out));
     assert!(!repo.path().join("tenants").exists());
 }

@@ -18,6 +18,7 @@ mod fuzz_corpus;
 mod gitops;
 mod hostile;
 mod import;
+mod import_docker;
 mod invariants;
 mod mindroom;
 mod pass;

@@ -55,7 +55,7 @@ fn removal_in_progress(e: &BollardError) -> bool {
     )
 }
 /// Label of a secret volume holding its value.
-const SECRET_VALUE_LABEL: &str = "io.berth.secret-value";
+pub(super) const SECRET_VALUE_LABEL: &str = "io.berth.secret-value";
 /// A container without a health check counts as started once it has run this long.
 const START_GRACE: Duration = Duration::from_secs(1);
 
@@ -471,7 +471,17 @@ impl DockerDriver {
         }
     }
 
-    async fn rename(&self, tenant: &str, from: &str, to: &str) -> Result<(), DockerError> {
+    /// Rename a container (running or not: nothing restarts). Replacements use it, and
+    /// `berth import --adopt` gives adopted service containers berth's names with it.
+    ///
+    /// # Errors
+    /// Engine failures.
+    pub async fn rename_container(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), DockerError> {
         self.count();
         self.docker
             .rename_container(
@@ -567,7 +577,7 @@ impl DockerDriver {
         }
         self.stop(tenant, &spec.name).await?;
         self.remove(tenant, &spec.name).await?;
-        self.rename(tenant, &next, &spec.name).await
+        self.rename_container(tenant, &next, &spec.name).await
     }
 
     /// Stop-first replacement with rollback (module docs).
@@ -607,7 +617,7 @@ impl DockerDriver {
             }
         }
         self.remove(tenant, &spec.name).await?;
-        self.rename(tenant, &next, &spec.name).await
+        self.rename_container(tenant, &next, &spec.name).await
     }
 
     /// Point the host's Caddy routes from container `old` (or its address `known`, when it

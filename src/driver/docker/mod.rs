@@ -10,6 +10,7 @@
 //! - Generated values live in secret volumes, made once and shared by every replica.
 //! - Suspend is `StopContainer`; data volumes are removed only by a purge step.
 
+pub mod adopted;
 pub mod caddy;
 pub mod convert;
 pub mod images;
@@ -479,10 +480,14 @@ impl DockerDriver {
         let volumes = volumes.map_err(self.api(scan, "list volumes".into()))?;
         let images = images.map_err(self.api(scan, "list images".into()))?;
         let mut live = LiveDocker::default();
+        let mut ids = std::collections::BTreeMap::new();
         for summary in &containers {
             let Some(name) = convert::container_name(summary) else {
                 continue;
             };
+            if let Some(id) = &summary.id {
+                ids.insert(name.clone(), id.clone());
+            }
             let container = convert::live_container(summary, &self.host);
             // Running containers hold their ports; berth's stopped ones keep theirs too.
             if container.state == crate::model::live::ContainerState::Running
@@ -514,7 +519,11 @@ impl DockerDriver {
         let applied_volume = format!("berth-applied-{}", self.host.environment);
         let mut applied_commit = None;
         let mut cancelled = std::collections::BTreeMap::new();
+        let mut records = std::collections::BTreeMap::new();
         for volume in volumes.volumes.unwrap_or_default() {
+            if volume.name.starts_with(adopted::PREFIX) {
+                records.insert(volume.name.clone(), volume.labels.clone());
+            }
             // berth's own records are not tenant objects.
             if volume.name == applied_volume {
                 applied_commit = volume.labels.get("io.berth.applied-commit").cloned();
@@ -534,6 +543,14 @@ impl DockerDriver {
                 },
             );
         }
+        // Stacks `berth import --adopt` took over: their containers carry no labels.
+        adopted::apply_records(
+            &self.host.environment,
+            &self.host.host,
+            &records,
+            &ids,
+            &mut live,
+        );
         for image in images {
             for tag in &image.repo_tags {
                 live.images.insert(tag.clone(), image.id.clone());

@@ -53,6 +53,7 @@ pub(super) fn is_record_volume(name: &str) -> bool {
     name.starts_with("berth-lease-")
         || name.starts_with("berth-applied-")
         || name.starts_with("berth-cancelled.")
+        || name.starts_with(super::adopted::PREFIX)
 }
 
 /// The cancellation a record volume carries for `environment`, if it is one.
@@ -107,7 +108,7 @@ impl DockerDriver {
         format!("berth-applied-{}", self.host().environment)
     }
 
-    async fn create_labelled(
+    pub(super) async fn create_labelled(
         &self,
         name: &str,
         mut labels: HashMap<String, String>,
@@ -130,7 +131,7 @@ impl DockerDriver {
         Ok(volume.labels)
     }
 
-    async fn remove_volume_if_there(&self, name: &str) -> Result<(), DockerError> {
+    pub(super) async fn remove_volume_if_there(&self, name: &str) -> Result<(), DockerError> {
         self.count();
         match self
             .docker

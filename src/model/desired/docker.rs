@@ -256,11 +256,11 @@ pub(super) fn add_docker_stack(
     dh.volumes.extend(secrets);
 }
 
-pub(super) fn db_name(tenant: &str) -> String {
+pub fn db_name(tenant: &str) -> String {
     tenant.replace('-', "_")
 }
 
-pub(super) fn nano_cpus(cpus: f64) -> i64 {
+pub fn nano_cpus(cpus: f64) -> i64 {
     (cpus * 1e9).round() as i64
 }
 
@@ -329,7 +329,7 @@ pub(super) fn link_env(
 
 /// `DATABASE_URL` for a service called `db` (or of the kind's usual names), else
 /// `<NAME>_URL` so two databases of one tenant do not collide.
-pub(super) fn url_key(default: &str, alias: &str, kind: ServiceKind) -> String {
+pub fn url_key(default: &str, alias: &str, kind: ServiceKind) -> String {
     let usual = match kind {
         ServiceKind::Postgres => ["db", "postgres", "database"].contains(&alias),
         ServiceKind::Redis => ["cache", "redis"].contains(&alias),

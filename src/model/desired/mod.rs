@@ -20,6 +20,7 @@ mod docker;
 mod dokku;
 mod place;
 
+pub use docker::{db_name, nano_cpus, url_key};
 pub use place::place;
 
 use super::live::HostRef;
