@@ -62,7 +62,8 @@ pub enum Command {
     Bridge(Box<bridge::BridgeArgs>),
     /// Follow the repo, apply new commits, heal drift and show the fleet (docs/daemon.md).
     Daemon(Box<daemon::DaemonArgs>),
-    /// Write tenant files for the apps a script made on a Dokku host (docs/migrating.md).
+    /// Write tenant files for what a script made on a host: Dokku apps, or compose-style Docker
+    /// stacks (docs/migrating.md).
     Import(import::ImportArgs),
 }
 

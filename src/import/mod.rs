@@ -227,7 +227,7 @@ impl ImportError {
             }
             ImportError::Docker(_) => return None,
             ImportError::Untranslatable { .. } => {
-                "nothing was written; fix the objects above or leave them out with `--app`".into()
+                "nothing was written; fix the objects above or leave them out with `--app` (Dokku) or `--container` (Docker)".into()
             }
             ImportError::Nothing { .. } => {
                 "`berth plan` shows what berth already manages there".into()
