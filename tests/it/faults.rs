@@ -1,7 +1,8 @@
-//! Faults injected on the real parts (issue 16): sshd killed mid-apply and restarted, the
-//! Docker Engine API failing, resetting and slow behind a loopback proxy in front of the real
-//! socket, the bridge's git remote unreachable and rejecting pushes, and a full disk (a small
-//! tmpfs) under the journal and the bridge's clone. For each: berth fails with an error that
+//! Faults injected on the real parts (issue 16): sshd killed mid-apply and restarted, SSH
+//! connections cut at random (also under a running daemon, the soak), the Docker Engine API
+//! failing, resetting, slow and hanging behind a loopback proxy in front of the real socket,
+//! the bridge's git remote unreachable and rejecting pushes, a full disk (a small tmpfs)
+//! under the journal and the bridge's clone, and a lease holder paused past its lease. For each: berth fails with an error that
 //! names the host (and tenant and step where one was running), never panics, and the rerun
 //! converges without replacing a database, a Redis or a volume.
 
