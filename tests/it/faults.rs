@@ -214,6 +214,34 @@ impl SshCutter {
     fn disarm(&self) {
         self.armed.store(false, Ordering::SeqCst);
     }
+
+    /// `host`'s entry for an environment file, reached through the cutter.
+    fn env_host(&self, host: &DokkuHost, name: &str) -> String {
+        host.env_host(name).replace(
+            &format!("127.0.0.1:{}", host.port),
+            &format!("127.0.0.1:{}", self.port),
+        )
+    }
+}
+
+/// The password of every service on a simulated host from the moment it is first seen:
+/// [`ServicePasswords::check`] fails when one changes (the service was replaced).
+#[derive(Default)]
+struct ServicePasswords(std::collections::BTreeMap<String, serde_json::Value>);
+
+impl ServicePasswords {
+    fn check(&mut self, host: &DokkuHost, when: &str) {
+        for (name, service) in host.state()["services"].as_object().into_iter().flatten() {
+            let seen = self
+                .0
+                .entry(name.clone())
+                .or_insert_with(|| service["password"].clone());
+            assert_eq!(
+                *seen, service["password"],
+                "{when}: service {name} was replaced"
+            );
+        }
+    }
 }
 
 /// Every SSH connection berth makes to a Dokku host cut after 0.4–2.5 s (pseudo-random,
@@ -232,10 +260,7 @@ fn ssh_connections_dropped_at_random_converge() {
         .unwrap_or(0x5eed_u64);
     let cutter = SshCutter::start(host.port, seed, 400, 2500);
     let repo = Repo::new();
-    let entry = host.env_host("dokku-1").replace(
-        &format!("127.0.0.1:{}", host.port),
-        &format!("127.0.0.1:{}", cutter.port),
-    );
+    let entry = cutter.env_host(&host, "dokku-1");
     repo.write(
         "environments/prod.yaml",
         &format!(
@@ -245,19 +270,7 @@ fn ssh_connections_dropped_at_random_converge() {
     for t in ["acme", "bolt", "cirrus", "delta"] {
         repo.write(&format!("tenants/{t}.yaml"), DOKKU_TENANT);
     }
-    let mut passwords = std::collections::BTreeMap::<String, serde_json::Value>::new();
-    let mut check_services = |round: usize| {
-        let state = host.state();
-        for (name, service) in state["services"].as_object().into_iter().flatten() {
-            let seen = passwords
-                .entry(name.clone())
-                .or_insert_with(|| service["password"].clone());
-            assert_eq!(
-                *seen, service["password"],
-                "round {round}: service {name} was replaced"
-            );
-        }
-    };
+    let mut passwords = ServicePasswords::default();
     let mut failed = 0;
     let mut converged = None;
     for round in 1..=20 {
@@ -276,7 +289,7 @@ fn ssh_connections_dropped_at_random_converge() {
             ],
         );
         no_panic(&o, &format!("round {round}"));
-        check_services(round);
+        passwords.check(&host, &format!("round {round}"));
         if o.status.success() {
             let plan = berth_in(repo.path(), &["plan", "--detailed-exitcode"]);
             no_panic(&plan, &format!("plan of round {round}"));
@@ -315,8 +328,8 @@ fn ssh_connections_dropped_at_random_converge() {
     cutter.disarm();
     let plan = berth_in(repo.path(), &["plan", "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
-    check_services(0);
-    assert_eq!(passwords.len(), 8, "{passwords:?}");
+    passwords.check(&host, "on a healthy path");
+    assert_eq!(passwords.0.len(), 8, "{:?}", passwords.0);
 }
 
 /// `VmRSS` (KiB) and open descriptors of a process.
@@ -352,10 +365,7 @@ fn daemon_soak_with_connections_cut_heals_everything() {
         .unwrap_or(40);
     let cutter = SshCutter::start(host.port, 0x50a6, 1000, 5000);
     let repo = Repo::new();
-    let entry = host.env_host("dokku-1").replace(
-        &format!("127.0.0.1:{}", host.port),
-        &format!("127.0.0.1:{}", cutter.port),
-    );
+    let entry = cutter.env_host(&host, "dokku-1");
     repo.write(
         "environments/prod.yaml",
         &format!(
@@ -384,18 +394,7 @@ fn daemon_soak_with_connections_cut_heals_everything() {
         &[("BERTH_LOG", "info")],
     );
     let pid = d.pid();
-    let mut passwords = std::collections::BTreeMap::<String, serde_json::Value>::new();
-    let mut check_services = |when: &str| {
-        for (name, service) in host.state()["services"].as_object().into_iter().flatten() {
-            let seen = passwords
-                .entry(name.clone())
-                .or_insert_with(|| service["password"].clone());
-            assert_eq!(
-                *seen, service["password"],
-                "{when}: service {name} was replaced"
-            );
-        }
-    };
+    let mut passwords = ServicePasswords::default();
     let mut desired: std::collections::BTreeMap<&str, String> =
         tenants.iter().map(|t| (*t, "info".to_string())).collect();
     let started = Instant::now();
@@ -451,7 +450,7 @@ fn daemon_soak_with_connections_cut_heals_everything() {
             });
             next_look = now + Duration::from_secs(1);
         }
-        check_services("during the soak");
+        passwords.check(&host, "during the soak");
         std::thread::sleep(Duration::from_millis(200));
     }
     let cuts = cutter.cuts.load(Ordering::SeqCst);
@@ -484,8 +483,8 @@ fn daemon_soak_with_connections_cut_heals_everything() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let converged_after = healed.elapsed();
-    check_services("after the soak");
-    assert_eq!(passwords.len(), 2 * tenants.len(), "{passwords:?}");
+    passwords.check(&host, "after the soak");
+    assert_eq!(passwords.0.len(), 2 * tenants.len(), "{:?}", passwords.0);
     let log = d.log();
     assert!(!log.contains("panicked"), "{log}");
     // Descriptors: a sample taken mid-pass holds the pipes of the ssh commands in flight,

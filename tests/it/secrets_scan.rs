@@ -656,6 +656,29 @@ fn daemon_hooks(ch: &mut Channels, d: &crate::daemon::Daemon, phase: &str, pushe
     );
 }
 
+/// `berth daemon` following `bare` (drift scan every 2 s) with `--log-format format` at
+/// `BERTH_LOG=trace`, the provider secret `openai`, both push secrets and the bearer token
+/// as canaries; requests carry the token.
+fn canary_daemon(bare: &str, format: &str, openai: &str) -> crate::daemon::Daemon {
+    let args = [
+        &crate::daemon::following(bare, "3600", "2")[..],
+        &crate::daemon::GUARDED,
+        &["--log-format", format],
+    ]
+    .concat();
+    crate::daemon::Daemon::start(
+        &args,
+        &[
+            ("BERTH_LOG", "trace"),
+            ("BERTH_SECRET_OPENAI", openai),
+            ("BERTH_SECRET_GH", GITHUB_PUSH),
+            ("BERTH_SECRET_GL", GITLAB_PUSH),
+            ("BERTH_DAEMON_TOKEN", BEARER),
+        ],
+    )
+    .with_token(BEARER)
+}
+
 /// Issue 16.2 for the daemon: the real `berth daemon` over a Dokku host (sshd + simulator),
 /// canaries for a provider secret (then its rotated value), both push-webhook secrets, the
 /// bearer token and the values generated on the host; passes from empty, a hand drift
@@ -664,7 +687,7 @@ fn daemon_hooks(ch: &mut Channels, d: &crate::daemon::Daemon, phase: &str, pushe
 /// and body), both logs and the argv of every process below the daemon are scanned.
 #[test]
 fn no_secret_on_any_daemon_channel() {
-    use crate::daemon::{Daemon, Remote as GitRemote, config_get, state_of, wait_until};
+    use crate::daemon::{Remote as GitRemote, config_get, state_of, wait_until};
     let Some(host) = DokkuHost::start() else {
         return;
     };
@@ -695,23 +718,7 @@ fn no_secret_on_any_daemon_channel() {
     let mut level = levels.next().unwrap();
     let bare = remote.bare();
     for (phase, format, openai) in [("json", "json", OPENAI_1), ("human", "human", OPENAI_2)] {
-        let args = [
-            &crate::daemon::following(&bare, "3600", "2")[..],
-            &crate::daemon::GUARDED,
-            &["--log-format", format],
-        ]
-        .concat();
-        let d = Daemon::start(
-            &args,
-            &[
-                ("BERTH_LOG", "trace"),
-                ("BERTH_SECRET_OPENAI", openai),
-                ("BERTH_SECRET_GH", GITHUB_PUSH),
-                ("BERTH_SECRET_GL", GITLAB_PUSH),
-                ("BERTH_DAEMON_TOKEN", BEARER),
-            ],
-        )
-        .with_token(BEARER);
+        let d = canary_daemon(&bare, format, openai);
         let watch = ArgvWatch::start(d.pid());
         let head = crate::support::head(&remote.work());
         d.wait_for("the first pass applied", |s| applied(s, &head));
@@ -822,7 +829,7 @@ fn container_running(name: &str) -> bool {
 /// values, and the scanner finds them there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_on_any_daemon_channel_docker() {
-    use crate::daemon::{Daemon, Remote as GitRemote, state_of, wait_until};
+    use crate::daemon::{Remote as GitRemote, state_of, wait_until};
     let Some(docker) = dockerhost::docker().await else {
         return;
     };
@@ -851,23 +858,7 @@ async fn no_secret_on_any_daemon_channel_docker() {
     levels.next();
     let bare = remote.bare();
     for (phase, format, openai) in [("json", "json", OPENAI_1), ("human", "human", OPENAI_2)] {
-        let args = [
-            &crate::daemon::following(&bare, "3600", "2")[..],
-            &crate::daemon::GUARDED,
-            &["--log-format", format],
-        ]
-        .concat();
-        let d = Daemon::start(
-            &args,
-            &[
-                ("BERTH_LOG", "trace"),
-                ("BERTH_SECRET_OPENAI", openai),
-                ("BERTH_SECRET_GH", GITHUB_PUSH),
-                ("BERTH_SECRET_GL", GITLAB_PUSH),
-                ("BERTH_DAEMON_TOKEN", BEARER),
-            ],
-        )
-        .with_token(BEARER);
+        let d = canary_daemon(&bare, format, openai);
         let watch = ArgvWatch::start(d.pid());
         let head = crate::support::head(&remote.work());
         d.wait_for("the first pass applied", |s| applied(s, &head));

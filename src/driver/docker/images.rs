@@ -99,12 +99,7 @@ impl DockerDriver {
         // means a hung engine or registry.
         loop {
             let Ok(next) = tokio::time::timeout(self.timeout, stream.next()).await else {
-                return Err(DockerError::Timeout {
-                    host: self.host.clone(),
-                    tenant: tenant.to_string(),
-                    call: format!("pull image {image}"),
-                    waited: self.timeout,
-                });
+                return Err(self.pull_timeout(tenant, image));
             };
             let Some(item) = next else { break };
             match item {
@@ -114,17 +109,21 @@ impl DockerDriver {
                     }
                 }
                 Err(BollardError::RequestTimeoutError) => {
-                    return Err(DockerError::Timeout {
-                        host: self.host.clone(),
-                        tenant: tenant.to_string(),
-                        call: format!("pull image {image}"),
-                        waited: self.timeout,
-                    });
+                    return Err(self.pull_timeout(tenant, image));
                 }
                 Err(e) => return Err(self.pull_error(tenant, image, engine_message(&e))),
             }
         }
         Ok(())
+    }
+
+    fn pull_timeout(&self, tenant: &str, image: &str) -> DockerError {
+        DockerError::Timeout {
+            host: self.host.clone(),
+            tenant: tenant.to_string(),
+            call: format!("pull image {image}"),
+            waited: self.timeout,
+        }
     }
 
     fn pull_error(&self, tenant: &str, image: &str, reason: String) -> DockerError {
