@@ -1378,12 +1378,17 @@ fn a_paused_lease_holder_starts_nothing_when_resumed() {
     );
     assert!(!first.status.success(), "the resumed apply claims success");
     // The lease deadline is checked between the commands of a step: each step in flight
-    // finishes at most the one command that was on the wire, per object it works on.
+    // finishes at most the one command that was on the wire, per object it works on (an
+    // app, or a record key of `berth-state`: the positional words without their values).
     let mut per_object = std::collections::BTreeMap::<String, usize>::new();
     for argv in &late {
-        *per_object
-            .entry(argv.get(1).cloned().unwrap_or_default())
-            .or_default() += 1;
+        let object: Vec<&str> = argv
+            .iter()
+            .filter(|w| !w.starts_with("--"))
+            .skip(1)
+            .map(|w| w.split('=').next().unwrap_or(w))
+            .collect();
+        *per_object.entry(object.join(" ")).or_default() += 1;
     }
     assert!(
         per_object.values().all(|n| *n <= 1),
