@@ -500,6 +500,41 @@ pub struct ConnectError {
     pub source: DriverError,
 }
 
+/// Hosts that could not be reached, every one of them (connections are made side by side,
+/// so one report names them all).
+#[derive(Debug)]
+pub struct Unreachable {
+    /// Each host and why, in host order.
+    pub hosts: Vec<ConnectError>,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.hosts.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                write!(f, "cannot reach {} hosts; nothing was changed", many.len())?;
+                for e in many {
+                    write!(f, "\n  {}: {}", e.host, error_chain(&e.source))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Unreachable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self.hosts.as_slice() {
+            [one] => Some(&one.source),
+            _ => None,
+        }
+    }
+}
+
+/// Connections opened at once while connecting a fleet (SSH handshakes, Engine pings).
+const CONNECT_CONCURRENCY: usize = 16;
+
 /// How drivers are made for a fleet's hosts.
 #[derive(Clone)]
 pub enum Connector {
@@ -510,16 +545,17 @@ pub enum Connector {
 }
 
 impl Connector {
-    /// Connect a driver to every host of the fleet's environments (or only those in `only`).
+    /// Connect a driver to every host of the fleet's environments (or only those in `only`),
+    /// several at a time.
     ///
     /// # Errors
-    /// The first host that cannot be reached.
+    /// Every host that cannot be reached (none of the others' drivers is kept).
     pub async fn connect(
         &self,
         fleet: &Fleet,
         only: Option<&BTreeSet<HostRef>>,
-    ) -> Result<Drivers, ConnectError> {
-        let mut drivers = Drivers::default();
+    ) -> Result<Drivers, Unreachable> {
+        let mut wanted = Vec::new();
         for env in fleet.environments.values() {
             let secrets = SecretProvider::for_environment(&env.secrets);
             for host in env.hosts.values() {
@@ -527,47 +563,77 @@ impl Connector {
                 if only.is_some_and(|o| !o.contains(&key)) {
                     continue;
                 }
-                let driver = match (self, &host.target) {
-                    (Connector::Memory(world), _) => Ok(AnyDriver::Memory(MemoryDriver::new(
-                        key.clone(),
-                        world.clone(),
-                        secrets.clone(),
-                    ))),
-                    (Connector::Real, HostTarget::Dokku(target)) => {
-                        DokkuDriver::connect(&key, target, secrets.clone())
-                            .await
-                            .map(AnyDriver::Dokku)
-                            .map_err(DriverError::Dokku)
-                    }
-                    (
-                        Connector::Real,
-                        HostTarget::Docker {
-                            endpoint,
-                            timeout_secs,
-                        },
-                    ) => DockerDriver::connect_with_timeout(
-                        &key,
-                        endpoint,
-                        secrets.clone(),
-                        Duration::from_secs(u64::from(*timeout_secs)),
-                    )
-                    .await
-                    .map(|d| {
-                        AnyDriver::Docker(
-                            d.with_registries(env.registries.clone())
-                                .with_caddy(host.caddy.as_ref()),
-                        )
-                    })
-                    .map_err(DriverError::Docker),
-                };
-                let driver = driver.map_err(|source| ConnectError {
-                    host: key.clone(),
-                    source,
-                })?;
-                drivers.hosts.insert(key, driver);
+                wanted.push((key, env, host, secrets.clone()));
             }
         }
-        Ok(drivers)
+        let mut results: Vec<(HostRef, Result<AnyDriver, DriverError>)> = Vec::new();
+        for batch in wanted.chunks(CONNECT_CONCURRENCY) {
+            let connecting = batch.iter().map(|(key, env, host, secrets)| async move {
+                (
+                    key.clone(),
+                    self.connect_one(key, env, host, secrets.clone()).await,
+                )
+            });
+            results.extend(futures_util::future::join_all(connecting).await);
+        }
+        let mut drivers = Drivers::default();
+        let mut failed = Vec::new();
+        for (host, result) in results {
+            match result {
+                Ok(driver) => {
+                    drivers.hosts.insert(host, driver);
+                }
+                Err(source) => failed.push(ConnectError { host, source }),
+            }
+        }
+        if failed.is_empty() {
+            Ok(drivers)
+        } else {
+            failed.sort_by(|a, b| a.host.cmp(&b.host));
+            Err(Unreachable { hosts: failed })
+        }
+    }
+
+    async fn connect_one(
+        &self,
+        key: &HostRef,
+        env: &crate::model::Environment,
+        host: &crate::model::Host,
+        secrets: SecretProvider,
+    ) -> Result<AnyDriver, DriverError> {
+        match (self, &host.target) {
+            (Connector::Memory(world), _) => Ok(AnyDriver::Memory(MemoryDriver::new(
+                key.clone(),
+                world.clone(),
+                secrets,
+            ))),
+            (Connector::Real, HostTarget::Dokku(target)) => {
+                DokkuDriver::connect(key, target, secrets)
+                    .await
+                    .map(AnyDriver::Dokku)
+                    .map_err(DriverError::Dokku)
+            }
+            (
+                Connector::Real,
+                HostTarget::Docker {
+                    endpoint,
+                    timeout_secs,
+                },
+            ) => DockerDriver::connect_with_timeout(
+                key,
+                endpoint,
+                secrets,
+                Duration::from_secs(u64::from(*timeout_secs)),
+            )
+            .await
+            .map(|d| {
+                AnyDriver::Docker(
+                    d.with_registries(env.registries.clone())
+                        .with_caddy(host.caddy.as_ref()),
+                )
+            })
+            .map_err(DriverError::Docker),
+        }
     }
 }
 

@@ -92,9 +92,12 @@ pub enum SessionError {
         /// Close matches.
         suggestions: Vec<String>,
     },
-    /// A host could not be reached or read.
+    /// A host could not be read.
     #[error(transparent)]
     Connect(Box<ConnectError>),
+    /// Hosts could not be reached (every one of them is named).
+    #[error(transparent)]
+    Unreachable(Box<crate::driver::Unreachable>),
     /// A lease could not be taken.
     #[error(transparent)]
     Lease(Box<lease::LeaseError>),
@@ -149,6 +152,12 @@ impl From<ConnectError> for SessionError {
     }
 }
 
+impl From<crate::driver::Unreachable> for SessionError {
+    fn from(e: crate::driver::Unreachable) -> Self {
+        SessionError::Unreachable(Box::new(e))
+    }
+}
+
 impl From<lease::LeaseError> for SessionError {
     fn from(e: lease::LeaseError) -> Self {
         SessionError::Lease(Box::new(e))
@@ -167,7 +176,7 @@ impl SessionError {
                 [] => "`--tenant` takes a tenant id: the stem of a file in `tenants/`".into(),
                 s => format!("did you mean {}?", s.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or ")),
             },
-            SessionError::Connect(_) => "check the host entry in the environment file; `berth plan --offline` plans without contacting hosts".into(),
+            SessionError::Connect(_) | SessionError::Unreachable(_) => "check the host entry in the environment file; `berth plan --offline` plans without contacting hosts".into(),
             SessionError::Lease(_) => "wait for the other apply, raise `--lock-timeout`, or `berth lock break --host H` if its holder is gone".into(),
             SessionError::StalePlan { .. } => {
                 "plan again (`berth plan --out plan.json`) and review the new plan".into()
@@ -531,10 +540,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connect to the hosts the fleet uses (or those in `only`).
+    /// Connect to the hosts the fleet uses (or those in `only`), several at a time.
     ///
     /// # Errors
-    /// The first host that cannot be reached.
+    /// Every host that cannot be reached, in one error.
     pub async fn connect(
         fleet: impl Into<Arc<Fleet>>,
         commit: Option<String>,

@@ -149,6 +149,29 @@ fn plan_against_an_unreachable_host_names_it_and_hints_offline() {
         "{err}"
     );
     assert!(err.contains("`berth plan --offline`"), "{err}");
+
+    // Several hosts down: one report names every one of them, each with its cause.
+    repo.write(
+        "environments/prod.yaml",
+        "hosts:\n  gone:\n    docker: { endpoint: \"tcp://127.0.0.1:1\" }\n  \
+         also-gone:\n    docker: { endpoint: \"tcp://127.0.0.1:2\" }\n",
+    );
+    repo.write(
+        "tenants/globex.yaml",
+        "environment: prod\nhost: also-gone\napps:\n  web: { image: app:1 }\n",
+    );
+    let out = berth(&["plan", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach 2 hosts"), "{err}");
+    assert!(
+        err.contains("prod/gone") && err.contains("tcp://127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("prod/also-gone") && err.contains("tcp://127.0.0.1:2"),
+        "{err}"
+    );
 }
 
 #[test]
