@@ -15,16 +15,17 @@
 //! 3 passes and a 4-second soak.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
-use std::io::{BufRead, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth::model::live::Live;
-
 #[path = "support/acme.rs"]
 mod acme;
+#[path = "support/daemonkit.rs"]
+mod daemonkit;
+use daemonkit::{get, proc_status};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -191,23 +192,7 @@ fn soak(tenants: usize, secs: u64) {
 /// in memory here, so the child starts from a converged fleet and its passes are no-ops
 /// unless something changes), written as JSON for the child to load.
 fn seed(dir: &Path) -> PathBuf {
-    let sources = berth::repo::load_dir(&dir.join("repo")).unwrap();
-    let (fleet, diags) = berth::reconcile::validate(&sources);
-    assert!(diags.is_empty(), "{:?}", diags.first());
-    let options = berth::plan::PlanOptions {
-        allow_destroys: true,
-        allow_empty: true,
-        allow_upgrades: false,
-        baseline: None,
-        scope: None,
-        now: None,
-        purge_now: &[],
-    };
-    let plan = berth::plan::plan(&fleet.unwrap(), &Live::default(), &options);
-    let mut live = Live::default();
-    let secrets =
-        std::collections::BTreeMap::from([("openai".to_string(), "sk-bench".to_string())]);
-    berth::driver::memory::apply(&plan, &mut live, &secrets).unwrap();
+    let live = daemonkit::converged(&dir.join("repo"));
     let path = dir.join("live.json");
     // Hosts are keyed by a struct, which JSON cannot key by: a list of pairs.
     let hosts: Vec<_> = live.hosts.into_iter().collect();
@@ -218,7 +203,20 @@ fn seed(dir: &Path) -> PathBuf {
 /// Start the child daemon; returns it and its HTTP address.
 fn start(dir: &Path, soak: bool) -> (Child, SocketAddr) {
     let live = seed(dir);
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    // `BENCH_WRAP="heaptrack -o /tmp/daemon"` runs the child under a profiler.
+    let wrap: Vec<String> = std::env::var("BENCH_WRAP")
+        .map(|w| w.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let exe = std::env::current_exe().unwrap();
+    let mut command = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = command
         .arg("--child")
         .arg(dir.join("repo"))
         .arg(dir.join("state"))
@@ -238,7 +236,6 @@ fn start(dir: &Path, soak: bool) -> (Child, SocketAddr) {
 
 /// The daemon itself, in this process.
 fn child(repo: &Path, state: &Path, soak: bool, live: &str) {
-    use berth::daemon::{Config, backoff::Backoff, follow::Follow, webhook::WebhookSecrets};
     let world = if soak {
         berth::driver::memory::World::with_latency(Duration::from_millis(1))
     } else {
@@ -254,29 +251,7 @@ fn child(repo: &Path, state: &Path, soak: bool, live: &str) {
         seeded.rss_kib.to_string(),
     )
     .unwrap();
-    let config = Config {
-        follow: Follow::Local(PathBuf::from(repo)),
-        state_dir: state.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        token: None,
-        webhooks: WebhookSecrets::default(),
-        max_body: 1 << 20,
-        poll: Duration::from_millis(500),
-        poll_jitter: 0.1,
-        drift_scan: Duration::from_secs(1),
-        full_pass: Duration::from_secs(1),
-        debounce: Duration::from_millis(200),
-        backoff: Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(5),
-        },
-        exec: berth::execute::ExecOptions::default(),
-        lease_ttl: Duration::from_secs(60),
-        holder: "bench".into(),
-        connector: berth::driver::Connector::Memory(world.clone()),
-        refresh: 10,
-        shutdown_grace: Duration::from_secs(10),
-    };
+    let config = daemonkit::config(repo, state, &world, "bench");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -310,46 +285,10 @@ fn child(repo: &Path, state: &Path, soak: bool, live: &str) {
     });
 }
 
-struct ProcStatus {
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-fn proc_status(pid: u32) -> ProcStatus {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    ProcStatus {
-        rss_kib: field("VmRSS:"),
-        hwm_kib: field("VmHWM:"),
-    }
-}
-
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// `GET path` on the daemon (loopback, no token).
-fn get(addr: SocketAddr, path: &str) -> String {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-        return String::new();
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let _ = write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body);
-    body
 }
 
 /// Passes the daemon has finished (every trigger and result).

@@ -773,9 +773,11 @@ impl Session {
         Ok(held)
     }
 
-    /// Take the lease of every connected host in a fixed order. With `tolerate_busy`, a host
-    /// whose lease someone else holds (after `lock_timeout`) is left out and returned with
-    /// its holder instead of failing the whole run.
+    /// Take the lease of every connected host. With `tolerate_busy` (a daemon pass, which
+    /// never waits), a host whose lease someone else holds is left out and returned with its
+    /// holder instead of failing the whole run, and hosts are claimed several at a time.
+    /// Without it (an apply, which waits up to `lock_timeout`), hosts are claimed one by one
+    /// in a fixed order, so two waiting applies cannot each hold what the other waits for.
     async fn take_leases_of(
         &self,
         record: &LeaseRecord,
@@ -787,62 +789,108 @@ impl Session {
         let mut held: Vec<HostRef> = Vec::new();
         let mut busy = BTreeMap::new();
         let deadline = std::time::Instant::now() + lock_timeout;
-        for (host, driver) in &self.drivers.hosts {
-            let mut told = false;
-            let mut reclaimed = false;
-            loop {
-                let now = crate::clock::now_unix();
-                let mut record = record.clone();
-                record.started = now;
-                // Whole seconds: one more, so the lease lives at least `ttl` whatever the
-                // fraction of the current second (the local deadline stays at `now + ttl`).
-                record.expires = now + ttl.as_secs() + 1;
-                match lease::acquire(driver, &record, now).await {
-                    Ok(()) => {
-                        hooks.notice(&Notice::LeaseTaken { host });
-                        held.push(host.clone());
-                        break;
+        let hosts: Vec<HostRef> = self.drivers.hosts.keys().cloned().collect();
+        if tolerate_busy {
+            let taken = each_host(&hosts, |host| {
+                self.take_one(host, record, ttl, deadline, hooks, true)
+            })
+            .await;
+            let mut failed = None;
+            for (host, result) in hosts.into_iter().zip(taken) {
+                match result {
+                    Ok(None) => held.push(host),
+                    Ok(Some(other)) => {
+                        busy.insert(host, other);
                     }
-                    Err(lease::LeaseError::Held { held: other, .. })
-                        if std::time::Instant::now() < deadline =>
-                    {
-                        if !told {
-                            hooks.notice(&Notice::WaitingForLease { host, held: &other });
-                            told = true;
-                        }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    Err(e) => {
+                        failed.get_or_insert(e);
                     }
-                    // A pass finding a lease in its own name: an earlier pass of this daemon
-                    // could not release it (its connection was cut). A daemon runs one pass
-                    // at a time, so nothing of ours uses it: take it back instead of
-                    // waiting out its time to live.
-                    Err(lease::LeaseError::Held { held: other, .. })
-                        if tolerate_busy && !reclaimed && other.holder == record.holder =>
-                    {
-                        reclaimed = true;
-                        hooks.notice(&Notice::LeaseReclaimed { host });
-                        if let Err(e) = lease::release_any(driver).await {
-                            return Err((e.into(), held));
-                        }
-                    }
-                    Err(lease::LeaseError::Held { held: other, .. }) if tolerate_busy => {
-                        hooks.notice(&Notice::WaitingForLease { host, held: &other });
-                        busy.insert(host.clone(), other);
-                        break;
-                    }
-                    Err(e) => return Err((e.into(), held)),
                 }
+            }
+            return match failed {
+                Some(e) => Err((e, held)),
+                None => Ok((held, busy)),
+            };
+        }
+        for host in hosts {
+            match self
+                .take_one(&host, record, ttl, deadline, hooks, false)
+                .await
+            {
+                Ok(None) => held.push(host),
+                Ok(Some(other)) => {
+                    busy.insert(host, other);
+                }
+                Err(e) => return Err((e, held)),
             }
         }
         Ok((held, busy))
     }
 
+    /// Take one host's lease: `None` when taken, the other holder's record when it is busy
+    /// (only with `tolerate_busy`; otherwise waited for until `deadline`).
+    async fn take_one(
+        &self,
+        host: &HostRef,
+        record: &LeaseRecord,
+        ttl: Duration,
+        deadline: std::time::Instant,
+        hooks: &dyn Hooks,
+        tolerate_busy: bool,
+    ) -> Result<Option<LeaseRecord>, SessionError> {
+        let Some(driver) = self.drivers.hosts.get(host) else {
+            return Ok(None);
+        };
+        let mut told = false;
+        let mut reclaimed = false;
+        loop {
+            let now = crate::clock::now_unix();
+            let mut record = record.clone();
+            record.started = now;
+            // Whole seconds: one more, so the lease lives at least `ttl` whatever the
+            // fraction of the current second (the local deadline stays at `now + ttl`).
+            record.expires = now + ttl.as_secs() + 1;
+            match lease::acquire(driver, &record, now).await {
+                Ok(()) => {
+                    hooks.notice(&Notice::LeaseTaken { host });
+                    return Ok(None);
+                }
+                Err(lease::LeaseError::Held { held: other, .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    if !told {
+                        hooks.notice(&Notice::WaitingForLease { host, held: &other });
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                // A pass finding a lease in its own name: an earlier pass of this daemon
+                // could not release it (its connection was cut). A daemon runs one pass
+                // at a time, so nothing of ours uses it: take it back instead of
+                // waiting out its time to live.
+                Err(lease::LeaseError::Held { held: other, .. })
+                    if tolerate_busy && !reclaimed && other.holder == record.holder =>
+                {
+                    reclaimed = true;
+                    hooks.notice(&Notice::LeaseReclaimed { host });
+                    lease::release_any(driver).await?;
+                }
+                Err(lease::LeaseError::Held { held: other, .. }) if tolerate_busy => {
+                    hooks.notice(&Notice::WaitingForLease { host, held: &other });
+                    return Ok(Some(other));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     async fn release(&self, held: &[HostRef], token: &str) {
-        for host in held {
+        each_host(held, |host| async move {
             if let Some(driver) = self.drivers.hosts.get(host) {
                 let _ = lease::release(driver, token).await;
             }
-        }
+        })
+        .await;
     }
 
     /// The whole apply: leases → observe → plan (or stale-check the saved plan) → check →
@@ -1138,20 +1186,32 @@ impl Session {
         if scope.is_some_and(|s| !s.named.is_empty() || s.since.is_none()) {
             return Vec::new();
         }
-        let mut recorded = Vec::new();
-        for host in held {
-            let Some(driver) = self.drivers.hosts.get(host) else {
-                continue;
-            };
+        self.record_on(held, commit, hooks).await
+    }
+
+    /// Record `commit` as applied on each of `hosts`, several at a time; returns those
+    /// recorded (a failure is a notice: the next apply records again).
+    pub(crate) async fn record_on(
+        &self,
+        hosts: &[HostRef],
+        commit: &str,
+        hooks: &dyn Hooks,
+    ) -> Vec<HostRef> {
+        let results = each_host(hosts, |host| async move {
+            let driver = self.drivers.hosts.get(host)?;
             match driver.record_applied(commit).await {
-                Ok(()) => recorded.push(host.clone()),
-                Err(e) => hooks.notice(&Notice::RecordFailed {
-                    host,
-                    error: e.chain(),
-                }),
+                Ok(()) => Some(host.clone()),
+                Err(e) => {
+                    hooks.notice(&Notice::RecordFailed {
+                        host,
+                        error: e.chain(),
+                    });
+                    None
+                }
             }
-        }
-        recorded
+        })
+        .await;
+        results.into_iter().flatten().collect()
     }
 
     /// Renew every held lease each third of its time to live; when a lease turns out not to
@@ -1170,29 +1230,28 @@ impl Session {
         loop {
             tokio::time::sleep(every).await;
             let now = crate::clock::now_unix();
-            let mut all_ours = true;
-            for host in held {
+            let renewed = each_host(held, |host| async move {
                 let Some(driver) = self.drivers.hosts.get(host) else {
-                    continue;
+                    return true;
                 };
                 match lease::still_ours(driver, &record.token, now).await {
                     Ok(true) => {
                         let mut renewed = record.clone();
                         renewed.started = now;
                         renewed.expires = now + ttl.as_secs() + 1;
-                        if lease::renew(driver, &renewed).await.is_err() {
-                            all_ours = false;
-                        }
+                        lease::renew(driver, &renewed).await.is_ok()
                     }
                     Ok(false) => {
                         hooks.notice(&Notice::LeaseLost { host });
                         stop.stop();
-                        all_ours = false;
+                        false
                     }
                     // Cannot tell: keep the old deadline, try again next round.
-                    Err(_) => all_ours = false,
+                    Err(_) => false,
                 }
-            }
+            })
+            .await;
+            let all_ours = renewed.iter().all(|ours| *ours);
             if all_ours {
                 stop.set_deadline(now + ttl.as_secs());
             }
@@ -1201,12 +1260,33 @@ impl Session {
 
     /// Per host: the recorded applied commit.
     pub async fn applied_commits(&self) -> BTreeMap<HostRef, Option<String>> {
-        let mut out = BTreeMap::new();
-        for (host, driver) in &self.drivers.hosts {
-            out.insert(host.clone(), driver.applied_commit().await.ok().flatten());
-        }
-        out
+        let hosts: Vec<HostRef> = self.drivers.hosts.keys().cloned().collect();
+        let commits = each_host(&hosts, |host| async move {
+            match self.drivers.hosts.get(host) {
+                Some(driver) => driver.applied_commit().await.ok().flatten(),
+                None => None,
+            }
+        })
+        .await;
+        hosts.into_iter().zip(commits).collect()
     }
+}
+
+/// Hosts worked on at once for leases, records and commit reads: each host has its own
+/// connection, and hundreds of hosts one after the other cost hundreds of round trips.
+const HOST_CONCURRENCY: usize = 32;
+
+/// `f` for every host, [`HOST_CONCURRENCY`] at a time; results in the order of `hosts`.
+async fn each_host<'a, T, F, Fut>(hosts: &'a [HostRef], f: F) -> Vec<T>
+where
+    F: Fn(&'a HostRef) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut out = Vec::with_capacity(hosts.len());
+    for batch in hosts.chunks(HOST_CONCURRENCY) {
+        out.extend(futures_util::future::join_all(batch.iter().map(&f)).await);
+    }
+    out
 }
 
 /// A lease record for `holder` with a fresh token (times are set when it is claimed).

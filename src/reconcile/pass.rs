@@ -533,23 +533,14 @@ impl Session {
                 blocked.insert(host);
             }
         }
-        for host in held {
-            if blocked.contains(host) {
-                continue;
-            }
-            let Some(driver) = self.drivers.hosts.get(host) else {
-                continue;
-            };
-            match driver.record_applied(commit).await {
-                Ok(()) => {
-                    if let Some(h) = outcome.hosts.get_mut(host) {
-                        h.recorded = true;
-                    }
-                }
-                Err(e) => hooks.notice(&Notice::RecordFailed {
-                    host,
-                    error: e.chain(),
-                }),
+        let unblocked: Vec<HostRef> = held
+            .iter()
+            .filter(|h| !blocked.contains(*h))
+            .cloned()
+            .collect();
+        for host in self.record_on(&unblocked, commit, hooks).await {
+            if let Some(h) = outcome.hosts.get_mut(&host) {
+                h.recorded = true;
             }
         }
     }
