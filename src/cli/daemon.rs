@@ -20,6 +20,10 @@ use crate::driver::secrets::SecretProvider;
 use crate::execute::ExecOptions;
 use crate::output::{Hinted, Printer};
 
+/// A daemon's default lease time to live (an `apply`'s is 30 minutes): its passes renew
+/// their leases throughout, so a short one only bounds how long a dead daemon's hosts wait.
+const DAEMON_LEASE_TTL: u64 = 120;
+
 /// Arguments of `berth daemon`.
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -133,8 +137,9 @@ pub struct RunArgs {
     /// Tries per step for transient failures within a pass.
     #[arg(long, default_value_t = 3)]
     pub attempts: u32,
-    /// Lease time to live in seconds.
-    #[arg(long, default_value_t = crate::reconcile::lease::DEFAULT_TTL.as_secs())]
+    /// Lease time to live in seconds, renewed every third of it through each pass: how long
+    /// the hosts of a daemon that died mid-pass wait before another holder may take them.
+    #[arg(long, default_value_t = DAEMON_LEASE_TTL)]
     pub lease_ttl: u64,
     /// Seconds between refreshes of the status page.
     #[arg(long, default_value_t = 10)]

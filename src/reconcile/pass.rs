@@ -226,9 +226,13 @@ impl Session {
             }
         };
         stop.set_deadline(crate::clock::now_unix() + settings.lease_ttl.as_secs());
-        let result = self
-            .pass_locked(settings, hooks, stop, &held, &busy, &record)
-            .await;
+        // Renewed for the whole pass, observing and planning included: a big fleet's plan can
+        // take longer than a daemon's short lease lives.
+        let renewing = self.renew_while_running(&held, &record, settings.lease_ttl, stop, hooks);
+        let result = tokio::select! {
+            result = self.pass_locked(settings, hooks, stop, &held, &busy) => result,
+            () = renewing => unreachable!("renewal never ends"),
+        };
         self.release(&held, &record.token).await;
         result
     }
@@ -240,7 +244,6 @@ impl Session {
         stop: &StopSignal,
         held: &[HostRef],
         busy: &BTreeMap<HostRef, LeaseRecord>,
-        record: &LeaseRecord,
     ) -> Result<PassOutcome, SessionError> {
         let mut plan_settings = settings.plan.clone();
         plan_settings.offline = false;
@@ -315,7 +318,6 @@ impl Session {
         }
         let mut rounds: Vec<(Plan, Report)> = Vec::new();
         if !runnable.is_empty() {
-            let renewing = self.renew_while_running(held, record, settings.lease_ttl, stop, hooks);
             let narrow = |p: Plan| p.retain(|s| policy.why(s).is_none()).0;
             let nothing_done = BTreeSet::new();
             let executing = self.execute_rounds(
@@ -330,10 +332,7 @@ impl Session {
                     narrow: &narrow,
                 },
             );
-            let (first, report, replans) = tokio::select! {
-                done = executing => done?,
-                () = renewing => unreachable!("renewal never ends"),
-            };
+            let (first, report, replans) = executing.await?;
             rounds.push((first, report));
             rounds.extend(replans);
         }
