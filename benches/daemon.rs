@@ -51,7 +51,9 @@ fn main() {
     memory(tenants, passes);
     let soak_tenants = env_or("BENCH_SOAK_TENANTS", if full { 1_000 } else { 20 }) as usize;
     let soak_secs = env_or("BENCH_SOAK_SECS", if full { 180 } else { 4 });
-    soak(soak_tenants, soak_secs);
+    if soak_secs > 0 {
+        soak(soak_tenants, soak_secs);
+    }
 }
 
 /// P6: RSS after each of the first `passes` passes.
@@ -226,11 +228,12 @@ fn start(dir: &Path, soak: bool) -> (Child, SocketAddr) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().parse().expect("the child prints its address");
+    // The first line that is an address (a profiler may print its own lines first).
+    let addr = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.trim().parse().ok())
+        .expect("the child prints its address");
     (child, addr)
 }
 
