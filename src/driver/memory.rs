@@ -666,6 +666,9 @@ pub fn apply_step(
         Change::ClearCancellation { tenant } => {
             host.cancelled.remove(tenant);
         }
+        Change::ClearAdoption { tenant } => {
+            host.adopted.remove(tenant);
+        }
     }
     Ok(())
 }

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use crate::model::desired::{BERTH_SPEC_KEY, BERTH_TENANT_KEY, dokku_app_name};
 use crate::model::live::{LiveDokku, LiveDokkuApp, LiveValue, service_key, service_kind_word};
-use crate::model::{Environment, ServiceKind, is_dns_label, parse_memory};
+use crate::model::{Environment, ServiceKind, Tier, is_dns_label, parse_memory};
 
 /// Where Dokku keeps the host side of berth's storage mounts.
 const STORAGE_ROOT: &str = "/var/lib/dokku/data/storage/";
@@ -244,28 +244,37 @@ fn formation(app: &LiveDokkuApp) -> BTreeMap<String, u32> {
         .collect()
 }
 
-/// The one tier that gives every app exactly its live formation and limits.
-fn matching_tier(env: &Environment, apps: &[(&String, &String, &LiveDokkuApp)]) -> Option<String> {
+/// The one tier of the environment that gives every app exactly what it runs: the
+/// formation a tier gives an app (the tier's `processes` for the app named `web`, else
+/// `web: 1`, as `validate` fills them in) and the tier's limits, compared by `fits(app,
+/// formation, tier)` in the driver's own units. `None` when no app, no tier or two tiers
+/// fit. Shared by the Dokku and the Docker import.
+pub(super) fn matching_tier<'e, A>(
+    env: &'e Environment,
+    apps: &[(&str, A)],
+    fits: impl Fn(&A, &BTreeMap<String, u32>, &Tier) -> bool,
+) -> Option<&'e str> {
+    if apps.is_empty() {
+        return None;
+    }
     let web_one = BTreeMap::from([("web".to_string(), 1)]);
     let matches: Vec<&String> = env
         .tiers
         .iter()
         .filter(|(_, tier)| {
-            apps.iter().all(|(_, app_name, live)| {
+            apps.iter().all(|(app_name, app)| {
                 let processes = if *app_name == "web" && !tier.processes.is_empty() {
                     &tier.processes
                 } else {
                     &web_one
                 };
-                let memory = tier.memory.map(|b| format!("{}m", b.div_ceil(1 << 20)));
-                let cpus = tier.cpus.map(cpus_text);
-                formation(live) == *processes && live.memory == memory && live.cpus == cpus
+                fits(app, processes, tier)
             })
         })
         .map(|(name, _)| name)
         .collect();
     match matches.as_slice() {
-        [one] => Some((*one).clone()),
+        [one] => Some(one.as_str()),
         _ => None,
     }
 }
@@ -528,10 +537,13 @@ fn tenant_file(
         .iter()
         .map(|(short, (kind, name, _))| (service_key(*kind, name), short))
         .collect();
-    let tier = matching_tier(
-        env,
-        &apps.iter().map(|(n, a, l)| (*n, a, *l)).collect::<Vec<_>>(),
-    );
+    let shapes: Vec<(&str, &LiveDokkuApp)> =
+        apps.iter().map(|(_, a, l)| (a.as_str(), *l)).collect();
+    let tier = matching_tier(env, &shapes, |live, processes, tier| {
+        let memory = tier.memory.map(|b| format!("{}m", b.div_ceil(1 << 20)));
+        let cpus = tier.cpus.map(cpus_text);
+        formation(live) == *processes && live.memory == memory && live.cpus == cpus
+    });
     let mut secrets: Vec<ImportedSecret> = Vec::new();
     let mut text = String::new();
     if let Some(schema) = input.schema {

@@ -70,6 +70,10 @@ pub struct LiveHost {
     /// (`policy.retain-data`) counts from it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cancelled: BTreeMap<String, u64>,
+    /// Docker: tenants whose stacks `berth import --adopt` recorded here (their
+    /// `berth-adopted.<env>.<tenant>` record): it goes once nothing of the tenant is left.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub adopted: std::collections::BTreeSet<String>,
 }
 
 /// A config value read from a host. `Debug` never shows it.

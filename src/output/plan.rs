@@ -469,6 +469,10 @@ fn describe(change: &Change) -> (String, Vec<String>) {
             format!("record: forget the cancellation of {tenant}"),
             vec![],
         ),
+        Change::ClearAdoption { tenant } => (
+            format!("record: forget the adoption of {tenant}"),
+            vec!["nothing it names is left".into()],
+        ),
     }
 }
 

@@ -385,6 +385,12 @@ pub enum Change {
         /// Tenant.
         tenant: String,
     },
+    /// Docker: remove the record `berth import --adopt` wrote for a tenant
+    /// (`berth-adopted.<env>.<tenant>`) once nothing it names is left (a purge).
+    ClearAdoption {
+        /// Tenant.
+        tenant: String,
+    },
 }
 
 /// One field of an object, before and after.
@@ -542,7 +548,9 @@ impl Change {
             Change::CreateRoute { route, .. }
             | Change::UpdateRoute { route, .. }
             | Change::RemoveRoute { route } => (ObjectKind::Route, route.clone()),
-            Change::RecordCancellation { .. } | Change::ClearCancellation { .. } => return None,
+            Change::RecordCancellation { .. }
+            | Change::ClearCancellation { .. }
+            | Change::ClearAdoption { .. } => return None,
             other => (ObjectKind::App, other.app()?.to_string()),
         })
     }
@@ -560,6 +568,7 @@ impl Change {
             (Change::RecordCancellation { tenant } | Change::ClearCancellation { tenant }, _) => {
                 format!("cancellation record of {tenant}")
             }
+            (Change::ClearAdoption { tenant }, _) => format!("adoption record of {tenant}"),
             (_, Some((ObjectKind::Service, key))) => key.replacen(':', " ", 1),
             (_, Some((kind, name))) => format!("{} {name}", kind.word()),
             (_, None) => String::new(),
@@ -610,6 +619,7 @@ impl Change {
             Change::RemoveRoute { .. } => "remove-route",
             Change::RecordCancellation { .. } => "record-cancellation",
             Change::ClearCancellation { .. } => "clear-cancellation",
+            Change::ClearAdoption { .. } => "clear-adoption",
         }
     }
 }

@@ -9,6 +9,8 @@
 //!   override it; `--purge-now <tenant>` does, and names the tenant.
 //! - The record is cleared when the tenant is active or suspended again, when its data is
 //!   purged (in the same plan, after the purge), or when it has no file and nothing is left.
+//! - An adoption record (`berth import --adopt` on Docker) is removed on the same terms as
+//!   the data it names: after a purge, or when the tenant has no file and nothing is left.
 //!
 //! Time is an input (`PlanOptions::now`); without one (pure tests, views that never apply)
 //! retention is not judged.
@@ -154,6 +156,28 @@ pub(super) fn records(desired: &Desired, live: &Live, purging: &BTreeSet<String>
                     tenant,
                     Cause::Intended,
                     Change::ClearCancellation {
+                        tenant: tenant.clone(),
+                    },
+                    after,
+                );
+            }
+        }
+        // An adoption record (Docker) names a tenant's adopted containers and data
+        // volumes; it goes once they are all gone — purged, or (no file) removed with
+        // nothing kept — so nothing of the tenant is left on the host.
+        for tenant in &observed.adopted {
+            let gone = match desired.tenants.get(tenant).map(|(_, s)| *s) {
+                Some(TenantState::Purge) => purging.contains(tenant),
+                None => true,
+                Some(_) => false,
+            };
+            if gone && all_removed(observed, &b.steps, host, tenant) {
+                let after = steps_of(&b.steps, host, tenant);
+                b.push_step(
+                    host,
+                    tenant,
+                    Cause::Intended,
+                    Change::ClearAdoption {
                         tenant: tenant.clone(),
                     },
                     after,

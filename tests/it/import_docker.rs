@@ -542,8 +542,8 @@ async fn docker_import_refuses_bad_names_unknown_containers_hosts_and_inexact_st
     };
     docker(&["network", "create", &net]);
     // Compose's default restart policy is none: berth runs apps `unless-stopped` unless the
-    // file says `restart: no`, which import writes. A label berth does not write stops
-    // adoption.
+    // file says `restart: no`, which import writes. A routing label berth does not write (a
+    // middleware) stops adoption; the domain is written all the same.
     let mut args: Vec<String> = [
         "run",
         "-d",
@@ -557,6 +557,14 @@ async fn docker_import_refuses_bad_names_unknown_containers_hosts_and_inexact_st
     .collect();
     args.extend(compose_labels(&t, "web"));
     args.extend(["-l".into(), "traefik.enable=true".into()]);
+    args.extend([
+        "-l".into(),
+        format!("traefik.http.routers.bolt.rule=Host(`{t}.example.test`)"),
+    ]);
+    args.extend([
+        "-l".into(),
+        "traefik.http.routers.bolt.middlewares=auth@file".into(),
+    ]);
     args.extend(["-e".into(), format!("STRIPE_KEY={API_TOKEN}")]);
     args.push("berth-stub:v1".into());
     docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -622,12 +630,21 @@ async fn docker_import_refuses_bad_names_unknown_containers_hosts_and_inexact_st
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
     assert!(
-        said.contains("carries labels berth does not write (traefik.enable)"),
+        said.contains(
+            "label `traefik.http.routers.bolt.middlewares` is not read as routing: berth does not write it"
+        ),
         "{said}"
     );
     assert!(said.contains("not adopted"), "{said}");
-    assert!(said.contains("labels differ"), "{said}");
+    assert!(
+        said.contains("labels differ: `traefik.http.routers.bolt.middlewares`"),
+        "{said}"
+    );
     let file = std::fs::read_to_string(repo.path().join(format!("tenants/{t}.yaml"))).unwrap();
+    assert!(
+        file.contains(&format!("    domains: [{t}.example.test]\n")),
+        "{file}"
+    );
     assert!(file.contains("    restart: no\n"), "{file}");
     // No `--secrets-file`: the referenced value is shown once, on stderr only.
     assert!(
@@ -647,4 +664,354 @@ async fn docker_import_refuses_bad_names_unknown_containers_hosts_and_inexact_st
         "{said}"
     );
     assert_eq!(snapshot(&t), before, "a refused adoption changed the host");
+}
+
+/// `docker run -d` of one compose-made container of project `t` (labels, network, alias,
+/// `unless-stopped`), with `extra` before the image and `command` after it.
+fn compose_run(
+    t: &str,
+    service: &str,
+    number: u32,
+    extra: &[String],
+    image: &str,
+    command: &[&str],
+) {
+    let name = format!("{t}-{service}-{number}");
+    let net = format!("{t}_default");
+    let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", &net]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+    args.extend(["--network-alias".into(), service.into()]);
+    args.extend(["--restart".into(), "unless-stopped".into()]);
+    for l in [
+        format!("com.docker.compose.project={t}"),
+        format!("com.docker.compose.service={service}"),
+        format!("com.docker.compose.container-number={number}"),
+        "com.docker.compose.oneoff=False".into(),
+    ] {
+        args.extend(["-l".into(), l]);
+    }
+    args.extend(extra.iter().cloned());
+    args.push(image.into());
+    args.extend(command.iter().map(|s| (*s).to_string()));
+    docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Compose project `t` with one container of `service` carrying `labels` (its network
+/// made first); the container's name, and the script's objects to remove.
+fn routed_stack(t: &str, service: &str, labels: &[(String, String)]) -> (String, Script) {
+    let net = format!("{t}_default");
+    let name = format!("{t}-{service}-1");
+    let script = Script {
+        containers: vec![name.clone()],
+        volumes: Vec::new(),
+        networks: vec![net.clone()],
+    };
+    docker(&["network", "create", &net]);
+    let args: Vec<String> = labels
+        .iter()
+        .flat_map(|(k, v)| ["-l".to_string(), format!("{k}={v}")])
+        .collect();
+    compose_run(t, service, 1, &args, "berth-stub:v1", &[]);
+    (name, script)
+}
+
+fn labels_of(container: &str) -> serde_json::Map<String, serde_json::Value> {
+    let json = dockerhost::inspect(container, "{{json .Config.Labels}}");
+    serde_json::from_str(&json).unwrap_or_else(|_| panic!("labels of {container}: {json}"))
+}
+
+/// Import `containers` of stack `t`, then adopt them; returns the file text.
+fn import_and_adopt(repo: &Repo, host: &str, t: &str, containers: &[String]) -> (String, Output) {
+    let mut import: Vec<&str> = vec!["import", "--host", host];
+    for c in containers {
+        import.extend(["--container", c.as_str()]);
+    }
+    let out = berth(repo, &import, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let file = std::fs::read_to_string(repo.path().join(format!("tenants/{t}.yaml"))).unwrap();
+    let out = berth(repo, &["validate"], &[]);
+    assert!(out.status.success(), "{}\n{file}", text(&out));
+    import.push("--adopt");
+    (file, berth(repo, &import, &[]))
+}
+
+/// Issue 15.6.1: a stack a script routed through Traefik labels becomes `domains:`, `tls:`
+/// and `port:`; adoption accepts it because berth's labels route the same hosts to the same
+/// port (router and network names are berth's own), the plan is empty, and a replacement
+/// carries berth's labels for the very same hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traefik_routed_stack_becomes_domains_is_adopted_and_keeps_its_routing_when_replaced() {
+    let Some(engine) = dockerhost::docker().await else {
+        return;
+    };
+    dockerhost::images(&engine).await;
+    let run = Run::new();
+    let t = run.tenant("shop");
+    let net = format!("{t}_default");
+    let hosts = format!("Host(`{t}.example.test`) || Host(`www.{t}.example.test`)");
+    let (web, _script) = routed_stack(
+        &t,
+        "web",
+        &[
+            ("traefik.enable".into(), "true".into()),
+            (format!("traefik.http.routers.{t}.rule"), hosts.clone()),
+            (
+                format!("traefik.http.routers.{t}.tls.certresolver"),
+                "letsencrypt".into(),
+            ),
+            (
+                format!("traefik.http.services.{t}.loadbalancer.server.port"),
+                "8080".into(),
+            ),
+            ("traefik.docker.network".into(), net.clone()),
+        ],
+    );
+    let repo = Repo::new();
+    repo.write(&format!("environments/{}.yaml", run.env), &run.env_file());
+    let host = format!("{}/local", run.env);
+    let before = snapshot(&t);
+    let (file, out) = import_and_adopt(&repo, &host, &t, std::slice::from_ref(&web));
+    let line = format!(
+        "  web:\n    image: \"berth-stub:v1\"\n    domains: [{t}.example.test, www.{t}.example.test]\n    tls: true\n    port: 8080\n"
+    );
+    assert!(file.contains(&line), "{line:?} not in\n{file}");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("labels berth does not write"),
+        "{}",
+        text(&out)
+    );
+    let id = |snap: &[String]| -> Vec<String> {
+        snap.iter()
+            .filter(|l| l.starts_with("container"))
+            .map(|l| l.split(' ').take(5).skip(1).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(
+        id(&snapshot(&t)),
+        id(&before),
+        "adoption touched the container"
+    );
+    let out = berth(&repo, &["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // An edit replaces the container; the new one routes the same hosts by berth's labels.
+    let file_path = format!("tenants/{t}.yaml");
+    repo.write(
+        &file_path,
+        &file.replace("    port: 8080\n", "    port: 8080\n    memory: 64M\n"),
+    );
+    assert_eq!(
+        plan_steps(&repo, &[]),
+        [("recreate-container".to_string(), web.clone())]
+    );
+    let out = berth(&repo, &["apply", "--auto-approve", "--attempts", "1"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let labels = labels_of(&web);
+    let router = format!("traefik.http.routers.{t}-web");
+    assert_eq!(
+        labels[&format!("{router}.rule")],
+        hosts.as_str(),
+        "{labels:?}"
+    );
+    assert_eq!(labels[&format!("{router}.tls.certresolver")], "letsencrypt");
+    assert_eq!(
+        labels[&format!("traefik.http.services.{t}-web.loadbalancer.server.port")],
+        "8080"
+    );
+    assert_eq!(
+        labels["traefik.docker.network"],
+        format!("{t}_net").as_str()
+    );
+    assert_eq!(labels["traefik.enable"], "true");
+    assert!(
+        !labels.contains_key(&format!("traefik.http.routers.{t}.rule")),
+        "{labels:?}"
+    );
+    let out = berth(&repo, &["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// Issue 15.6.1 for caddy-docker-proxy: its labels are read as `domains:` and `port:`;
+/// adoption refuses while the host says another proxy (the replacement's labels would be
+/// Traefik's), and accepts once the environment says `proxy: caddy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caddy_labelled_stack_is_adopted_once_the_host_says_proxy_caddy() {
+    let Some(engine) = dockerhost::docker().await else {
+        return;
+    };
+    dockerhost::images(&engine).await;
+    let run = Run::new();
+    let t = run.tenant("cafe");
+    let (web, _script) = routed_stack(
+        &t,
+        "site",
+        &[
+            ("caddy".into(), format!("{t}.example.test")),
+            ("caddy.reverse_proxy".into(), "{{upstreams 8080}}".into()),
+        ],
+    );
+    let repo = Repo::new();
+    let env_path = format!("environments/{}.yaml", run.env);
+    repo.write(&env_path, &run.env_file());
+    let host = format!("{}/local", run.env);
+    let before = snapshot(&t);
+    let (file, out) = import_and_adopt(&repo, &host, &t, std::slice::from_ref(&web));
+    assert!(
+        file.contains(&format!(
+            "  site:\n    image: \"berth-stub:v1\"\n    domains: [{t}.example.test]\n    port: 8080\n"
+        )),
+        "{file}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("says `proxy: traefik`"), "{said}");
+    assert!(
+        said.contains(
+            "routed by caddy-docker-proxy labels on the host; the host's `proxy:` is Traefik"
+        ),
+        "{said}"
+    );
+    assert_eq!(snapshot(&t), before, "a refused adoption changed the host");
+
+    repo.write(
+        &env_path,
+        &run.env_file()
+            .replace("    ports: ", "    proxy: caddy\n    ports: "),
+    );
+    let (again, out) = import_and_adopt(&repo, &host, &t, std::slice::from_ref(&web));
+    assert_eq!(again, file);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = berth(&repo, &["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    repo.write(
+        &format!("tenants/{t}.yaml"),
+        &file.replace("    port: 8080\n", "    port: 8080\n    memory: 64M\n"),
+    );
+    let out = berth(&repo, &["apply", "--auto-approve", "--attempts", "1"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let labels = labels_of(&web);
+    assert_eq!(labels["caddy"], format!("{t}.example.test").as_str());
+    assert_eq!(labels["caddy.reverse_proxy"], "{{upstreams 8080}}");
+}
+
+/// Issue 15.6.2–4: containers named as berth names process types (`<app>-<process>`) are
+/// one app with `processes:` and `commands:`; a tier that gives exactly that formation and
+/// those limits is written instead of them; after adoption the plan is empty; and a purge
+/// after `retain-data` removes everything — containers, berth's network, the data volume
+/// and the adoption record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_types_and_a_tier_are_read_and_a_purge_leaves_nothing_of_the_adopted_tenant() {
+    let Some(engine) = dockerhost::docker().await else {
+        return;
+    };
+    dockerhost::images(&engine).await;
+    let run = Run::new();
+    let t = run.tenant("crew");
+    let net = format!("{t}_default");
+    let uploads = format!("{t}_uploads");
+    let names = [
+        format!("{t}-web-1"),
+        format!("{t}-web-2"),
+        format!("{t}-web-worker-1"),
+    ];
+    let _script = Script {
+        containers: names.to_vec(),
+        volumes: vec![uploads.clone()],
+        networks: vec![net.clone()],
+    };
+    docker(&["network", "create", &net]);
+    docker(&["volume", "create", &uploads]);
+    let limits: Vec<String> = ["--memory", "64m", "--cpus", "0.5", "-v"]
+        .iter()
+        .map(|s| (*s).to_string())
+        .chain([format!("{uploads}:/data")])
+        .collect();
+    compose_run(&t, "web", 1, &limits, "berth-stub:v1", &[]);
+    compose_run(&t, "web", 2, &limits, "berth-stub:v1", &[]);
+    let work = ["/stub", "serve", "--port", "9090"];
+    compose_run(&t, "web-worker", 1, &limits, "berth-stub:v1", &work);
+    let repo = Repo::new();
+    let env_path = format!("environments/{}.yaml", run.env);
+    repo.write(
+        &env_path,
+        &run.env_file()
+            .replace(
+                "tiers:\n",
+                "tiers:\n  crew: { processes: { web: 2, worker: 1 }, memory: 64M, cpus: 0.5 }\n",
+            )
+            .replace(
+                "policy: { max-destroys: 100 }",
+                "policy: { max-destroys: 100, retain-data: 0d }",
+            ),
+    );
+    let host = format!("{}/local", run.env);
+    let before = snapshot(&t);
+    let (file, out) = import_and_adopt(&repo, &host, &t, &names);
+    assert!(file.contains("tier: crew\n"), "{file}");
+    assert!(
+        file.contains(
+            "apps:\n  web:\n    image: \"berth-stub:v1\"\n    domains: []\n    commands:\n      worker: [\"/stub\", \"serve\", \"--port\", \"9090\"]\n    storage:\n      - { volume: uploads, path: \"/data\" }\n"
+        ),
+        "{file}"
+    );
+    for absent in ["processes:", "memory:", "cpus:", "  web-worker:"] {
+        assert!(!file.contains(absent), "{absent} in\n{file}");
+    }
+    assert!(out.status.success(), "{}", text(&out));
+    let running = |snap: &[String]| -> Vec<String> {
+        snap.iter()
+            .filter(|l| l.starts_with("container"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        running(&snapshot(&t)),
+        running(&before),
+        "adoption touched a container"
+    );
+    let out = berth(&repo, &["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let record = format!("berth-adopted.{}.{t}", run.env);
+    let records = || docker(&["volume", "ls", "-q", "--filter", &format!("name={record}")]);
+    assert_eq!(records(), record);
+
+    // Cancel (containers stop, data kept), then purge once `retain-data: 0d` has passed.
+    let file_path = format!("tenants/{t}.yaml");
+    let state = |s: &str| file.replace("tier: crew\n", &format!("tier: crew\nstate: {s}\n"));
+    repo.write(&file_path, &state("cancelled"));
+    let out = berth(&repo, &["apply", "--auto-approve", "--attempts", "1"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        dockerhost::inspect(&names[2], "{{.State.Running}}"),
+        "false"
+    );
+    assert_eq!(
+        records(),
+        record,
+        "a cancellation keeps the adoption record"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    repo.write(&file_path, &state("purge"));
+    let steps = plan_steps(&repo, &[]);
+    assert!(
+        steps.contains(&("clear-adoption".to_string(), String::new())),
+        "{steps:?}"
+    );
+    assert!(
+        steps.contains(&("remove-volume".to_string(), uploads.clone())),
+        "{steps:?}"
+    );
+    let out = berth(&repo, &["apply", "--auto-approve", "--attempts", "1"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(records(), "", "the adoption record outlived the purge");
+    let left: Vec<String> = snapshot(&t)
+        .into_iter()
+        .filter(|l| !l.ends_with(&format!(" {net}")))
+        .collect();
+    assert!(left.is_empty(), "left after the purge: {left:#?}");
+    let out = berth(&repo, &["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

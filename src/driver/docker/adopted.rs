@@ -13,7 +13,9 @@
 //!
 //! Observation reads the record from the volume list it makes anyway (no extra call): a
 //! container whose name *and id* match is the tenant's, with the recorded hash; once berth
-//! replaces it (a new id, its own labels) the entry no longer applies. The inventory and the
+//! replaces it (a new id, its own labels) the entry no longer applies. The tenants with a
+//! record are reported too (`LiveHost::adopted`): the planner removes a record once nothing
+//! it names is left (`clear-adoption`, after a purge). The inventory and the
 //! adoption calls (network connect, record) live here too: `berth import` is their only
 //! user (renames are the lifecycle's `rename_container`).
 
@@ -55,14 +57,16 @@ pub struct AdoptedContainer {
 }
 
 /// Apply the adoption records among `volumes` (name → labels) to an observation: adopted
-/// containers (same name and id) and volumes become `tenant`'s.
+/// containers (same name and id) and volumes become `tenant`'s. Returns the tenants with
+/// a record here.
 pub(super) fn apply_records(
     environment: &str,
     host: &str,
     volumes: &BTreeMap<String, HashMap<String, String>>,
     ids: &BTreeMap<String, String>,
     live: &mut LiveDocker,
-) {
+) -> BTreeSet<String> {
+    let mut tenants = BTreeSet::new();
     for (name, labels) in volumes {
         let Some(tenant) = labels.get(TENANT_LABEL) else {
             continue;
@@ -72,6 +76,7 @@ pub(super) fn apply_records(
         {
             continue;
         }
+        tenants.insert(tenant.clone());
         for (key, value) in labels {
             if let Some(container) = key.strip_prefix(CONTAINER) {
                 let Some(c) = live.containers.get_mut(container) else {
@@ -94,6 +99,7 @@ pub(super) fn apply_records(
             }
         }
     }
+    tenants
 }
 
 fn strings(map: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
@@ -322,6 +328,15 @@ impl DockerDriver {
                 tenant,
                 format!("connect container {container} to {network}"),
             ))
+    }
+
+    /// Remove `tenant`'s adoption record (a purge removed everything it names).
+    ///
+    /// # Errors
+    /// Engine failures.
+    pub(super) async fn clear_adoption(&self, tenant: &str) -> Result<(), DockerError> {
+        self.remove_volume_if_there(&record_name(&self.host.environment, tenant))
+            .await
     }
 
     /// Write (or replace) `tenant`'s adoption record.

@@ -544,7 +544,7 @@ impl DockerDriver {
             );
         }
         // Stacks `berth import --adopt` took over: their containers carry no labels.
-        adopted::apply_records(
+        let adopted = adopted::apply_records(
             &self.host.environment,
             &self.host.host,
             &records,
@@ -564,6 +564,7 @@ impl DockerDriver {
             docker: live,
             applied_commit,
             cancelled,
+            adopted,
             ..LiveHost::default()
         })
     }
@@ -650,6 +651,7 @@ impl DockerDriver {
             Change::StopContainer { container } => self.stop(tenant, container).await?,
             Change::RecordCancellation { tenant } => self.record_cancellation(tenant).await?,
             Change::ClearCancellation { tenant } => self.clear_cancellation(tenant).await?,
+            Change::ClearAdoption { tenant } => self.clear_adoption(tenant).await?,
             Change::RemoveContainer { container } => {
                 self.stop(tenant, container).await?;
                 self.remove(tenant, container).await?;

@@ -364,7 +364,12 @@ pub(super) fn container_health(health: &Health, app_port: Option<u16>) -> Contai
     }
 }
 
-pub(super) fn proxy_labels(
+/// The certificate resolver berth's Traefik labels name for `tls: true`.
+pub const TRAEFIK_CERT_RESOLVER: &str = "letsencrypt";
+
+/// The routing labels berth gives an app's `web` containers on a host that routes by
+/// labels (`proxy:`); `berth import` reads them back to compare with a script's.
+pub fn proxy_labels(
     labels: &mut BTreeMap<String, String>,
     proxy: ProxyKind,
     tenant: &str,
@@ -391,7 +396,7 @@ pub(super) fn proxy_labels(
             if app.tls {
                 labels.insert(
                     format!("traefik.http.routers.{router}.tls.certresolver"),
-                    "letsencrypt".into(),
+                    TRAEFIK_CERT_RESOLVER.into(),
                 );
             }
         }

@@ -20,7 +20,7 @@ mod docker;
 mod dokku;
 mod place;
 
-pub use docker::{db_name, nano_cpus, url_key};
+pub use docker::{TRAEFIK_CERT_RESOLVER, db_name, nano_cpus, proxy_labels, url_key};
 pub use place::place;
 
 use super::live::HostRef;
