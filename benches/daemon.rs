@@ -27,6 +27,10 @@ mod acme;
 mod daemonkit;
 use daemonkit::{get, proc_status};
 
+/// The allocator the `berth` binary uses (src/main.rs), so the child measures what it would.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

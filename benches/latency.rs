@@ -130,9 +130,20 @@ fn main() {
             && serde_json::from_str::<serde_json::Value>(&body)
                 .is_ok_and(|s| s["hosts"]["prod/dokku-1"]["applied"]["id"] == commit)
     };
+    // The host records the seeded commit already (`berth apply` did), so wait for the end of
+    // the daemon's first pass itself: a commit pushed during that deep pass would wait for
+    // it (a daemon runs one pass at a time) and measure the scan, not the commit.
+    let passes = || {
+        http(port, "GET", "/metrics", &[], b"")
+            .1
+            .lines()
+            .filter(|l| l.starts_with("berth_daemon_passes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
     let started = Instant::now();
     let seeded_head = head(&work);
-    while !applied(&seeded_head) {
+    while !applied(&seeded_head) || passes() < 1.0 {
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "the daemon never took up the fleet:\n{}",

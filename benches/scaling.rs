@@ -9,9 +9,13 @@
 //! lease of every host it can win (a host another daemon's pass holds is left to that one),
 //! observes, plans, records, releases.
 //!
-//! Printed per `N`: the mean no-op pass time (passes 2…, each daemon), the share of lease
-//! samples each daemon held, the process's RSS above the seeded hosts (all `N` daemons
-//! together, and per daemon). Then, for `N ≥ 2`, one daemon is killed in the middle of a
+//! Printed first: the memory of one daemon, run alone in a process of its own (this binary
+//! again, `--memory-child`) with its own copy of the simulated hosts, whose share is read
+//! before the daemon starts — every daemon loads and plans the whole fleet, so that is each
+//! one's in an `N`-daemon setup too (in one process, the allocator's handling of `N`
+//! runtimes' freed pages makes a per-daemon RSS unreadable). Then per `N`: the mean no-op
+//! pass time (passes 2…, each daemon) and the share of lease samples each daemon held.
+//! Then, for `N ≥ 2`, one daemon is killed in the middle of a
 //! pass — its runtime dropped, its leases left on the hosts as a crashed machine leaves them
 //! — and the time until no host carries its lease any more (each one expired and taken by
 //! another daemon's pass) is measured, with the daemons' lease time to live `BENCH_TTL`.
@@ -32,6 +36,10 @@ use std::time::{Duration, Instant};
 mod daemonkit;
 use daemonkit::{get, proc_status};
 
+/// The allocator the `berth` binary uses (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -40,7 +48,12 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--memory-child") {
+        memory_child(Path::new(&args[2]), Path::new(&args[3]));
+        return;
+    }
+    let full = args.iter().any(|a| a == "--bench");
     let tenants = env_or("BENCH_TENANTS", if full { 100_000 } else { 40 }) as usize;
     let hosts = env_or("BENCH_HOSTS", if full { 500 } else { 4 }) as usize;
     let latency = Duration::from_millis(env_or("BENCH_LATENCY_MS", if full { 20 } else { 1 }));
@@ -59,17 +72,64 @@ fn main() {
     let started = Instant::now();
     let live = daemonkit::converged(&repo);
     world.state().live = live;
-    let base = proc_status(std::process::id()).rss_kib;
     println!(
-        "scaling: {tenants} tenants on {hosts} in-memory Dokku hosts, {} ms per call, lease ttl {} s; hosts seeded in {:.1} s, VmRSS {:.1} MiB",
+        "scaling: {tenants} tenants on {hosts} in-memory Dokku hosts, {} ms per call, lease ttl {} s; hosts seeded in {:.1} s",
         latency.as_millis(),
         ttl.as_secs(),
         started.elapsed().as_secs_f64(),
-        base as f64 / 1024.0
     );
+    memory_alone(&repo, dir.path(), &world, passes);
     for n in counts {
-        run(&repo, dir.path(), &world, n, passes, ttl, base);
+        run(&repo, dir.path(), &world, n, passes, ttl);
     }
+}
+
+/// Memory per daemon: one daemon in a process of its own (this binary again) with its own
+/// copy of the simulated hosts, whose share is read before the daemon starts. Every daemon
+/// loads, observes and plans the whole fleet, so this is each one's in an N-daemon setup too.
+fn memory_alone(repo: &Path, dir: &Path, world: &berth::driver::memory::World, passes: u64) {
+    let live = dir.join("live.json");
+    let hosts: Vec<_> = world.state().live.hosts.clone().into_iter().collect();
+    std::fs::write(&live, serde_json::to_vec(&hosts).unwrap()).unwrap();
+    drop(hosts);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--memory-child")
+        .arg(repo)
+        .arg(&live)
+        .env("BENCH_PASSES", passes.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn memory_child(repo: &Path, live: &Path) {
+    let passes = env_or("BENCH_PASSES", 2);
+    let world = berth::driver::memory::World::new();
+    let hosts: Vec<(berth::model::live::HostRef, berth::model::live::LiveHost)> =
+        serde_json::from_slice(&std::fs::read(live).unwrap()).unwrap();
+    world.state().live.hosts = hosts.into_iter().collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let seeded = proc_status(std::process::id()).rss_kib;
+    let state = live.with_file_name("state-alone");
+    let daemon = Daemon::start(repo, &state, &world, "alone", Duration::from_secs(120));
+    let started = Instant::now();
+    while daemon.passes().0 < passes {
+        assert!(started.elapsed() < Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = proc_status(std::process::id());
+    println!(
+        "  one daemon alone: VmRSS {:.1} MiB after {passes} passes, {:.1} MiB of it the simulated hosts (before it started): {:.1} MiB the daemon's; VmHWM {:.1} MiB",
+        after.rss_kib as f64 / 1024.0,
+        seeded as f64 / 1024.0,
+        after.rss_kib.saturating_sub(seeded) as f64 / 1024.0,
+        after.hwm_kib as f64 / 1024.0
+    );
 }
 
 /// The example's environment with `hosts` hosts `h000…`, and `tenants` copies of acme pinned
@@ -183,7 +243,6 @@ fn run(
     n: usize,
     passes: u64,
     ttl: Duration,
-    base: u64,
 ) {
     world.state().leases.clear();
     let started = Instant::now();
@@ -224,8 +283,6 @@ fn run(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status = proc_status(std::process::id());
-    let rss = status.rss_kib;
     let samples: u64 = held.values().sum::<u64>().max(1);
     println!("  {n} daemon(s):");
     for (i, d) in daemons.iter().enumerate() {
@@ -241,12 +298,6 @@ fn run(
             100.0 * held.get(&d.holder).copied().unwrap_or(0) as f64 / samples as f64
         );
     }
-    let above = rss.saturating_sub(base) as f64 / 1024.0;
-    println!(
-        "    VmRSS above the seeded hosts: {above:.1} MiB for {n} daemon(s), {:.1} MiB per daemon (process VmHWM so far {:.1} MiB)",
-        above / n as f64,
-        status.hwm_kib as f64 / 1024.0
-    );
     if n >= 2 {
         // Kill daemon 0 while it holds leases, then wait until none is left in its name.
         let victim = daemons[0].holder.clone();

@@ -59,6 +59,16 @@ impl World {
         }
     }
 
+    /// The same hosts behind a connection of another latency (a second machine reaching
+    /// them over a slower network).
+    #[must_use]
+    pub fn sharing_with_latency(&self, latency: Duration) -> Self {
+        World {
+            state: Arc::clone(&self.state),
+            latency,
+        }
+    }
+
     /// The state, for tests to read or edit (drift made by hand).
     ///
     /// # Panics

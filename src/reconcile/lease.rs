@@ -16,6 +16,12 @@ use crate::model::live::HostRef;
 /// Transient failures of a claim retried before the lease is given up on.
 const CLAIM_RETRIES: u32 = 3;
 
+/// How long a claimant that broke an expired lease waits before it reads the lease back.
+/// Breaking is "clear, then claim": two claimants that both read the same expired lease both
+/// clear it, and the slower one's clear can remove the faster one's fresh claim. Reading back
+/// after longer than a claim's round trip shows which of them the host really holds.
+pub const BREAK_SETTLE: Duration = Duration::from_secs(2);
+
 /// Default time to live of a lease.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
 
@@ -98,6 +104,21 @@ pub async fn acquire(driver: &AnyDriver, record: &LeaseRecord, now: u64) -> Resu
             other => other.map_err(driver_error(host))?,
         };
         match claim {
+            Claim::Taken if changed_hands > 0 => {
+                tokio::time::sleep(BREAK_SETTLE).await;
+                match driver.lease_read().await.map_err(driver_error(host))? {
+                    Some(current) if current.token == record.token => return Ok(()),
+                    // Another claimant broke the same expired lease after us: theirs.
+                    Some(current) if current.expires > now => {
+                        return Err(LeaseError::Held {
+                            host: host.clone(),
+                            held: current,
+                        });
+                    }
+                    // Cleared again (or expired meanwhile): go round.
+                    _ => changed_hands += 1,
+                }
+            }
             Claim::Taken => return Ok(()),
             // Ours already (a retried claim whose answer was lost).
             Claim::Held(current) if current.token == record.token => return Ok(()),
@@ -171,4 +192,56 @@ pub async fn release_any(driver: &AnyDriver) -> Result<(), LeaseError> {
         .lease_clear()
         .await
         .map_err(driver_error(driver.host()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::memory::{MemoryDriver, World};
+    use crate::driver::secrets::SecretProvider;
+
+    fn record(holder: &str, expires: u64) -> LeaseRecord {
+        LeaseRecord {
+            holder: holder.into(),
+            purpose: "test".into(),
+            started: 1,
+            expires,
+            token: format!("token-{holder}"),
+        }
+    }
+
+    /// Two claimants find the same expired lease; the slower one's clear (at 36 ms) removes
+    /// the faster one's fresh claim (made at 30 ms), then it claims too. Exactly one of them
+    /// may come out holding the host.
+    #[tokio::test(start_paused = true)]
+    async fn two_claimants_breaking_one_expired_lease_never_both_hold_it() {
+        let host = HostRef::new("prod", "h1");
+        let world = World::with_latency(Duration::from_millis(10));
+        let slower = world.sharing_with_latency(Duration::from_millis(18));
+        let secrets = SecretProvider::for_environment(&crate::model::Secrets::default());
+        let fast = AnyDriver::Memory(MemoryDriver::new(
+            host.clone(),
+            world.clone(),
+            secrets.clone(),
+        ));
+        let slow = AnyDriver::Memory(MemoryDriver::new(host.clone(), slower, secrets));
+        world
+            .state()
+            .leases
+            .insert(host.clone(), record("crashed", 5));
+        let now = 100;
+        let (ra, rb) = (record("a", now + 60), record("b", now + 60));
+        let (a, b) = tokio::join!(acquire(&fast, &ra, now), acquire(&slow, &rb, now));
+        let holder = world.state().leases.get(&host).map(|l| l.holder.clone());
+        match (a.is_ok(), b.is_ok()) {
+            (true, false) => assert_eq!(holder.as_deref(), Some("a")),
+            (false, true) => assert_eq!(holder.as_deref(), Some("b")),
+            other => panic!("both or neither hold the lease: {other:?}, host has {holder:?}"),
+        }
+        let loser = if a.is_ok() { b } else { a };
+        assert!(
+            matches!(loser, Err(LeaseError::Held { .. })),
+            "the other is told who holds it: {loser:?}"
+        );
+    }
 }

@@ -879,6 +879,15 @@ impl Session {
                     hooks.notice(&Notice::WaitingForLease { host, held: &other });
                     return Ok(Some(other));
                 }
+                // Others are breaking the same expired lease: one of them will have it.
+                Err(lease::LeaseError::Contended { .. }) if tolerate_busy => {
+                    let other = LeaseRecord {
+                        holder: "(changing hands)".into(),
+                        ..LeaseRecord::incomplete()
+                    };
+                    hooks.notice(&Notice::WaitingForLease { host, held: &other });
+                    return Ok(Some(other));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
