@@ -369,7 +369,7 @@ pub fn plan_desired(desired: &Desired, live: &Live, options: &PlanOptions<'_>) -
         }
     }
     let purging = retention::judge(desired, live, options, &mut builder);
-    retention::records(desired, live, &purging, &mut builder);
+    retention::records(desired, live, &purging, options.scope, &mut builder);
     safety::apply_safety(desired, live, options, &mut builder);
     cause::explain(desired, &mut builder);
     let fingerprints = fingerprint::fingerprint(desired, live, options.scope.is_some());

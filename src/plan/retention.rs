@@ -117,7 +117,16 @@ fn all_removed(observed: &LiveHost, steps: &[Step], host: &HostRef, tenant: &str
 }
 
 /// Record new cancellations and clear records that no longer apply.
-pub(super) fn records(desired: &Desired, live: &Live, purging: &BTreeSet<String>, b: &mut Builder) {
+pub(super) fn records(
+    desired: &Desired,
+    live: &Live,
+    purging: &BTreeSet<String>,
+    scope: Option<&crate::plan::scope::Scope>,
+    b: &mut Builder,
+) {
+    // A scoped plan desires only the tenants in scope: a record of any other tenant looks
+    // like one whose file is gone, and must be left alone.
+    let in_scope = |tenant: &String| scope.is_none_or(|s| s.tenants.contains(tenant));
     let empty = LiveHost::default();
     for (host, desired_host) in &desired.hosts {
         let observed = live.hosts.get(host).unwrap_or(&empty);
@@ -140,7 +149,7 @@ pub(super) fn records(desired: &Desired, live: &Live, purging: &BTreeSet<String>
                 );
             }
         }
-        for tenant in observed.cancelled.keys() {
+        for tenant in observed.cancelled.keys().filter(|t| in_scope(t)) {
             let state = desired.tenants.get(tenant).map(|(_, s)| *s);
             let clear = match state {
                 Some(TenantState::Active | TenantState::Suspended) => true,
@@ -165,7 +174,7 @@ pub(super) fn records(desired: &Desired, live: &Live, purging: &BTreeSet<String>
         // An adoption record (Docker) names a tenant's adopted containers and data
         // volumes; it goes once they are all gone — purged, or (no file) removed with
         // nothing kept — so nothing of the tenant is left on the host.
-        for tenant in &observed.adopted {
+        for tenant in observed.adopted.iter().filter(|t| in_scope(t)) {
             let gone = match desired.tenants.get(tenant).map(|(_, s)| *s) {
                 Some(TenantState::Purge) => purging.contains(tenant),
                 None => true,

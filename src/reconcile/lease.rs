@@ -106,7 +106,22 @@ pub async fn acquire(driver: &AnyDriver, record: &LeaseRecord, now: u64) -> Resu
         match claim {
             Claim::Taken if changed_hands > 0 => {
                 tokio::time::sleep(BREAK_SETTLE).await;
-                match driver.lease_read().await.map_err(driver_error(host))? {
+                let read = match driver.lease_read().await {
+                    Err(e) if e.is_transient() => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        driver.lease_read().await
+                    }
+                    other => other,
+                };
+                let read = match read {
+                    Ok(read) => read,
+                    Err(e) => {
+                        // Our claim is most likely there: never leave it behind.
+                        let _ = release(driver, &record.token).await;
+                        return Err(driver_error(host)(e));
+                    }
+                };
+                match read {
                     Some(current) if current.token == record.token => return Ok(()),
                     // Another claimant broke the same expired lease after us: theirs.
                     Some(current) if current.expires > now => {

@@ -1252,7 +1252,9 @@ impl Session {
                     }
                     Ok(false) => {
                         hooks.notice(&Notice::LeaseLost { host });
-                        stop.stop();
+                        // The fence, not the stop flag: nothing new starts in this run, and
+                        // a daemon's next pass (which sets its own deadline) is not stopped.
+                        stop.set_deadline(0);
                         false
                     }
                     // Cannot tell: keep the old deadline, try again next round.

@@ -517,3 +517,72 @@ fn a_thousand_tenant_plan_fits_in_a_comment() {
     println!("with every detail it would be {} bytes", small.len());
     assert!(small.contains("<details>") && small.len() > render::MARKDOWN_BUDGET);
 }
+
+/// A scoped plan (`--tenant`, `--since`, a daemon's incremental pass) desires only the
+/// tenants in scope: the cancellation and adoption records of every other tenant must look
+/// like records of tenants it does not see, never like those of tenants whose files are gone.
+#[test]
+fn a_scoped_plan_leaves_the_records_of_other_tenants_alone() {
+    use berth::spec::source::{FileKind, SourceFile, SourceSet};
+    let file = |path: &str, kind, text: &str| SourceFile {
+        path: path.into(),
+        kind,
+        text: Ok(text.into()),
+    };
+    let sources = SourceSet {
+        files: vec![
+            file(
+                "environments/prod.yaml",
+                FileKind::Environment,
+                "hosts:\n  d1:\n    docker: { endpoint: \"unix:///var/run/docker.sock\" }\n",
+            ),
+            file(
+                "tenants/a.yaml",
+                FileKind::Tenant,
+                "environment: prod\napps:\n  web: { image: app:1 }\n",
+            ),
+            file(
+                "tenants/b.yaml",
+                FileKind::Tenant,
+                "environment: prod\nstate: cancelled\napps:\n  web: { image: app:1 }\nservices:\n  db: { kind: postgres }\n",
+            ),
+        ],
+    };
+    let (fleet, diags) = berth::validate::validate(&sources);
+    let fleet = fleet.unwrap_or_else(|| panic!("{diags:?}"));
+    let options = PlanOptions {
+        allow_destroys: true,
+        allow_empty: true,
+        allow_upgrades: false,
+        baseline: None,
+        scope: None,
+        now: None,
+        purge_now: &[],
+    };
+    let mut live = Live::default();
+    let first = plan(&fleet, &live, &options);
+    memory::apply(&first, &mut live, &BTreeMap::new()).unwrap();
+    // Both stacks were adopted; b's cancellation is on record (the apply above may have
+    // written it; a second plan would otherwise).
+    for host in live.hosts.values_mut() {
+        host.adopted.insert("a".into());
+        host.adopted.insert("b".into());
+        host.cancelled.entry("b".into()).or_insert(1);
+    }
+    let full = plan(&fleet, &live, &options);
+    assert!(full.steps.is_empty(), "{:#?}", full.steps);
+    let scope = berth::plan::Scope {
+        tenants: ["a".to_string()].into(),
+        ..berth::plan::Scope::default()
+    };
+    let scoped = plan(
+        &fleet,
+        &live,
+        &PlanOptions {
+            scope: Some(&scope),
+            ..options
+        },
+    );
+    let of_b: Vec<_> = scoped.steps.iter().filter(|s| s.tenant == "b").collect();
+    assert!(of_b.is_empty(), "b is out of scope: {of_b:#?}");
+}
