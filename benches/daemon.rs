@@ -25,18 +25,11 @@ use std::time::{Duration, Instant};
 mod acme;
 #[path = "support/daemonkit.rs"]
 mod daemonkit;
-use daemonkit::{get, proc_status};
+use daemonkit::{env_or, get, proc_status};
 
 /// The allocator the `berth` binary uses (src/main.rs), so the child measures what it would.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -248,9 +241,7 @@ fn child(repo: &Path, state: &Path, soak: bool, live: &str) {
     } else {
         berth::driver::memory::World::new()
     };
-    let hosts: Vec<(berth::model::live::HostRef, berth::model::live::LiveHost)> =
-        serde_json::from_slice(&std::fs::read(live).unwrap()).unwrap();
-    world.state().live.hosts = hosts.into_iter().collect();
+    daemonkit::load_hosts(&world, Path::new(live));
     // What the in-memory hosts cost on their own, before the daemon reads a file.
     let seeded = proc_status(std::process::id());
     std::fs::write(

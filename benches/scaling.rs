@@ -34,18 +34,11 @@ use std::time::{Duration, Instant};
 
 #[path = "support/daemonkit.rs"]
 mod daemonkit;
-use daemonkit::{get, proc_status};
+use daemonkit::{env_or, get, proc_status};
 
 /// The allocator the `berth` binary uses (src/main.rs), so the figures are the binary's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -110,9 +103,7 @@ fn memory_alone(repo: &Path, dir: &Path, world: &berth::driver::memory::World, p
 fn memory_child(repo: &Path, live: &Path) {
     let passes = env_or("BENCH_PASSES", 2);
     let world = berth::driver::memory::World::new();
-    let hosts: Vec<(berth::model::live::HostRef, berth::model::live::LiveHost)> =
-        serde_json::from_slice(&std::fs::read(live).unwrap()).unwrap();
-    world.state().live.hosts = hosts.into_iter().collect();
+    daemonkit::load_hosts(&world, live);
     std::thread::sleep(Duration::from_secs(1));
     let seeded = proc_status(std::process::id()).rss_kib;
     let state = live.with_file_name("state-alone");

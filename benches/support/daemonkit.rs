@@ -8,6 +8,21 @@ use std::time::Duration;
 
 use berth::model::live::Live;
 
+/// `BENCH_*` knobs: the variable's number, or `default`.
+pub(crate) fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Fill `world` with the hosts a `live.json` (a list of host/state pairs) holds.
+pub(crate) fn load_hosts(world: &berth::driver::memory::World, live: &Path) {
+    let hosts: Vec<(berth::model::live::HostRef, berth::model::live::LiveHost)> =
+        serde_json::from_slice(&std::fs::read(live).unwrap()).unwrap();
+    world.state().live.hosts = hosts.into_iter().collect();
+}
+
 /// The hosts as a converged apply of the repo at `repo` leaves them (in-memory hosts).
 pub(crate) fn converged(repo: &Path) -> Live {
     let sources = berth::repo::load_dir(repo).unwrap();
